@@ -1,0 +1,2 @@
+//! placeholder (owned by the herald-fhir helper)
+#![forbid(unsafe_code)]

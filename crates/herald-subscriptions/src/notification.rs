@@ -1,0 +1,1 @@
+//! Notification bundles (placeholder, owned by the notification helper).
