@@ -6,4 +6,26 @@
 //! Pure: no I/O, no async. The server stores resources; this crate only interprets them.
 #![forbid(unsafe_code)]
 
+mod adapter;
+pub mod builtin;
+pub mod catalog;
+mod error;
+mod json;
+pub mod model;
 pub mod notification;
+pub mod r4;
+pub mod r5;
+pub mod validate;
+
+pub use adapter::{
+    parse_subscription, parse_topic, set_subscription_status, subscription_to_json, topic_to_json,
+};
+pub use builtin::{NoRelated, RelatedLookup};
+pub use catalog::{TopicCatalog, TopicLookup};
+pub use error::SubscriptionError;
+pub use model::{
+    CanFilterBy, Channel, ChannelType, Filter, Interaction, NotificationShape, PayloadContent,
+    QueryCriteria, ResourceTrigger, Subscription, SubscriptionStatus, TestResult, Topic,
+    TopicStatus,
+};
+pub use validate::{validate_subscription, validate_topic};

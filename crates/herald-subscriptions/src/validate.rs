@@ -1,0 +1,378 @@
+//! Acceptance checks for a client's Subscription or SubscriptionTopic request (spec §1.C): each
+//! refusal is a [`SubscriptionError`] variant that the server turns into a 4xx OperationOutcome.
+//!
+//! Search and FHIRPath semantics are `herald_fhir`'s: a filter value is accepted when
+//! `herald_fhir::search::parse_filter` accepts it, a topic criterion when
+//! `herald_fhir::fhirpath::parse` / `herald_fhir::search::parse_query` accept it.
+
+use herald_fhir::search::{ParamType, Registry, parse_filter, parse_query};
+use herald_fhir::{FhirVersion, fhirpath, is_resource_type};
+use serde_json::Value;
+
+use crate::SubscriptionError;
+use crate::adapter;
+use crate::builtin::TopicDefinedFilter;
+use crate::catalog::TopicLookup;
+use crate::json::{extensions, with_url};
+use crate::model::{
+    CanFilterBy, Channel, ChannelType, Filter, Subscription, SubscriptionStatus, Topic,
+};
+use crate::r4::{EXT_PAYLOAD_CONTENT, XVER_REPLACED, XVER_SUBSCRIPTION_PREFIX};
+use crate::r5::COMPARATORS;
+
+/// MIME types Herald can emit (JSON only).
+pub const ACCEPTED_MIME_TYPES: [&str; 2] = ["application/fhir+json", "application/json"];
+
+/// Parses and checks a Subscription submitted by a client to a tenant of `version`.
+///
+/// Refuses: cross-version extensions on R4 where the backport has its own; a missing content
+/// level; a status other than `requested` or `off`; an unknown topic; a filter the topic's
+/// `canFilterBy` does not allow (parameter, comparator, modifier, both together (scr-1)); a filter
+/// value `parse_filter` rejects; an unknown channel type; an endpoint that does not fit the
+/// channel; a MIME type other than FHIR JSON or one for another FHIR version.
+pub fn validate_subscription(
+    version: FhirVersion,
+    body: &Value,
+    topics: &impl TopicLookup,
+) -> Result<Subscription, SubscriptionError> {
+    match version {
+        FhirVersion::R4 => check_r4_extensions(body)?,
+        FhirVersion::R5 => {
+            if body.get("content").is_none() && body.get("resourceType").is_some() {
+                return Err(SubscriptionError::MissingContent {
+                    element: "Subscription.content".to_owned(),
+                });
+            }
+        }
+    }
+    let sub = adapter::parse_subscription(version, body)?;
+    if !matches!(
+        sub.status,
+        SubscriptionStatus::Requested | SubscriptionStatus::Off
+    ) {
+        return Err(SubscriptionError::StatusNotAllowed {
+            status: sub.status.code().to_owned(),
+        });
+    }
+    let topic = topics
+        .topic(&sub.topic)
+        .ok_or_else(|| SubscriptionError::UnknownTopic {
+            topic: sub.topic.clone(),
+        })?;
+    for f in &sub.filters {
+        check_filter(version, topic, f)?;
+    }
+    check_channel(version, &sub.channel)?;
+    Ok(sub)
+}
+
+/// R4: refuses 5.0 cross-version extensions the backport replaces, and a missing
+/// `channel.payload` (1..1 in the backport profile).
+fn check_r4_extensions(body: &Value) -> Result<(), SubscriptionError> {
+    let channel = body.get("channel");
+    let mut all: Vec<&Value> = extensions(body).iter().collect();
+    if let Some(c) = channel {
+        all.extend(extensions(c));
+    }
+    for e in all {
+        let Some(url) = e.get("url").and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some(element) = url.strip_prefix(XVER_SUBSCRIPTION_PREFIX)
+            && let Some((_, instead)) = XVER_REPLACED.iter().find(|(el, _)| *el == element)
+        {
+            return Err(SubscriptionError::CrossVersionExtension {
+                url: url.to_owned(),
+                use_instead: (*instead).to_owned(),
+            });
+        }
+    }
+    if let Some(c) = channel {
+        if c.get("payload").is_none() {
+            return Err(SubscriptionError::Missing {
+                element: "Subscription.channel.payload".to_owned(),
+            });
+        }
+        let has_content = c
+            .get("_payload")
+            .map(|p| {
+                with_url(extensions(p), EXT_PAYLOAD_CONTENT)
+                    .next()
+                    .is_some()
+            })
+            .unwrap_or(false);
+        if !has_content {
+            return Err(SubscriptionError::MissingContent {
+                element: "Subscription.channel.payload.extension(backport-payload-content)"
+                    .to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The comparator a filter uses: the explicit one, or a prefix inside the value of a
+/// date/number/quantity parameter (`le1950`).
+fn effective_comparator(
+    version: FhirVersion,
+    resource_types: &[&str],
+    f: &Filter,
+) -> Option<String> {
+    if let Some(c) = &f.comparator {
+        return Some(c.clone());
+    }
+    let prefix = f.value.get(..2)?;
+    if !COMPARATORS.contains(&prefix) {
+        return None;
+    }
+    let registry = Registry::for_version(version);
+    let prefixed_type = resource_types.iter().any(|rt| {
+        registry.get(rt, &f.parameter).is_some_and(|d| {
+            matches!(
+                d.kind,
+                ParamType::Date | ParamType::Number | ParamType::Quantity
+            )
+        })
+    });
+    prefixed_type.then(|| prefix.to_owned())
+}
+
+fn check_filter(version: FhirVersion, topic: &Topic, f: &Filter) -> Result<(), SubscriptionError> {
+    if f.comparator.is_some() && f.modifier.is_some() {
+        return Err(SubscriptionError::ComparatorAndModifier {
+            parameter: f.parameter.clone(),
+        });
+    }
+    if let Some(rt) = &f.resource_type
+        && !is_resource_type(version, rt)
+    {
+        return Err(SubscriptionError::UnknownResourceType {
+            resource_type: rt.clone(),
+            element: "Subscription filter".to_owned(),
+        });
+    }
+    let allowed: Vec<&CanFilterBy> = topic
+        .can_filter_by_for(f.resource_type.as_deref(), &f.parameter)
+        .collect();
+    if allowed.is_empty() {
+        return Err(SubscriptionError::FilterNotAllowed {
+            topic: topic.url.clone(),
+            resource_type: f
+                .resource_type
+                .clone()
+                .unwrap_or_else(|| "any resource".to_owned()),
+            parameter: f.parameter.clone(),
+        });
+    }
+    // The resource types the filter will be evaluated on.
+    let topic_types = topic.resource_types();
+    let mut types: Vec<&str> = Vec::new();
+    for c in &allowed {
+        let candidates: Vec<&str> = match (f.resource_type.as_deref(), c.resource.as_deref()) {
+            (Some(rt), _) => vec![rt],
+            (None, Some(r)) => vec![r],
+            (None, None) => topic_types.clone(),
+        };
+        for t in candidates {
+            if !types.contains(&t) {
+                types.push(t);
+            }
+        }
+    }
+    if let Some(cmp) = effective_comparator(version, &types, f)
+        && !allowed.iter().any(|c| c.comparators.contains(&cmp))
+    {
+        return Err(SubscriptionError::ComparatorNotAllowed {
+            parameter: f.parameter.clone(),
+            comparator: cmp,
+        });
+    }
+    if let Some(m) = &f.modifier
+        && !allowed.iter().any(|c| c.modifiers.contains(m))
+    {
+        return Err(SubscriptionError::ModifierNotAllowed {
+            parameter: f.parameter.clone(),
+            modifier: m.clone(),
+        });
+    }
+    // The value must parse for at least one resource type in scope.
+    let topic_defined = allowed.iter().find_map(|c| TopicDefinedFilter::of(c));
+    let mut first_error = None;
+    let attempts: Vec<(&str, &str)> = match topic_defined {
+        Some(d) => vec![d.search_parameter()],
+        None => types.iter().map(|t| (*t, f.parameter.as_str())).collect(),
+    };
+    for (rt, param) in attempts {
+        match parse_filter(
+            version,
+            rt,
+            param,
+            f.comparator.as_deref(),
+            f.modifier.as_deref(),
+            &f.value,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    Err(SubscriptionError::InvalidFilterValue {
+        parameter: f.parameter.clone(),
+        value: f.value.clone(),
+        reason: first_error.unwrap_or_else(|| "no resource type in scope".to_owned()),
+    })
+}
+
+/// Splits `scheme:rest`, lower-casing the scheme.
+fn scheme(url: &str) -> Option<(String, &str)> {
+    let (s, rest) = url.split_once(':')?;
+    let valid = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (valid && !rest.is_empty()).then(|| (s.to_ascii_lowercase(), rest))
+}
+
+/// `//host...` with a non-empty host and no whitespace.
+fn has_host(rest: &str) -> bool {
+    rest.strip_prefix("//")
+        .map(|r| r.split(['/', '?', '#']).next().unwrap_or_default())
+        .is_some_and(|authority| !authority.is_empty())
+        && !rest.chars().any(char::is_whitespace)
+}
+
+fn check_endpoint(channel: &Channel) -> Result<(), SubscriptionError> {
+    let kind = channel.kind;
+    let bad = |endpoint: &str, reason: &str| SubscriptionError::InvalidEndpoint {
+        channel: kind.code().to_owned(),
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let endpoint = channel.endpoint.as_deref().map(str::trim);
+    match (kind, endpoint) {
+        (ChannelType::Websocket, None) => Ok(()),
+        (ChannelType::RestHook, None)
+        | (ChannelType::Email, None)
+        | (ChannelType::Message, None) => Err(SubscriptionError::Missing {
+            element: "Subscription.endpoint".to_owned(),
+        }),
+        (ChannelType::RestHook, Some(e)) => match scheme(e) {
+            Some((s, rest)) if (s == "http" || s == "https") && has_host(rest) => Ok(()),
+            _ => Err(bad(e, "expected an absolute http:// or https:// URL")),
+        },
+        (ChannelType::Websocket, Some(e)) => match scheme(e) {
+            Some((s, rest)) if (s == "ws" || s == "wss") && has_host(rest) => Ok(()),
+            _ => Err(bad(e, "expected no endpoint, or a ws:// or wss:// URL")),
+        },
+        (ChannelType::Email, Some(e)) => match scheme(e) {
+            Some((s, rest)) if s == "mailto" && rest.contains('@') => Ok(()),
+            _ => Err(bad(e, "expected a mailto: address")),
+        },
+        (ChannelType::Message, Some(e)) => match scheme(e) {
+            Some(_) if !e.chars().any(char::is_whitespace) => Ok(()),
+            _ => Err(bad(e, "expected an absolute URL")),
+        },
+    }
+}
+
+/// Checks a MIME type (`application/fhir+json` or `application/json`, optional
+/// `;fhirVersion=` matching the tenant).
+pub fn check_content_type(
+    version: FhirVersion,
+    content_type: &str,
+) -> Result<(), SubscriptionError> {
+    let mut parts = content_type.split(';');
+    let base = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    if !ACCEPTED_MIME_TYPES.contains(&base.as_str()) {
+        return Err(SubscriptionError::UnsupportedContentType {
+            content_type: content_type.to_owned(),
+        });
+    }
+    for p in parts {
+        let Some((k, v)) = p.split_once('=') else {
+            continue;
+        };
+        if k.trim().eq_ignore_ascii_case("fhirVersion") {
+            let requested = v.trim().trim_matches('"');
+            if FhirVersion::parse(requested) != Some(version) {
+                return Err(SubscriptionError::FhirVersionMismatch {
+                    requested: requested.to_owned(),
+                    tenant: version.fhir_version().to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_channel(version: FhirVersion, channel: &Channel) -> Result<(), SubscriptionError> {
+    check_endpoint(channel)?;
+    check_content_type(version, &channel.content_type)
+}
+
+/// Parses and checks a topic submitted to a tenant of `version` (R5 `SubscriptionTopic`, or an R4
+/// Basic-wrapped topic): resource types known, FHIRPath criteria within the supported subset,
+/// query criteria parseable.
+pub fn validate_topic(version: FhirVersion, body: &Value) -> Result<Topic, SubscriptionError> {
+    let topic = adapter::parse_topic(version, body)?;
+    if topic.url.trim().is_empty() {
+        return Err(SubscriptionError::Missing {
+            element: "SubscriptionTopic.url".to_owned(),
+        });
+    }
+    for t in &topic.resource_triggers {
+        if !is_resource_type(version, &t.resource) {
+            return Err(SubscriptionError::UnknownResourceType {
+                resource_type: t.resource.clone(),
+                element: "SubscriptionTopic.resourceTrigger.resource".to_owned(),
+            });
+        }
+        if let Some(expr) = &t.fhirpath_criteria {
+            fhirpath::parse(expr).map_err(|e| SubscriptionError::UnsupportedCriteria {
+                element: "SubscriptionTopic.resourceTrigger.fhirPathCriteria".to_owned(),
+                expression: expr.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(q) = &t.query_criteria {
+            for (name, query) in [("previous", &q.previous), ("current", &q.current)] {
+                if let Some(query) = query {
+                    parse_query(version, &t.resource, query).map_err(|e| {
+                        SubscriptionError::UnsupportedCriteria {
+                            element: format!(
+                                "SubscriptionTopic.resourceTrigger.queryCriteria.{name}"
+                            ),
+                            expression: query.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                }
+            }
+        }
+    }
+    for c in &topic.can_filter_by {
+        if let Some(rt) = &c.resource
+            && !is_resource_type(version, rt)
+        {
+            return Err(SubscriptionError::UnknownResourceType {
+                resource_type: rt.clone(),
+                element: "SubscriptionTopic.canFilterBy.resource".to_owned(),
+            });
+        }
+        if c.filter_parameter.contains(':') {
+            return Err(SubscriptionError::Invalid {
+                element: "SubscriptionTopic.canFilterBy.filterParameter".to_owned(),
+                reason: format!("'{}' must not carry a modifier", c.filter_parameter),
+            });
+        }
+    }
+    for s in &topic.notification_shape {
+        if !is_resource_type(version, &s.resource) {
+            return Err(SubscriptionError::UnknownResourceType {
+                resource_type: s.resource.clone(),
+                element: "SubscriptionTopic.notificationShape.resource".to_owned(),
+            });
+        }
+    }
+    Ok(topic)
+}
