@@ -1,1 +1,528 @@
-//! placeholder
+//! Herald's durable state on sled: resources and their history, per-subscription event logs and
+//! counters, and the group commit that makes an acknowledged write durable.
+//!
+//! One write is one sled transaction over several trees: the new version (current + history),
+//! and, for every subscription the write hook says matched, the bumped event counter and the
+//! numbered event. Nothing of a write is visible as acknowledged before the group commit has
+//! flushed it (design invariant 1). sled 0.34 transactions cannot range-scan, so everything a
+//! transaction reads is a single key; matching therefore runs on in-memory indexes held by the
+//! caller and handed in as the hook.
+#![forbid(unsafe_code)]
+
+mod commit;
+mod error;
+pub mod keys;
+mod record;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+pub use commit::Durability;
+pub use error::{Result, StoreError};
+pub use record::{EventDraft, EventRecord, Interaction, StoredVersion};
+
+use commit::GroupCommit;
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled page-cache size in bytes.
+    pub cache_capacity_bytes: u64,
+    /// Durability of acknowledged writes.
+    pub durability: Durability,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            durability: Durability::GroupCommit,
+        }
+    }
+}
+
+/// What a write does to its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Create; fails with [`StoreError::AlreadyExists`] if the id is live.
+    Create,
+    /// Update, or create when the id is new or deleted (update-as-create).
+    Upsert,
+    /// Delete; a no-op when the resource is absent or already deleted.
+    Delete,
+}
+
+/// One write request.
+#[derive(Debug, Clone)]
+pub struct WriteRequest<'a> {
+    /// Tenant name.
+    pub tenant: &'a str,
+    /// Resource type.
+    pub resource_type: &'a str,
+    /// Logical id.
+    pub id: &'a str,
+    /// Create, upsert or delete.
+    pub kind: WriteKind,
+    /// The new body (for create and upsert). `id` and `meta.versionId`/`meta.lastUpdated` are
+    /// set by the store.
+    pub body: Option<Value>,
+    /// `If-Match` version precondition.
+    pub if_match: Option<u64>,
+}
+
+/// The change a write makes, as the write hook sees it inside the transaction.
+#[derive(Debug)]
+pub struct Change<'a> {
+    /// Tenant name.
+    pub tenant: &'a str,
+    /// Resource type.
+    pub resource_type: &'a str,
+    /// Logical id.
+    pub id: &'a str,
+    /// Create, update or delete.
+    pub interaction: Interaction,
+    /// The version before the change (live versions only).
+    pub previous: Option<&'a Value>,
+    /// The version after the change (`None` for a delete).
+    pub current: Option<&'a Value>,
+    /// The new version id.
+    pub version: u64,
+    /// The commit timestamp.
+    pub last_updated: &'a str,
+}
+
+/// The result of a write, once durable.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// The version now current.
+    pub stored: StoredVersion,
+    /// Whether a new version was written (false for a no-op update or a delete of nothing).
+    pub changed: bool,
+    /// (subscription id, event number) for every event the write recorded.
+    pub events: Vec<(String, u64)>,
+}
+
+/// The write hook: called inside the transaction (possibly more than once if sled retries it),
+/// returns the events to record. An `Err` aborts the write.
+pub type Hook<'h> =
+    &'h mut (dyn FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String> + Send);
+
+/// The sled-backed store.
+pub struct Store {
+    db: sled::Db,
+    resources: sled::Tree,
+    history: sled::Tree,
+    counters: sled::Tree,
+    events: sled::Tree,
+    durability: Durability,
+    group: Option<GroupCommit>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            .open()?;
+        let group = match options.durability {
+            Durability::GroupCommit => Some(GroupCommit::start(db.clone())),
+            _ => None,
+        };
+        Ok(Store {
+            resources: db.open_tree("resources")?,
+            history: db.open_tree("history")?,
+            counters: db.open_tree("counters")?,
+            events: db.open_tree("events")?,
+            db,
+            durability: options.durability,
+            group,
+        })
+    }
+
+    /// The durability mode this store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Flushes everything and stops the flusher. Call once at shutdown.
+    pub fn close(&self) -> Result<()> {
+        self.db.flush()?;
+        if let Some(g) = &self.group {
+            g.stop();
+        }
+        Ok(())
+    }
+
+    /// Writes one resource change and its events, and returns once it is durable.
+    pub async fn write(&self, req: WriteRequest<'_>, hook: Hook<'_>) -> Result<WriteOutcome> {
+        let outcome = self.apply(req, hook)?;
+        if outcome.changed {
+            self.make_durable().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Waits until every write applied so far is durable, per the configured mode.
+    pub async fn make_durable(&self) -> Result<()> {
+        match (&self.group, self.durability) {
+            (Some(g), _) => g.wait(g.ticket()).await,
+            (None, Durability::FlushPerWrite) => {
+                self.db.flush_async().await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a write in one transaction (not yet durable).
+    fn apply(&self, req: WriteRequest<'_>, hook: Hook<'_>) -> Result<WriteOutcome> {
+        let key = keys::resource(req.tenant, req.resource_type, req.id);
+        // sled runs the transaction closure as `Fn` (it may retry it on conflict).
+        let hook = std::cell::RefCell::new(hook);
+        let result = (&self.resources, &self.history, &self.counters, &self.events).transaction(
+            |(resources, history, counters, events)| {
+                let previous = match resources.get(&key)? {
+                    Some(bytes) => Some(decode_version(&bytes).map_err(abort)?),
+                    None => None,
+                };
+                let prev_live = previous.as_ref().filter(|p| !p.is_deleted());
+                let prev_version = previous.as_ref().map_or(0, |p| p.version);
+                if let Some(expected) = req.if_match {
+                    let current = prev_live.map_or(0, |p| p.version);
+                    if expected != current {
+                        return Err(abort(StoreError::VersionConflict {
+                            resource_type: req.resource_type.into(),
+                            id: req.id.into(),
+                            expected,
+                            current,
+                        }));
+                    }
+                }
+                let interaction = match (req.kind, prev_live) {
+                    (WriteKind::Create, Some(_)) => {
+                        return Err(abort(StoreError::AlreadyExists {
+                            resource_type: req.resource_type.into(),
+                            id: req.id.into(),
+                        }));
+                    }
+                    (WriteKind::Delete, None) => {
+                        return Ok(unchanged(previous.clone(), &req));
+                    }
+                    (WriteKind::Delete, Some(_)) => Interaction::Delete,
+                    (_, Some(_)) => Interaction::Update,
+                    (_, None) => Interaction::Create,
+                };
+                let version = prev_version + 1;
+                let last_updated = now_instant();
+                let current = match &req.body {
+                    Some(body) if interaction != Interaction::Delete => {
+                        if let Some(prev) = prev_live.and_then(|p| p.resource.as_ref())
+                            && same_content(prev, body)
+                        {
+                            return Ok(unchanged(previous.clone(), &req));
+                        }
+                        Some(with_meta(body, req.id, version, &last_updated))
+                    }
+                    _ => None,
+                };
+                if interaction != Interaction::Delete && current.is_none() {
+                    return Err(abort(StoreError::Hook(
+                        "a create or update needs a body".into(),
+                    )));
+                }
+                let stored = StoredVersion {
+                    resource_type: req.resource_type.to_owned(),
+                    id: req.id.to_owned(),
+                    version,
+                    last_updated: last_updated.clone(),
+                    interaction,
+                    resource: current,
+                };
+                let change = Change {
+                    tenant: req.tenant,
+                    resource_type: req.resource_type,
+                    id: req.id,
+                    interaction,
+                    previous: prev_live.and_then(|p| p.resource.as_ref()),
+                    current: stored.resource.as_ref(),
+                    version,
+                    last_updated: &last_updated,
+                };
+                let drafts =
+                    (hook.borrow_mut())(&change).map_err(|e| abort(StoreError::Hook(e)))?;
+                let bytes = encode_version(&stored).map_err(abort)?;
+                resources.insert(key.as_slice(), bytes.as_slice())?;
+                history.insert(
+                    keys::history(req.tenant, req.resource_type, req.id, version),
+                    bytes,
+                )?;
+                let recorded = record_events(counters, events, &req, &stored, drafts)?;
+                Ok(WriteOutcome {
+                    stored,
+                    changed: true,
+                    events: recorded,
+                })
+            },
+        );
+        let outcome = result?;
+        match outcome.stored.version {
+            0 => Err(StoreError::NotFound {
+                resource_type: req.resource_type.into(),
+                id: req.id.into(),
+            }),
+            _ => Ok(outcome),
+        }
+    }
+
+    /// The current version of a resource, including deletion tombstones.
+    pub fn current(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>> {
+        self.resources
+            .get(keys::resource(tenant, resource_type, id))?
+            .map(|b| decode_version(&b))
+            .transpose()
+    }
+
+    /// Reads the live resource: `NotFound` if never written, `Gone` if deleted.
+    pub fn read(&self, tenant: &str, resource_type: &str, id: &str) -> Result<StoredVersion> {
+        match self.current(tenant, resource_type, id)? {
+            None => Err(StoreError::NotFound {
+                resource_type: resource_type.into(),
+                id: id.into(),
+            }),
+            Some(v) if v.is_deleted() => Err(StoreError::Gone {
+                resource_type: resource_type.into(),
+                id: id.into(),
+                version: v.version,
+            }),
+            Some(v) => Ok(v),
+        }
+    }
+
+    /// Reads one version (a deletion version is returned as such; the caller answers 410).
+    pub fn read_version(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<StoredVersion> {
+        match self
+            .history
+            .get(keys::history(tenant, resource_type, id, version))?
+        {
+            Some(b) => decode_version(&b),
+            None => {
+                if self.current(tenant, resource_type, id)?.is_none() {
+                    Err(StoreError::NotFound {
+                        resource_type: resource_type.into(),
+                        id: id.into(),
+                    })
+                } else {
+                    Err(StoreError::VersionNotFound {
+                        resource_type: resource_type.into(),
+                        id: id.into(),
+                        version,
+                    })
+                }
+            }
+        }
+    }
+
+    /// All versions of one resource, newest first.
+    pub fn history(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Vec<StoredVersion>> {
+        let mut out = self.scan_history(&keys::history_prefix(tenant, resource_type, id))?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// All versions of all resources of one type, newest first.
+    pub fn type_history(&self, tenant: &str, resource_type: &str) -> Result<Vec<StoredVersion>> {
+        let mut out = self.scan_history(&keys::resource_type_prefix(tenant, resource_type))?;
+        out.sort_by(|a, b| {
+            b.last_updated
+                .cmp(&a.last_updated)
+                .then(b.version.cmp(&a.version))
+        });
+        Ok(out)
+    }
+
+    fn scan_history(&self, prefix: &[u8]) -> Result<Vec<StoredVersion>> {
+        self.history
+            .scan_prefix(prefix)
+            .map(|kv| {
+                kv.map_err(StoreError::from)
+                    .and_then(|(_, v)| decode_version(&v))
+            })
+            .collect()
+    }
+
+    /// Every live resource of one type, in id order.
+    pub fn live_of_type(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+    ) -> impl Iterator<Item = Result<StoredVersion>> + '_ {
+        self.resources
+            .scan_prefix(keys::resource_type_prefix(tenant, resource_type))
+            .map(|kv| {
+                kv.map_err(StoreError::from)
+                    .and_then(|(_, v)| decode_version(&v))
+            })
+            .filter(|r| !matches!(r, Ok(v) if v.is_deleted()))
+    }
+
+    /// Number of events recorded so far for a subscription (`eventsSinceSubscriptionStart`).
+    pub fn event_count(&self, tenant: &str, subscription_id: &str) -> Result<u64> {
+        Ok(keys::decode_u64(
+            self.counters
+                .get(keys::subscription(tenant, subscription_id))?
+                .as_deref(),
+        ))
+    }
+
+    /// Events `since..=until` (inclusive, either end optional) of one subscription, in order.
+    pub fn events(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+        since: Option<u64>,
+        until: Option<u64>,
+    ) -> Result<Vec<EventRecord>> {
+        let lo = keys::event(tenant, subscription_id, since.unwrap_or(0));
+        let hi = keys::event(tenant, subscription_id, until.unwrap_or(u64::MAX));
+        self.events
+            .range(lo..=hi)
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(g) = &self.group {
+            g.stop();
+        }
+    }
+}
+
+fn record_events(
+    counters: &TransactionalTree,
+    events: &TransactionalTree,
+    req: &WriteRequest<'_>,
+    stored: &StoredVersion,
+    drafts: Vec<EventDraft>,
+) -> std::result::Result<Vec<(String, u64)>, ConflictableTransactionError<StoreError>> {
+    let mut recorded = Vec::with_capacity(drafts.len());
+    for d in drafts {
+        let ckey = keys::subscription(req.tenant, &d.subscription_id);
+        let number = keys::decode_u64(counters.get(&ckey)?.as_deref()) + 1;
+        counters.insert(ckey, &keys::encode_u64(number))?;
+        let event = EventRecord {
+            number,
+            timestamp: stored.last_updated.clone(),
+            topic: d.topic,
+            focus_type: stored.resource_type.clone(),
+            focus_id: stored.id.clone(),
+            focus_version: stored.version,
+            interaction: stored.interaction,
+            additional_context: d.additional_context,
+        };
+        let bytes =
+            serde_json::to_vec(&event).map_err(|e| abort(StoreError::Corrupt(e.to_string())))?;
+        events.insert(keys::event(req.tenant, &d.subscription_id, number), bytes)?;
+        recorded.push((d.subscription_id, number));
+    }
+    Ok(recorded)
+}
+
+fn unchanged(previous: Option<StoredVersion>, req: &WriteRequest<'_>) -> WriteOutcome {
+    WriteOutcome {
+        stored: previous.unwrap_or_else(|| StoredVersion {
+            resource_type: req.resource_type.into(),
+            id: req.id.into(),
+            version: 0,
+            last_updated: String::new(),
+            interaction: Interaction::Delete,
+            resource: None,
+        }),
+        changed: false,
+        events: Vec::new(),
+    }
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn encode_version(v: &StoredVersion) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode_version(bytes: &[u8]) -> Result<StoredVersion> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Current time as a FHIR instant with millisecond precision, UTC.
+pub fn now_instant() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping the rest of `meta`.
+fn with_meta(body: &Value, id: &str, version: u64, last_updated: &str) -> Value {
+    let mut out = body.clone();
+    if let Value::Object(map) = &mut out {
+        map.insert("id".into(), Value::String(id.into()));
+        let meta = map
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !meta.is_object() {
+            *meta = Value::Object(Default::default());
+        }
+        if let Value::Object(m) = meta {
+            m.insert("versionId".into(), Value::String(version.to_string()));
+            m.insert("lastUpdated".into(), Value::String(last_updated.into()));
+        }
+    }
+    out
+}
+
+/// Same resource content, ignoring `meta.versionId`/`meta.lastUpdated` and the `id` the store
+/// sets: a PUT of identical content creates no version and triggers nothing.
+fn same_content(stored: &Value, body: &Value) -> bool {
+    fn strip(v: &Value) -> Value {
+        let mut v = v.clone();
+        if let Value::Object(map) = &mut v {
+            map.remove("id");
+            if let Some(Value::Object(meta)) = map.get_mut("meta") {
+                meta.remove("versionId");
+                meta.remove("lastUpdated");
+                if meta.is_empty() {
+                    map.remove("meta");
+                }
+            }
+        }
+        v
+    }
+    strip(stored) == strip(body)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+use super::*;
+use serde_json::json;
+
+fn open(dir: &Path, durability: Durability) -> Store {
+    Store::open(
+        dir,
+        &StoreOptions {
+            cache_capacity_bytes: 16 << 20,
+            durability,
+        },
+    )
+    .expect("open store")
+}
+
+fn req<'a>(kind: WriteKind, id: &'a str, body: Option<Value>) -> WriteRequest<'a> {
+    WriteRequest {
+        tenant: "r4",
+        resource_type: "Task",
+        id,
+        kind,
+        body,
+        if_match: None,
+    }
+}
+
+fn no_events() -> impl FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String> {
+    |_| Ok(Vec::new())
+}
+
+#[tokio::test]
+async fn create_sets_id_version_and_last_updated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    let out = store
+        .write(
+            req(
+                WriteKind::Create,
+                "t1",
+                Some(json!({"resourceType":"Task","status":"requested"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect("create");
+    assert!(out.changed);
+    assert_eq!(out.stored.version, 1);
+    let body = out.stored.resource.expect("body");
+    assert_eq!(body["id"], "t1");
+    assert_eq!(body["meta"]["versionId"], "1");
+    assert!(
+        body["meta"]["lastUpdated"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z'))
+    );
+}
+
+#[tokio::test]
+async fn updates_make_contiguous_versions_and_history_newest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    for status in ["requested", "accepted", "in-progress"] {
+        store
+            .write(
+                req(
+                    WriteKind::Upsert,
+                    "t1",
+                    Some(json!({"resourceType":"Task","status":status})),
+                ),
+                &mut no_events(),
+            )
+            .await
+            .expect("upsert");
+    }
+    let hist = store.history("r4", "Task", "t1").expect("history");
+    assert_eq!(
+        hist.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    assert_eq!(hist[0].interaction, Interaction::Update);
+    assert_eq!(hist[2].interaction, Interaction::Create);
+    let v2 = store.read_version("r4", "Task", "t1", 2).expect("vread");
+    assert_eq!(v2.resource.expect("body")["status"], "accepted");
+}
+
+#[tokio::test]
+async fn identical_update_writes_no_version_and_calls_no_hook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    let body = json!({"resourceType":"Task","status":"requested"});
+    store
+        .write(
+            req(WriteKind::Upsert, "t1", Some(body.clone())),
+            &mut no_events(),
+        )
+        .await
+        .expect("create");
+    let mut called = false;
+    let mut hook = |_: &Change<'_>| {
+        called = true;
+        Ok(Vec::new())
+    };
+    let out = store
+        .write(req(WriteKind::Upsert, "t1", Some(body)), &mut hook)
+        .await
+        .expect("noop");
+    assert!(!out.changed);
+    assert_eq!(out.stored.version, 1);
+    assert!(!called);
+}
+
+#[tokio::test]
+async fn stale_if_match_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    store
+        .write(
+            req(
+                WriteKind::Upsert,
+                "t1",
+                Some(json!({"resourceType":"Task","status":"a"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect("v1");
+    store
+        .write(
+            req(
+                WriteKind::Upsert,
+                "t1",
+                Some(json!({"resourceType":"Task","status":"b"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect("v2");
+    let mut r = req(
+        WriteKind::Upsert,
+        "t1",
+        Some(json!({"resourceType":"Task","status":"c"})),
+    );
+    r.if_match = Some(1);
+    let err = store.write(r, &mut no_events()).await.expect_err("stale");
+    assert!(matches!(
+        err,
+        StoreError::VersionConflict {
+            expected: 1,
+            current: 2,
+            ..
+        }
+    ));
+    assert_eq!(store.read("r4", "Task", "t1").expect("read").version, 2);
+}
+
+#[tokio::test]
+async fn delete_leaves_a_tombstone_and_read_reports_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    store
+        .write(
+            req(
+                WriteKind::Create,
+                "t1",
+                Some(json!({"resourceType":"Task"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect("create");
+    let out = store
+        .write(req(WriteKind::Delete, "t1", None), &mut no_events())
+        .await
+        .expect("delete");
+    assert_eq!(out.stored.version, 2);
+    assert!(matches!(
+        store.read("r4", "Task", "t1"),
+        Err(StoreError::Gone { version: 2, .. })
+    ));
+    assert_eq!(store.live_of_type("r4", "Task").count(), 0);
+    // Deleting again is a no-op; re-creating continues the version sequence.
+    let again = store
+        .write(req(WriteKind::Delete, "t1", None), &mut no_events())
+        .await
+        .expect("delete again");
+    assert!(!again.changed);
+    let back = store
+        .write(
+            req(
+                WriteKind::Upsert,
+                "t1",
+                Some(json!({"resourceType":"Task"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect("recreate");
+    assert_eq!(
+        (back.stored.version, back.stored.interaction),
+        (3, Interaction::Create)
+    );
+}
+
+#[tokio::test]
+async fn create_of_a_live_id_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::Off);
+    store
+        .write(
+            req(
+                WriteKind::Create,
+                "t1",
+                Some(json!({"resourceType":"Task"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect("create");
+    let err = store
+        .write(
+            req(
+                WriteKind::Create,
+                "t1",
+                Some(json!({"resourceType":"Task"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect_err("dup");
+    assert!(matches!(err, StoreError::AlreadyExists { .. }));
+}
+
+#[tokio::test]
+async fn hook_events_are_numbered_per_subscription_and_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path(), Durability::GroupCommit);
+        let mut hook = |c: &Change<'_>| {
+            let mut v = vec![EventDraft {
+                subscription_id: "a".into(),
+                topic: "t".into(),
+                additional_context: vec![],
+            }];
+            if c.id == "t2" {
+                v.push(EventDraft {
+                    subscription_id: "b".into(),
+                    topic: "t".into(),
+                    additional_context: vec!["Patient/p".into()],
+                });
+            }
+            Ok(v)
+        };
+        for id in ["t1", "t2", "t3"] {
+            store
+                .write(
+                    req(WriteKind::Create, id, Some(json!({"resourceType":"Task"}))),
+                    &mut hook,
+                )
+                .await
+                .expect("write");
+        }
+        store.close().expect("close");
+    }
+    let store = open(dir.path(), Durability::GroupCommit);
+    assert_eq!(store.event_count("r4", "a").expect("count"), 3);
+    assert_eq!(store.event_count("r4", "b").expect("count"), 1);
+    let a = store.events("r4", "a", None, None).expect("events");
+    assert_eq!(
+        a.iter().map(|e| e.number).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(a[1].focus_reference(), "Task/t2/_history/1");
+    let b = store.events("r4", "b", Some(1), Some(1)).expect("events");
+    assert_eq!(b[0].additional_context, vec!["Patient/p".to_string()]);
+    let mut hook = |_: &Change<'_>| {
+        Ok(vec![EventDraft {
+            subscription_id: "a".into(),
+            topic: "t".into(),
+            additional_context: vec![],
+        }])
+    };
+    let out = store
+        .write(
+            req(
+                WriteKind::Upsert,
+                "t1",
+                Some(json!({"resourceType":"Task","status":"x"})),
+            ),
+            &mut hook,
+        )
+        .await
+        .expect("write");
+    assert_eq!(out.events, vec![("a".to_string(), 4)]);
+}
+
+#[tokio::test]
+async fn a_failing_hook_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    let mut hook = |_: &Change<'_>| Err("boom".to_string());
+    let err = store
+        .write(
+            req(
+                WriteKind::Create,
+                "t1",
+                Some(json!({"resourceType":"Task"})),
+            ),
+            &mut hook,
+        )
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, StoreError::Hook(_)));
+    assert!(store.current("r4", "Task", "t1").expect("read").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_group_commit_writers_all_complete_with_distinct_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(open(dir.path(), Durability::GroupCommit));
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let id = format!("w{w}");
+                store
+                    .write(
+                        WriteRequest {
+                            tenant: "r4",
+                            resource_type: "Task",
+                            id: &id,
+                            kind: WriteKind::Upsert,
+                            body: Some(json!({"resourceType":"Task","n":i})),
+                            if_match: None,
+                        },
+                        &mut |_| Ok(Vec::new()),
+                    )
+                    .await
+                    .expect("write");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    for w in 0..16 {
+        assert_eq!(
+            store
+                .read("r4", "Task", &format!("w{w}"))
+                .expect("read")
+                .version,
+            20
+        );
+    }
+}
