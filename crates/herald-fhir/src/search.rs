@@ -223,12 +223,15 @@ pub fn matches(criterion: &Criterion, resource: &Value) -> Result<bool, FhirErro
     Ok(false)
 }
 
+/// ANDed criteria and result-control parameters (`_count`, `_sort`, …) of a query string.
+pub type ParsedQuery = (Vec<Criterion>, Vec<(String, String)>);
+
 /// Parses a whole query string into ANDed criteria plus result-control parameters.
 pub fn parse_query(
     version: FhirVersion,
     resource_type: &str,
     query: &str,
-) -> Result<(Vec<Criterion>, Vec<(String, String)>), FhirError> {
+) -> Result<ParsedQuery, FhirError> {
     let _ = (version, resource_type, query);
     Ok((Vec::new(), Vec::new()))
 }
