@@ -29,3 +29,6 @@ pub use model::{
     TopicStatus,
 };
 pub use validate::{validate_subscription, validate_topic};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,773 @@
+//! Tests of the model adapters (fixtures from `tests/fixtures/model`), the built-in topics and
+//! validation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use herald_fhir::FhirVersion;
+use serde_json::{Value, json};
+
+use crate::builtin::{self, COW_SERVICEREQUEST_FOR_OWNER, COW_TASK_CHANGED};
+use crate::model::*;
+use crate::{SubscriptionError, TopicCatalog, TopicLookup, r4, r5};
+
+fn fixture(path: &str) -> Value {
+    let full = format!("{}/tests/fixtures/model/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&full).expect(&full);
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+// ---------------------------------------------------------------------------------------------
+// R5 adapter
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn r5_admission_subscription_fixture_reads_every_element() {
+    let sub = r5::parse_subscription(&fixture("r5/subscription-admission.json")).unwrap();
+    assert_eq!(sub.id, "admission");
+    assert_eq!(sub.status, SubscriptionStatus::Active);
+    assert_eq!(
+        sub.topic,
+        "http://example.org/R5/SubscriptionTopic/admission"
+    );
+    assert_eq!(
+        sub.filters,
+        vec![Filter {
+            resource_type: None,
+            parameter: "patient".into(),
+            comparator: None,
+            modifier: None,
+            value: "Patient/123".into()
+        }]
+    );
+    assert_eq!(sub.channel.kind, ChannelType::RestHook);
+    assert_eq!(
+        sub.channel.endpoint.as_deref(),
+        Some("https://example.org/Endpoints/P123")
+    );
+    assert_eq!(
+        sub.channel.headers,
+        vec![(
+            "Authorization".to_owned(),
+            "Bearer secret-token-abc-123".to_owned()
+        )]
+    );
+    assert_eq!(sub.channel.heartbeat_period, Some(60));
+    assert_eq!(sub.channel.timeout, Some(5));
+    assert_eq!(sub.channel.content, PayloadContent::IdOnly);
+    assert_eq!(sub.channel.max_count, Some(100));
+    assert_eq!(sub.end.as_deref(), Some("2019-08-07T11:15:18Z"));
+}
+
+#[test]
+fn r5_subscription_without_content_reads_as_empty_and_strips_canonical_filter_type() {
+    let sub = r5::parse_subscription(&fixture("r5/subscription-example.json")).unwrap();
+    assert_eq!(sub.channel.content, PayloadContent::Empty);
+    assert_eq!(sub.channel.content_type, "application/fhir+json");
+    assert_eq!(sub.filters[0].resource_type.as_deref(), Some("Encounter"));
+    assert_eq!(sub.identifier.len(), 1);
+}
+
+#[test]
+fn r5_subscriptions_round_trip_through_json() {
+    for path in [
+        "r5/subscription-admission.json",
+        "r5/subscription-example.json",
+    ] {
+        let sub = r5::parse_subscription(&fixture(path)).unwrap();
+        let again = r5::parse_subscription(&r5::subscription_to_json(&sub)).unwrap();
+        assert_eq!(sub, again, "{path}");
+    }
+}
+
+#[test]
+fn r5_admission_topic_fixture_reads_triggers_filters_and_shape() {
+    let topic = r5::parse_topic(&fixture("r5/subscriptiontopic-example-admission.json")).unwrap();
+    assert_eq!(
+        topic.url,
+        "http://example.org/FHIR/R5/SubscriptionTopic/admission"
+    );
+    let t = &topic.resource_triggers[0];
+    assert_eq!(t.resource, "Encounter");
+    assert_eq!(
+        t.interactions,
+        vec![Interaction::Create, Interaction::Update]
+    );
+    let q = t.query_criteria.as_ref().unwrap();
+    assert_eq!(q.previous.as_deref(), Some("status:not=in-progress"));
+    assert_eq!(q.current.as_deref(), Some("status=in-progress"));
+    assert_eq!(q.result_for_create, Some(TestResult::TestPasses));
+    assert_eq!(q.result_for_delete, Some(TestResult::TestFails));
+    assert!(q.require_both);
+    assert!(t.fhirpath_criteria.is_some());
+    assert_eq!(topic.can_filter_by[0].modifiers, vec!["in", "not-in"]);
+    assert_eq!(topic.notification_shape[0].include.len(), 7);
+}
+
+#[test]
+fn r5_topics_round_trip_through_json() {
+    for path in [
+        "r5/subscriptiontopic-example.json",
+        "r5/subscriptiontopic-example-admission.json",
+        "r4b/subscriptiontopic-example-admission.json",
+    ] {
+        let topic = r5::parse_topic(&fixture(path)).unwrap();
+        let again = r5::parse_topic(&r5::topic_to_json(&topic, Some("x"))).unwrap();
+        assert_eq!(topic, again, "{path}");
+    }
+}
+
+#[test]
+fn r5_topic_comparators_are_kept_apart_from_modifiers() {
+    let topic = r5::parse_topic(&fixture("r5/subscriptiontopic-example.json")).unwrap();
+    let length = topic
+        .can_filter_by
+        .iter()
+        .find(|c| c.filter_parameter == "length")
+        .unwrap();
+    assert_eq!(length.comparators, vec!["gt", "lt", "ge", "le"]);
+    assert!(length.modifiers.is_empty());
+}
+
+#[test]
+fn r4b_topic_equals_sign_modifier_means_plain_equality() {
+    let topic = r5::parse_topic(&fixture("r4b/subscriptiontopic-example-admission.json")).unwrap();
+    assert_eq!(topic.can_filter_by[0].modifiers, vec!["in", "not-in"]);
+    assert!(topic.can_filter_by[0].comparators.is_empty());
+}
+
+#[test]
+fn r5_unknown_channel_system_is_refused() {
+    let mut body = fixture("r5/subscription-admission.json");
+    body["channelType"] = json!({"system": "http://example.org/ch", "code": "rest-hook"});
+    assert!(matches!(
+        r5::parse_subscription(&body),
+        Err(SubscriptionError::UnknownChannelType { .. })
+    ));
+}
+
+#[test]
+fn r5_set_status_changes_only_status() {
+    let mut body = fixture("r5/subscription-admission.json");
+    r5::set_status(&mut body, SubscriptionStatus::Error).unwrap();
+    assert_eq!(body["status"], "error");
+    assert!(body.get("error").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// R4 backport adapter
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn r4_backport_admission_reads_primitive_and_channel_extensions() {
+    let sub = r4::parse_subscription(&fixture(
+        "r4-backport/Subscription-subscription-admission.json",
+    ))
+    .unwrap();
+    assert_eq!(sub.topic, "http://hl7.org/SubscriptionTopic/admission");
+    assert_eq!(
+        sub.filters,
+        vec![Filter {
+            resource_type: Some("Encounter".into()),
+            parameter: "patient".into(),
+            comparator: None,
+            modifier: None,
+            value: "Patient/123".into()
+        }]
+    );
+    assert_eq!(sub.channel.heartbeat_period, Some(86400));
+    assert_eq!(sub.channel.timeout, Some(60));
+    assert_eq!(sub.channel.max_count, Some(20));
+    assert_eq!(sub.channel.content, PayloadContent::IdOnly);
+    assert_eq!(sub.channel.content_type, "application/fhir+json");
+    assert_eq!(sub.status, SubscriptionStatus::Active);
+}
+
+#[test]
+fn r4_backport_subscription_round_trips_through_json() {
+    let mut body = fixture("r4-backport/Subscription-subscription-admission.json");
+    body["extension"] = json!([{
+        "url": r4::EXT_SUBSCRIPTION_IDENTIFIER,
+        "valueIdentifier": {"system": "http://example.org", "value": "abc"}
+    }]);
+    body["channel"]["header"] = json!(["Authorization: Bearer x:y"]);
+    let sub = r4::parse_subscription(&body).unwrap();
+    assert_eq!(
+        sub.identifier,
+        vec![json!({"system": "http://example.org", "value": "abc"})]
+    );
+    assert_eq!(
+        sub.channel.headers,
+        vec![("Authorization".to_owned(), "Bearer x:y".to_owned())]
+    );
+    let again = r4::parse_subscription(&r4::subscription_to_json(&sub)).unwrap();
+    assert_eq!(sub, again);
+}
+
+#[test]
+fn r4_backport_custom_channel_type_is_refused() {
+    let err = r4::parse_subscription(&fixture("r4-backport/Subscription-subscription-zulip.json"))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SubscriptionError::UnknownChannelType {
+            channel: "http://example.org/subscription-channel-type|zulip".into()
+        }
+    );
+}
+
+#[test]
+fn r4_criteria_based_subscriptions_are_not_topic_based() {
+    for path in [
+        "r4/subscription-example.json",
+        "r4/subscription-example-error.json",
+        "r4b/subscription-example.json",
+    ] {
+        let err = r4::parse_subscription(&fixture(path)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SubscriptionError::NotTopicBased { .. } | SubscriptionError::MissingContent { .. }
+            ),
+            "{path}: {err}"
+        );
+    }
+}
+
+#[test]
+fn r4_heartbeat_given_as_value_integer_is_read() {
+    let mut body = fixture("r4-backport/Subscription-subscription-admission.json");
+    body["channel"]["extension"][0] = json!({"url": r4::EXT_HEARTBEAT_PERIOD, "valueInteger": 30});
+    let sub = r4::parse_subscription(&body).unwrap();
+    assert_eq!(sub.channel.heartbeat_period, Some(30));
+}
+
+#[test]
+fn r4_filter_criteria_accept_every_documented_form() {
+    let f = |s| r4::parse_filter_criteria(s).unwrap();
+    let one = |rt: Option<&str>, p: &str, m: Option<&str>, v: &str| Filter {
+        resource_type: rt.map(str::to_owned),
+        parameter: p.into(),
+        comparator: None,
+        modifier: m.map(str::to_owned),
+        value: v.into(),
+    };
+    assert_eq!(
+        f("Task?owner=Organization/x"),
+        vec![one(Some("Task"), "owner", None, "Organization/x")]
+    );
+    assert_eq!(
+        f("Task.owner=Organization/x"),
+        vec![one(Some("Task"), "owner", None, "Organization/x")]
+    );
+    assert_eq!(
+        f("owner=Organization/x"),
+        vec![one(None, "owner", None, "Organization/x")]
+    );
+    assert_eq!(
+        f("status:not=completed"),
+        vec![one(None, "status", Some("not"), "completed")]
+    );
+    assert_eq!(
+        f("Task.status:not=completed"),
+        vec![one(Some("Task"), "status", Some("not"), "completed")]
+    );
+    assert_eq!(
+        f("Task?owner=Organization%2Fx&status=requested"),
+        vec![
+            one(Some("Task"), "owner", None, "Organization/x"),
+            one(Some("Task"), "status", None, "requested")
+        ]
+    );
+    for bad in ["", "Task?", "owner", "=x", "owner:=x", "task?owner=x"] {
+        assert!(r4::parse_filter_criteria(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn r4_set_status_writes_and_clears_error() {
+    let mut body = fixture("r4-backport/Subscription-subscription-admission.json");
+    r4::set_status(&mut body, SubscriptionStatus::Error, Some("timeout")).unwrap();
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["error"], "timeout");
+    r4::set_status(&mut body, SubscriptionStatus::Active, None).unwrap();
+    assert_eq!(body["status"], "active");
+    assert!(body.get("error").is_none());
+    assert!(matches!(
+        r4::set_status(&mut body, SubscriptionStatus::EnteredInError, None),
+        Err(SubscriptionError::StatusNotInVersion { .. })
+    ));
+}
+
+#[test]
+fn r4_basic_topic_fixture_reads_43_and_50_extensions() {
+    let topic =
+        r4::parse_basic_topic(&fixture("r4-backport/Basic-r4-encounter-complete.json")).unwrap();
+    assert_eq!(
+        topic.url,
+        "http://hl7.org/fhir/uv/subscriptions-backport/SubscriptionTopic/r4-encounter-complete"
+    );
+    assert_eq!(topic.status, TopicStatus::Draft);
+    assert_eq!(topic.version.as_deref(), Some("1.2.0"));
+    let t = &topic.resource_triggers[0];
+    assert_eq!(t.resource, "Encounter");
+    assert_eq!(
+        t.interactions,
+        vec![Interaction::Create, Interaction::Update]
+    );
+    assert_eq!(
+        t.query_criteria.as_ref().unwrap().current.as_deref(),
+        Some("status=finished")
+    );
+    assert_eq!(topic.can_filter_by.len(), 2);
+    assert_eq!(
+        topic.notification_shape[0].rev_include,
+        vec!["Encounter:subject"]
+    );
+}
+
+#[test]
+fn topics_round_trip_through_r4_basic() {
+    let mut topics = vec![
+        r4::parse_basic_topic(&fixture("r4-backport/Basic-r4-encounter-complete.json")).unwrap(),
+        r5::parse_topic(&fixture("r5/subscriptiontopic-example.json")).unwrap(),
+    ];
+    topics.extend(builtin::topics(FhirVersion::R4));
+    for topic in topics {
+        let basic = r4::topic_to_basic(&topic, Some("t"));
+        assert!(r4::is_basic_topic(&basic));
+        assert!(
+            basic["extension"][0]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with(r4::XVER_TOPIC_PREFIX_50)
+        );
+        assert_eq!(
+            r4::parse_basic_topic(&basic).unwrap(),
+            topic,
+            "{}",
+            topic.url
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Built-in topics
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn builtin_topics_have_stable_canonicals_under_the_herald_base() {
+    let catalog = TopicCatalog::with_builtins(FhirVersion::R4);
+    assert_eq!(catalog.len(), 5);
+    for id in builtin::BUILTIN_IDS {
+        let url = format!("http://herald.example.org/fhir/SubscriptionTopic/{id}");
+        assert!(catalog.topic(&url).is_some(), "{url}");
+        assert!(catalog.topic(&format!("{url}|1.0.0")).is_some());
+    }
+}
+
+#[test]
+fn builtin_task_topic_offers_the_cow_filters_with_core_definitions() {
+    let topic = builtin::topics(FhirVersion::R4)
+        .into_iter()
+        .find(|t| t.url.ends_with(COW_TASK_CHANGED))
+        .unwrap();
+    for p in [
+        "owner",
+        "requester",
+        "status",
+        "business-status",
+        "code",
+        "focus",
+        "based-on",
+        "part-of",
+        "identifier",
+        "patient",
+        "intent",
+    ] {
+        let c = topic.can_filter_by_for(Some("Task"), p).next().unwrap();
+        assert!(
+            c.filter_definition
+                .as_deref()
+                .unwrap()
+                .starts_with("http://hl7.org/fhir/SearchParameter/"),
+            "{p}"
+        );
+    }
+    assert!(
+        topic.notification_shape[0]
+            .include
+            .contains(&"Task:focus".to_owned())
+    );
+}
+
+#[test]
+fn builtin_topics_validate_in_both_versions() {
+    for v in [FhirVersion::R4, FhirVersion::R5] {
+        for topic in builtin::topics(v) {
+            let body = crate::topic_to_json(v, &topic, None);
+            let back = crate::validate_topic(v, &body).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, topic);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------------
+
+fn r5_request() -> Value {
+    json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "topic": builtin::canonical(COW_TASK_CHANGED),
+        "reason": "Placer wants updates on Tasks it created",
+        "filterBy": [{ "resourceType": "Task", "filterParameter": "requester", "value": "Organization/placer-1" }],
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
+        "endpoint": "https://placer.example/fhir-notify",
+        "parameter": [{ "name": "Authorization", "value": "Bearer s" }],
+        "heartbeatPeriod": 300,
+        "timeout": 30,
+        "contentType": "application/fhir+json",
+        "content": "id-only",
+        "maxCount": 10
+    })
+}
+
+fn r4_request() -> Value {
+    json!({
+        "resourceType": "Subscription",
+        "meta": { "profile": [r4::PROFILE_BACKPORT_SUBSCRIPTION] },
+        "status": "requested",
+        "reason": "Placer wants updates on Tasks it created",
+        "criteria": builtin::canonical(COW_TASK_CHANGED),
+        "_criteria": { "extension": [
+            { "url": r4::EXT_FILTER_CRITERIA, "valueString": "Task?requester=Organization/placer-1" } ] },
+        "channel": {
+            "extension": [
+                { "url": r4::EXT_HEARTBEAT_PERIOD, "valueUnsignedInt": 300 },
+                { "url": r4::EXT_TIMEOUT, "valueUnsignedInt": 30 },
+                { "url": r4::EXT_MAX_COUNT, "valuePositiveInt": 10 } ],
+            "type": "rest-hook",
+            "endpoint": "https://placer.example/fhir-notify",
+            "payload": "application/fhir+json",
+            "_payload": { "extension": [ { "url": r4::EXT_PAYLOAD_CONTENT, "valueCode": "id-only" } ] },
+            "header": [ "Authorization: Bearer s" ]
+        }
+    })
+}
+
+fn validate(v: FhirVersion, body: &Value) -> Result<Subscription, SubscriptionError> {
+    crate::validate_subscription(v, body, &TopicCatalog::with_builtins(v))
+}
+
+#[test]
+fn cow_placer_subscription_is_accepted_in_r5_and_r4() {
+    let r5 = validate(FhirVersion::R5, &r5_request()).unwrap();
+    let r4 = validate(FhirVersion::R4, &r4_request()).unwrap();
+    assert_eq!(r5.filters, r4.filters);
+    assert_eq!(r5.channel, r4.channel);
+    assert_eq!(r5.topic, r4.topic);
+}
+
+#[test]
+fn unknown_topic_is_refused() {
+    let mut body = r5_request();
+    body["topic"] = json!("http://example.org/SubscriptionTopic/nope");
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::UnknownTopic { .. })
+    ));
+}
+
+#[test]
+fn filter_the_topic_does_not_offer_is_refused() {
+    let mut body = r5_request();
+    body["filterBy"][0]["filterParameter"] = json!("performer");
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::FilterNotAllowed { .. })
+    ));
+    let mut body = r4_request();
+    body["_criteria"]["extension"][0]["valueString"] = json!("Patient?name=x");
+    assert!(matches!(
+        validate(FhirVersion::R4, &body),
+        Err(SubscriptionError::FilterNotAllowed { .. })
+    ));
+}
+
+#[test]
+fn modifier_the_topic_does_not_allow_is_refused() {
+    let mut body = r5_request();
+    body["filterBy"][0]["modifier"] = json!("below");
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::ModifierNotAllowed { .. })
+    ));
+}
+
+#[test]
+fn comparator_with_modifier_is_refused_by_scr_1() {
+    let mut body = r5_request();
+    body["filterBy"][0]["modifier"] = json!("identifier");
+    body["filterBy"][0]["comparator"] = json!("eq");
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::ComparatorAndModifier { .. })
+    ));
+}
+
+#[test]
+fn comparator_the_topic_does_not_allow_is_refused() {
+    let mut body = r5_request();
+    body["filterBy"][0]["comparator"] = json!("gt");
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::ComparatorNotAllowed { .. })
+    ));
+}
+
+fn dated_topic() -> Topic {
+    Topic {
+        url: "http://example.org/SubscriptionTopic/dated".into(),
+        version: None,
+        name: None,
+        title: None,
+        status: TopicStatus::Active,
+        date: None,
+        description: None,
+        resource_triggers: vec![ResourceTrigger {
+            description: None,
+            resource: "Task".into(),
+            interactions: vec![],
+            query_criteria: None,
+            fhirpath_criteria: None,
+        }],
+        can_filter_by: vec![CanFilterBy {
+            description: None,
+            resource: Some("Task".into()),
+            filter_parameter: "authored-on".into(),
+            filter_definition: None,
+            comparators: vec!["ge".into()],
+            modifiers: vec![],
+        }],
+        notification_shape: vec![],
+    }
+}
+
+#[test]
+fn filter_value_that_does_not_parse_is_refused() {
+    let mut catalog = TopicCatalog::new();
+    catalog.insert(dated_topic());
+    let mut body = r5_request();
+    body["topic"] = json!("http://example.org/SubscriptionTopic/dated");
+    body["filterBy"] =
+        json!([{ "filterParameter": "authored-on", "comparator": "ge", "value": "not-a-date" }]);
+    assert!(matches!(
+        crate::validate_subscription(FhirVersion::R5, &body, &catalog),
+        Err(SubscriptionError::InvalidFilterValue { .. })
+    ));
+    body["filterBy"][0]["value"] = json!("2024-01-01");
+    crate::validate_subscription(FhirVersion::R5, &body, &catalog).unwrap();
+}
+
+#[test]
+fn comparator_prefix_inside_the_value_must_be_allowed() {
+    let mut catalog = TopicCatalog::new();
+    catalog.insert(dated_topic());
+    let mut body = r5_request();
+    body["topic"] = json!("http://example.org/SubscriptionTopic/dated");
+    body["filterBy"] = json!([{ "filterParameter": "authored-on", "value": "lt2024-01-01" }]);
+    assert!(matches!(
+        crate::validate_subscription(FhirVersion::R5, &body, &catalog),
+        Err(SubscriptionError::ComparatorNotAllowed { .. })
+    ));
+}
+
+#[test]
+fn task_owner_filter_value_is_read_as_a_task_owner_reference() {
+    let mut body = r5_request();
+    body["topic"] = json!(builtin::canonical(COW_SERVICEREQUEST_FOR_OWNER));
+    body["filterBy"] = json!([{ "resourceType": "ServiceRequest", "filterParameter": "task-owner", "value": "Organization/fulfiller-1" }]);
+    validate(FhirVersion::R5, &body).unwrap();
+}
+
+#[test]
+fn unknown_channel_types_are_refused() {
+    let mut body = r5_request();
+    body["channelType"]["code"] = json!("sms");
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::UnknownChannelType { .. })
+    ));
+    let mut body = r4_request();
+    body["channel"]["type"] = json!("sms");
+    assert!(matches!(
+        validate(FhirVersion::R4, &body),
+        Err(SubscriptionError::UnknownChannelType { .. })
+    ));
+}
+
+#[test]
+fn endpoint_must_fit_the_channel() {
+    let cases: [(&str, Option<&str>, bool); 13] = [
+        ("rest-hook", Some("https://a.example/x"), true),
+        ("rest-hook", Some("http://a.example"), true),
+        ("rest-hook", Some("ftp://a.example/x"), false),
+        ("rest-hook", Some("https://"), false),
+        ("rest-hook", None, false),
+        ("websocket", None, true),
+        ("websocket", Some("wss://a.example/ws"), true),
+        ("websocket", Some("https://a.example/ws"), false),
+        ("email", Some("mailto:someone@example.org"), true),
+        ("email", Some("https://a.example"), false),
+        ("message", Some("https://a.example/$process-message"), true),
+        ("message", Some("urn:uuid:1234"), true),
+        ("message", Some("not a url"), false),
+    ];
+    for (channel, endpoint, ok) in cases {
+        let mut body = r5_request();
+        body["channelType"]["code"] = json!(channel);
+        match endpoint {
+            Some(e) => body["endpoint"] = json!(e),
+            None => {
+                body.as_object_mut().unwrap().remove("endpoint");
+            }
+        }
+        let result = validate(FhirVersion::R5, &body);
+        assert_eq!(result.is_ok(), ok, "{channel} {endpoint:?}: {result:?}");
+    }
+}
+
+#[test]
+fn content_type_must_be_fhir_json_of_the_tenant_version() {
+    let cases = [
+        (FhirVersion::R5, "application/fhir+json", true),
+        (FhirVersion::R5, "application/json", true),
+        (
+            FhirVersion::R5,
+            "application/fhir+json;fhirVersion=5.0",
+            true,
+        ),
+        (
+            FhirVersion::R5,
+            "application/fhir+json; fhirVersion=4.0",
+            false,
+        ),
+        (FhirVersion::R5, "application/fhir+xml", false),
+        (
+            FhirVersion::R4,
+            "application/fhir+json;fhirVersion=4.0",
+            true,
+        ),
+        (
+            FhirVersion::R4,
+            "application/fhir+json;fhirVersion=5.0",
+            false,
+        ),
+        (FhirVersion::R4, "text/plain", false),
+    ];
+    for (v, mime, ok) in cases {
+        let mut body = match v {
+            FhirVersion::R4 => r4_request(),
+            FhirVersion::R5 => r5_request(),
+        };
+        match v {
+            FhirVersion::R4 => body["channel"]["payload"] = json!(mime),
+            FhirVersion::R5 => body["contentType"] = json!(mime),
+        }
+        let result = validate(v, &body);
+        assert_eq!(result.is_ok(), ok, "{v} {mime}: {result:?}");
+    }
+}
+
+#[test]
+fn missing_or_unknown_content_level_is_refused() {
+    let mut body = r5_request();
+    body.as_object_mut().unwrap().remove("content");
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::MissingContent { .. })
+    ));
+    body["content"] = json!("everything");
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::UnknownContent { .. })
+    ));
+    let mut body = r4_request();
+    body["channel"].as_object_mut().unwrap().remove("_payload");
+    assert!(matches!(
+        validate(FhirVersion::R4, &body),
+        Err(SubscriptionError::MissingContent { .. })
+    ));
+}
+
+#[test]
+fn cross_version_extension_replaced_by_the_backport_is_refused_on_r4() {
+    let mut body = r4_request();
+    body["channel"]["extension"] = json!([{
+        "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-Subscription.heartbeatPeriod",
+        "valueUnsignedInt": 60
+    }]);
+    assert!(matches!(
+        validate(FhirVersion::R4, &body),
+        Err(SubscriptionError::CrossVersionExtension { .. })
+    ));
+}
+
+#[test]
+fn client_may_submit_only_requested_or_off() {
+    for (status, ok) in [
+        ("requested", true),
+        ("off", true),
+        ("active", false),
+        ("error", false),
+    ] {
+        let mut body = r5_request();
+        body["status"] = json!(status);
+        assert_eq!(validate(FhirVersion::R5, &body).is_ok(), ok, "{status}");
+    }
+}
+
+#[test]
+fn topic_with_unsupported_fhirpath_is_refused() {
+    let mut body = fixture("r5/subscriptiontopic-example-admission.json");
+    body["resourceTrigger"][0]["fhirPathCriteria"] = json!("%current.status.aggregate($this)");
+    assert!(matches!(
+        crate::validate_topic(FhirVersion::R5, &body),
+        Err(SubscriptionError::UnsupportedCriteria { .. })
+    ));
+}
+
+#[test]
+fn topic_on_unknown_resource_type_is_refused() {
+    let mut body = fixture("r5/subscriptiontopic-example-admission.json");
+    body["resourceTrigger"][0]["resource"] = json!("Encountre");
+    assert!(matches!(
+        crate::validate_topic(FhirVersion::R5, &body),
+        Err(SubscriptionError::UnknownResourceType { .. })
+    ));
+}
+
+#[test]
+fn topic_with_unparseable_query_is_refused() {
+    let mut body = fixture("r5/subscriptiontopic-example-admission.json");
+    body["resourceTrigger"][0]["queryCriteria"]["current"] = json!("no-such-param=1");
+    assert!(matches!(
+        crate::validate_topic(FhirVersion::R5, &body),
+        Err(SubscriptionError::UnsupportedCriteria { .. })
+    ));
+}
+
+#[test]
+fn fixture_topics_validate_when_their_search_parameters_are_known() {
+    // Herald embeds the workflow search parameters (Task, ServiceRequest, Patient, Resource), so
+    // the Encounter examples are moved onto Task, whose `status` search works the same way.
+    let mut body = fixture("r5/subscriptiontopic-example-admission.json");
+    body["resourceTrigger"][0]["resource"] = json!("http://hl7.org/fhir/StructureDefinition/Task");
+    crate::validate_topic(FhirVersion::R5, &body).unwrap();
+    let mut body = fixture("r4-backport/Basic-r4-encounter-complete.json");
+    body["extension"][6]["extension"][1]["valueUri"] = json!("Task");
+    body["extension"][6]["extension"][4]["extension"][0]["valueString"] =
+        json!("status:not=completed");
+    body["extension"][6]["extension"][4]["extension"][2]["valueString"] = json!("status=completed");
+    crate::validate_topic(FhirVersion::R4, &body).unwrap();
+}
