@@ -1,9 +1,19 @@
 //! Owns search-parameter definitions (embedded HL7 bundles for R4 and R5), parsing of search
 //! criteria, search-semantics matching of a resource against a criterion, and index keys.
 
-use crate::date::DateRange;
-use crate::{FhirError, FhirVersion};
+mod matching;
+#[cfg(test)]
+mod tests;
+
+pub use matching::{index_keys, index_keys_of_criterion, matches};
+
+use crate::date::{DateRange, parse_range};
+use crate::fhirpath::{self, Expression};
+use crate::reference::Reference;
+use crate::{FhirError, FhirVersion, is_resource_type};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// Search parameter type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,29 +59,137 @@ pub struct SearchParamDef {
 #[derive(Debug)]
 pub struct Registry {
     defs: Vec<SearchParamDef>,
+    /// base resource type → indices into `defs`.
+    by_base: HashMap<String, Vec<usize>>,
+}
+
+static R4_BUNDLE: &str = include_str!("../../data/r4/search-parameters-workflow.json");
+static R5_BUNDLE: &str = include_str!("../../data/r5/search-parameters-workflow.json");
+
+fn param_type(code: &str) -> Option<ParamType> {
+    Some(match code {
+        "token" => ParamType::Token,
+        "reference" => ParamType::Reference,
+        "string" => ParamType::String,
+        "date" => ParamType::Date,
+        "uri" => ParamType::Uri,
+        "number" => ParamType::Number,
+        "quantity" => ParamType::Quantity,
+        "composite" => ParamType::Composite,
+        "special" => ParamType::Special,
+        _ => return None,
+    })
+}
+
+fn str_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Registry {
-    /// The registry of `v`, parsed once.
+    /// Builds a registry from a SearchParameter Bundle (or a single SearchParameter).
+    /// Entries without code or with an unknown type are skipped.
+    pub fn from_bundle(bundle: &Value) -> Registry {
+        let resources: Vec<&Value> = match bundle.get("entry").and_then(Value::as_array) {
+            Some(entries) => entries.iter().filter_map(|e| e.get("resource")).collect(),
+            None => vec![bundle],
+        };
+        let mut reg = Registry {
+            defs: Vec::new(),
+            by_base: HashMap::new(),
+        };
+        for r in resources {
+            if r.get("resourceType").and_then(Value::as_str) != Some("SearchParameter") {
+                continue;
+            }
+            let (Some(code), Some(kind)) = (
+                r.get("code").and_then(Value::as_str),
+                r.get("type").and_then(Value::as_str).and_then(param_type),
+            ) else {
+                continue;
+            };
+            let def = SearchParamDef {
+                code: code.to_string(),
+                url: r
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                base: str_list(&r["base"]),
+                kind,
+                expression: r
+                    .get("expression")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                targets: str_list(&r["target"]),
+            };
+            let idx = reg.defs.len();
+            for b in &def.base {
+                reg.by_base.entry(b.clone()).or_default().push(idx);
+            }
+            reg.defs.push(def);
+        }
+        reg
+    }
+
+    /// The registry of `v`, parsed once from the embedded HL7 bundle.
     pub fn for_version(v: FhirVersion) -> &'static Registry {
-        let _ = v;
-        static EMPTY: Registry = Registry { defs: Vec::new() };
-        &EMPTY
+        static R4: OnceLock<Registry> = OnceLock::new();
+        static R5: OnceLock<Registry> = OnceLock::new();
+        let (cell, text) = match v {
+            FhirVersion::R4 => (&R4, R4_BUNDLE),
+            FhirVersion::R5 => (&R5, R5_BUNDLE),
+        };
+        cell.get_or_init(|| {
+            let bundle: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            Registry::from_bundle(&bundle)
+        })
     }
 
-    /// The definition of `code` for `resource_type` (including Resource-level ones).
+    fn specific(&self, base: &str, code: &str) -> Option<&SearchParamDef> {
+        // When several definitions share a code for a type (a multi-resource one and a
+        // type-specific one), the most specific (fewest bases) wins.
+        self.by_base
+            .get(base)?
+            .iter()
+            .filter_map(|&i| self.defs.get(i))
+            .filter(|d| d.code == code)
+            .min_by_key(|d| d.base.len())
+    }
+
+    /// The definition of `code` for `resource_type`, including Resource-level ones (`_id`,
+    /// `_lastUpdated`, …).
     pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParamDef> {
-        self.defs
-            .iter()
-            .find(|d| d.code == code && d.base.iter().any(|b| b == resource_type))
+        self.specific(resource_type, code)
+            .or_else(|| self.specific("DomainResource", code))
+            .or_else(|| self.specific("Resource", code))
     }
 
-    /// All definitions that apply to `resource_type`.
+    /// All definitions that apply to `resource_type` (one per code), sorted by code.
     pub fn for_resource(&self, resource_type: &str) -> Vec<&SearchParamDef> {
-        self.defs
-            .iter()
-            .filter(|d| d.base.iter().any(|b| b == resource_type))
-            .collect()
+        let mut by_code: HashMap<&str, &SearchParamDef> = HashMap::new();
+        for base in [resource_type, "DomainResource", "Resource"] {
+            for def in self
+                .by_base
+                .get(base)
+                .into_iter()
+                .flatten()
+                .filter_map(|&i| self.defs.get(i))
+            {
+                by_code
+                    .entry(def.code.as_str())
+                    .or_insert_with(|| self.get(resource_type, &def.code).unwrap_or(def));
+            }
+        }
+        let mut out: Vec<&SearchParamDef> = by_code.into_values().collect();
+        out.sort_by(|a, b| a.code.cmp(&b.code));
+        out
     }
 }
 
@@ -138,8 +256,9 @@ pub enum SearchValue {
         /// `None` = any code in the system.
         code: Option<String>,
     },
-    /// reference value.
-    Reference(crate::reference::Reference),
+    /// reference value: `Type/id`, bare id (type from a `:Type` modifier or none = any type),
+    /// `Type/id/_history/v`, absolute URL (base kept) or canonical/URN (whole string as base).
+    Reference(Reference),
     /// string value (as given, unescaped).
     String(String),
     /// date value with its prefix and range.
@@ -173,6 +292,15 @@ pub enum SearchValue {
     },
     /// `:missing=true|false`.
     Missing(bool),
+    /// `:of-type` value `type-system|type-code|value` for Identifier elements.
+    OfType {
+        /// Identifier.type coding system.
+        system: String,
+        /// Identifier.type coding code.
+        code: String,
+        /// Identifier.value.
+        value: String,
+    },
     /// uri value.
     Uri(String),
 }
@@ -188,23 +316,441 @@ pub struct Criterion {
     pub values: Vec<SearchValue>,
     /// The resource type the criterion was parsed for.
     pub resource_type: String,
+    /// The parameter's expression restricted to the branches for `resource_type`, compiled.
+    pub path: Option<Expression>,
 }
 
-/// Parses one query parameter (name may carry `:modifier`) for `resource_type`.
+/// Result-control parameters: not criteria.
+const RESULT_PARAMS: &[&str] = &[
+    "_count",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_elements",
+    "_total",
+    "_format",
+    "_pretty",
+    "_contained",
+    "_containedType",
+    "_maxresults",
+    "_score",
+    "_graph",
+    "_offset",
+];
+
+/// Is `name` (without modifier) a result-control parameter rather than a criterion?
+pub fn is_result_parameter(name: &str) -> bool {
+    let base = name.split(':').next().unwrap_or(name);
+    RESULT_PARAMS.contains(&base)
+}
+
+fn invalid(param: &str, value: &str, reason: impl Into<String>) -> FhirError {
+    FhirError::InvalidSearchValue {
+        param: param.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+fn unsupported_modifier(param: &str, modifier: &str) -> FhirError {
+    FhirError::UnsupportedModifier {
+        param: param.into(),
+        modifier: modifier.into(),
+    }
+}
+
+/// Splits on `sep` where it is not escaped with `\`; escapes are kept for later unescaping.
+pub(crate) fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            cur.push(c);
+            if let Some(n) = chars.next() {
+                cur.push(n);
+            }
+        } else if c == sep {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Removes search escapes (`\,` `\|` `\$` `\\`).
+pub(crate) fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn parse_modifier(
+    version: FhirVersion,
+    def: &SearchParamDef,
+    text: &str,
+) -> Result<Modifier, FhirError> {
+    use ParamType as T;
+    let m = match text {
+        "missing" => Modifier::Missing,
+        "not" => Modifier::Not,
+        "exact" => Modifier::Exact,
+        "contains" => Modifier::Contains,
+        "text" => Modifier::Text,
+        "identifier" => Modifier::Identifier,
+        "above" => Modifier::Above,
+        "below" => Modifier::Below,
+        "in" => Modifier::In,
+        "not-in" => Modifier::NotIn,
+        "of-type" => Modifier::OfType,
+        t if is_resource_type(version, t) => Modifier::Type(t.to_string()),
+        _ => return Err(unsupported_modifier(&def.code, text)),
+    };
+    let ok = match (&m, def.kind) {
+        (Modifier::Missing, _) => true,
+        (Modifier::Not, T::Token | T::Reference) => true,
+        (Modifier::Exact | Modifier::Contains, T::String) => true,
+        (Modifier::Text, T::Token) => true,
+        (Modifier::Identifier, T::Reference) => true,
+        (Modifier::Above | Modifier::Below, T::Uri) => true,
+        (Modifier::OfType, T::Token) => true,
+        (Modifier::Type(t), T::Reference) => {
+            def.targets.is_empty() || def.targets.iter().any(|x| x == t)
+        }
+        // :in / :not-in / hierarchical token and reference searches need terminology services.
+        _ => false,
+    };
+    if ok {
+        Ok(m)
+    } else {
+        Err(unsupported_modifier(&def.code, text))
+    }
+}
+
+fn parse_prefix(code: &str) -> Option<Prefix> {
+    Some(match code {
+        "eq" => Prefix::Eq,
+        "ne" => Prefix::Ne,
+        "gt" => Prefix::Gt,
+        "lt" => Prefix::Lt,
+        "ge" => Prefix::Ge,
+        "le" => Prefix::Le,
+        "sa" => Prefix::Sa,
+        "eb" => Prefix::Eb,
+        "ap" => Prefix::Ap,
+        _ => return None,
+    })
+}
+
+/// Splits a leading comparison prefix off a date/number/quantity value.
+fn split_prefix(v: &str) -> (Option<Prefix>, &str) {
+    if v.len() > 2
+        && v.is_char_boundary(2)
+        && let Some(p) = parse_prefix(&v[..2])
+    {
+        return (Some(p), &v[2..]);
+    }
+    (None, v)
+}
+
+fn parse_decimal(param: &str, raw: &str, text: &str) -> Result<(f64, f64), FhirError> {
+    let t = text.trim();
+    let ok = !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'));
+    let value: f64 = if ok {
+        t.parse().map_err(|_| invalid(param, raw, "not a number"))?
+    } else {
+        return Err(invalid(param, raw, "not a number"));
+    };
+    let mantissa = t.split(['e', 'E']).next().unwrap_or(t);
+    let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len());
+    let exp: i32 = t
+        .split_once(['e', 'E'])
+        .and_then(|(_, e)| e.parse().ok())
+        .unwrap_or(0);
+    let precision = 0.5 * 10f64.powi(exp - i32::try_from(decimals).unwrap_or(0));
+    Ok((value, precision))
+}
+
+fn parse_value(
+    def: &SearchParamDef,
+    modifier: Option<&Modifier>,
+    comparator: Option<Prefix>,
+    raw: &str,
+) -> Result<SearchValue, FhirError> {
+    let code = def.code.as_str();
+    if raw.is_empty() {
+        return Err(invalid(code, raw, "empty value"));
+    }
+    Ok(match def.kind {
+        ParamType::Token if modifier == Some(&Modifier::Text) => SearchValue::String(unescape(raw)),
+        ParamType::Token if modifier == Some(&Modifier::OfType) => {
+            let parts = split_escaped(raw, '|');
+            match parts.as_slice() {
+                [s, c, v] if !c.is_empty() && !v.is_empty() => SearchValue::OfType {
+                    system: unescape(s),
+                    code: unescape(c),
+                    value: unescape(v),
+                },
+                _ => return Err(invalid(code, raw, "expected type-system|type-code|value")),
+            }
+        }
+        ParamType::Token => parse_token(code, raw)?,
+        ParamType::Reference if modifier == Some(&Modifier::Identifier) => parse_token(code, raw)?,
+        ParamType::Reference => {
+            let v = unescape(raw);
+            let forced = match modifier {
+                Some(Modifier::Type(t)) => Some(t.clone()),
+                _ => None,
+            };
+            let r = if v.contains('/') || v.contains(':') {
+                let r = crate::reference::parse(&v);
+                if r.is_contained() {
+                    return Err(invalid(
+                        code,
+                        raw,
+                        "contained references cannot be searched",
+                    ));
+                }
+                if let (Some(f), Some(t)) = (&forced, &r.resource_type)
+                    && f != t
+                {
+                    return Err(invalid(
+                        code,
+                        raw,
+                        format!("type {t} contradicts modifier :{f}"),
+                    ));
+                }
+                if r.id.is_none() && r.base.is_none() {
+                    return Err(invalid(code, raw, "not a reference"));
+                }
+                r
+            } else {
+                Reference {
+                    resource_type: forced,
+                    id: Some(v),
+                    ..Reference::default()
+                }
+            };
+            if let Some(t) = &r.resource_type
+                && r.base.is_none()
+                && !def.targets.is_empty()
+                && !def.targets.iter().any(|x| x == t)
+            {
+                return Err(invalid(
+                    code,
+                    raw,
+                    format!("{t} is not a target type of {code}"),
+                ));
+            }
+            SearchValue::Reference(r)
+        }
+        ParamType::String => SearchValue::String(unescape(raw)),
+        ParamType::Uri => SearchValue::Uri(unescape(raw)),
+        ParamType::Date => {
+            let (p, rest) = match comparator {
+                Some(c) => (Some(c), raw),
+                None => split_prefix(raw),
+            };
+            // A '+' of a timezone may have been decoded to a space by form decoding.
+            let text = rest.trim().replace(' ', "+");
+            let (range, _) = parse_range(&text).ok_or_else(|| {
+                invalid(
+                    code,
+                    raw,
+                    "expected YYYY, YYYY-MM, YYYY-MM-DD or a dateTime",
+                )
+            })?;
+            SearchValue::Date {
+                prefix: p.unwrap_or_default(),
+                range,
+            }
+        }
+        ParamType::Number => {
+            let (p, rest) = match comparator {
+                Some(c) => (Some(c), raw),
+                None => split_prefix(raw),
+            };
+            let (value, precision) = parse_decimal(code, raw, rest)?;
+            SearchValue::Number {
+                prefix: p.unwrap_or_default(),
+                value,
+                precision,
+            }
+        }
+        ParamType::Quantity => {
+            let (p, rest) = match comparator {
+                Some(c) => (Some(c), raw),
+                None => split_prefix(raw),
+            };
+            let parts = split_escaped(rest, '|');
+            let (num, system, unit) = match parts.as_slice() {
+                [n] => (n.as_str(), None, None),
+                [n, s, c] => (
+                    n.as_str(),
+                    Some(unescape(s)).filter(|s| !s.is_empty()),
+                    Some(unescape(c)).filter(|c| !c.is_empty()),
+                ),
+                _ => return Err(invalid(code, raw, "expected number[|system|code]")),
+            };
+            let (value, precision) = parse_decimal(code, raw, num)?;
+            SearchValue::Quantity {
+                prefix: p.unwrap_or_default(),
+                value,
+                precision,
+                system,
+                code: unit,
+            }
+        }
+        ParamType::Composite | ParamType::Special => {
+            return Err(FhirError::UnsupportedSearchParameter {
+                param: code.into(),
+                reason: "composite and special parameters are not supported".into(),
+            });
+        }
+    })
+}
+
+fn parse_token(code: &str, raw: &str) -> Result<SearchValue, FhirError> {
+    let parts = split_escaped(raw, '|');
+    Ok(match parts.as_slice() {
+        [c] => SearchValue::Token {
+            system: None,
+            code: Some(unescape(c)),
+        },
+        [s, c] if s.is_empty() && c.is_empty() => return Err(invalid(code, raw, "empty token")),
+        [s, c] => SearchValue::Token {
+            system: Some(unescape(s)),
+            code: if c.is_empty() {
+                None
+            } else {
+                Some(unescape(c))
+            },
+        },
+        _ => return Err(invalid(code, raw, "too many '|' (escape as \\|)")),
+    })
+}
+
+fn compile_path(def: &SearchParamDef, resource_type: &str) -> Result<Expression, FhirError> {
+    let Some(text) = def.expression.as_deref() else {
+        return Err(FhirError::UnsupportedSearchParameter {
+            param: def.code.clone(),
+            reason: "the parameter has no FHIRPath expression".into(),
+        });
+    };
+    let full = fhirpath::parse(text)?;
+    full.for_resource_type(resource_type)
+        .ok_or_else(|| FhirError::UnsupportedSearchParameter {
+            param: def.code.clone(),
+            reason: format!("its expression has no branch for {resource_type}"),
+        })
+}
+
+fn build(
+    version: FhirVersion,
+    resource_type: &str,
+    name: &str,
+    modifier: Option<&str>,
+    comparator: Option<&str>,
+    value: &str,
+) -> Result<Criterion, FhirError> {
+    if !is_resource_type(version, resource_type) {
+        return Err(FhirError::UnknownResourceType(resource_type.to_string()));
+    }
+    if name.contains('.') || name.starts_with("_has") {
+        return Err(FhirError::UnsupportedSearchParameter {
+            param: name.into(),
+            reason: "chained and reverse-chained parameters are not supported".into(),
+        });
+    }
+    let def = Registry::for_version(version)
+        .get(resource_type, name)
+        .ok_or_else(|| FhirError::UnknownSearchParameter {
+            resource_type: resource_type.into(),
+            code: name.into(),
+        })?;
+    if matches!(def.kind, ParamType::Composite | ParamType::Special) || def.code == "_in" {
+        return Err(FhirError::UnsupportedSearchParameter {
+            param: def.code.clone(),
+            reason: "composite, special and list-membership parameters are not supported".into(),
+        });
+    }
+    let modifier = modifier
+        .map(|m| parse_modifier(version, def, m))
+        .transpose()?;
+    let prefix = match comparator {
+        None => None,
+        Some(c) => {
+            let p = parse_prefix(c).ok_or_else(|| unsupported_modifier(&def.code, c))?;
+            let ordered = matches!(
+                def.kind,
+                ParamType::Date | ParamType::Number | ParamType::Quantity
+            );
+            if !ordered && p != Prefix::Eq {
+                return Err(unsupported_modifier(&def.code, c));
+            }
+            ordered.then_some(p)
+        }
+    };
+    let path = compile_path(def, resource_type)?;
+    let values = if modifier == Some(Modifier::Missing) {
+        match value {
+            "true" => vec![SearchValue::Missing(true)],
+            "false" => vec![SearchValue::Missing(false)],
+            _ => return Err(invalid(&def.code, value, ":missing takes true or false")),
+        }
+    } else {
+        split_escaped(value, ',')
+            .iter()
+            .map(|v| parse_value(def, modifier.as_ref(), prefix, v))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(Criterion {
+        param: def.clone(),
+        modifier,
+        values,
+        resource_type: resource_type.to_string(),
+        path: Some(path),
+    })
+}
+
+/// Parses one query parameter (name may carry `:modifier`) for `resource_type`. Comma = OR
+/// (escaped `\,` kept). Unknown parameter → `UnknownSearchParameter`; bad value →
+/// `InvalidSearchValue`; modifier not valid for the type → `UnsupportedModifier`; parameters
+/// Herald cannot evaluate (chained, composite, special, no expression) →
+/// `UnsupportedSearchParameter`.
 pub fn parse_criterion(
     version: FhirVersion,
     resource_type: &str,
     name: &str,
     value: &str,
 ) -> Result<Criterion, FhirError> {
-    let _ = (version, value);
-    Err(FhirError::UnknownSearchParameter {
-        resource_type: resource_type.into(),
-        code: name.into(),
-    })
+    let (code, modifier) = match name.split_once(':') {
+        Some((c, m)) => (c, Some(m)),
+        None => (name, None),
+    };
+    build(version, resource_type, code, modifier, None, value)
 }
 
-/// Same as [`parse_criterion`] with an explicit comparator/modifier (R5 SubscriptionTopic filterBy).
+/// Same as [`parse_criterion`] with an explicit comparator/modifier, as R5 SubscriptionTopic
+/// `filterBy` carries them separately (comparator codes eq, ne, gt, lt, ge, le, sa, eb, ap;
+/// modifier codes missing, exact, contains, not, text, in, not-in, below, above, type,
+/// identifier, of-type, or a resource type name). With modifier `type` the value must be
+/// `Type/id`. A comparator other than `eq` on a parameter that is not date, number or quantity
+/// is refused.
 pub fn parse_filter(
     version: FhirVersion,
     resource_type: &str,
@@ -213,37 +759,83 @@ pub fn parse_filter(
     modifier: Option<&str>,
     value: &str,
 ) -> Result<Criterion, FhirError> {
-    let _ = (comparator, modifier);
-    parse_criterion(version, resource_type, param, value)
-}
-
-/// Does `resource` satisfy the criterion (search semantics)?
-pub fn matches(criterion: &Criterion, resource: &Value) -> Result<bool, FhirError> {
-    let _ = (criterion, resource);
-    Ok(false)
+    let modifier = match modifier {
+        Some("type") => {
+            let r = crate::reference::parse(value);
+            match r.resource_type {
+                Some(t) if r.id.is_some() => Some(t),
+                _ => {
+                    return Err(invalid(
+                        param,
+                        value,
+                        "modifier 'type' needs a Type/id value",
+                    ));
+                }
+            }
+        }
+        Some(m) => Some(m.to_string()),
+        None => None,
+    };
+    build(
+        version,
+        resource_type,
+        param,
+        modifier.as_deref(),
+        comparator,
+        value,
+    )
 }
 
 /// ANDed criteria and result-control parameters (`_count`, `_sort`, …) of a query string.
 pub type ParsedQuery = (Vec<Criterion>, Vec<(String, String)>);
 
-/// Parses a whole query string into ANDed criteria plus result-control parameters.
+fn percent_decode(s: &str) -> Result<String, FhirError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| invalid(s, s, "bad percent-encoding"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| invalid(s, s, "not UTF-8 after percent-decoding"))
+}
+
+/// Parses a whole query string `a=1&b:not=x` (a leading `?` is ignored; URL-encoded or not)
+/// into ANDed criteria. Result-control parameters (`_count`, `_sort`, `_include`, `_summary`,
+/// `_elements`, `_total`, `_format`, …) are returned separately, in order. Parameters with an
+/// empty value are ignored, as the search page recommends.
 pub fn parse_query(
     version: FhirVersion,
     resource_type: &str,
     query: &str,
 ) -> Result<ParsedQuery, FhirError> {
-    let _ = (version, resource_type, query);
-    Ok((Vec::new(), Vec::new()))
-}
-
-/// Equality-index keys of `resource` for a reference or token parameter.
-pub fn index_keys(def: &SearchParamDef, resource: &Value) -> Vec<String> {
-    let _ = (def, resource);
-    Vec::new()
-}
-
-/// The keys an equality criterion would match (None when not an indexable equality).
-pub fn index_keys_of_criterion(criterion: &Criterion) -> Option<Vec<String>> {
-    let _ = criterion;
-    None
+    let mut criteria = Vec::new();
+    let mut control = Vec::new();
+    for pair in query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(n)?;
+        let value = percent_decode(v)?;
+        if is_result_parameter(&name) {
+            control.push((name, value));
+        } else if !value.is_empty() {
+            criteria.push(parse_criterion(version, resource_type, &name, &value)?);
+        }
+    }
+    Ok((criteria, control))
 }
