@@ -19,6 +19,8 @@ use crate::{Change, Match, MatchError};
 type SubId = Arc<str>;
 /// Index slot of a subscription for one resource type: parameter, its definition, keys.
 type Slot = (IndexParam, SearchParamDef, Vec<String>);
+/// Where a subscription sits for one resource type: scanned (`None`) or under (param, keys).
+type Placement = (String, Option<(IndexParam, Vec<String>)>);
 
 /// How one filter is evaluated on one resource type.
 #[derive(Debug, Clone)]
@@ -67,6 +69,9 @@ struct SubEntry {
     /// `None` until the topic is known, or when a filter failed to compile.
     filters: Option<Vec<CompiledFilter>>,
     error: Option<MatchError>,
+    /// Where the subscription sits in its topic's index (empty when not indexed), so that
+    /// removal touches only its own buckets.
+    placed: Vec<Placement>,
 }
 
 #[derive(Debug)]
@@ -303,6 +308,7 @@ impl Matcher {
                 topic: topic.clone(),
                 filters: None,
                 error: None,
+                placed: Vec::new(),
             },
         );
         self.by_topic
@@ -328,6 +334,7 @@ impl Matcher {
         };
         entry.filters = None;
         entry.error = None;
+        entry.placed.clear();
         let Some(topic) = self.topics.get(&entry.topic) else {
             return;
         };
@@ -364,25 +371,34 @@ impl Matcher {
             return;
         }
         let ts = self.by_topic.entry(topic_url).or_default();
+        let mut placed = Vec::with_capacity(slots.len());
         for (rt, slot) in slots {
-            let ti = ts.types.entry(rt).or_default();
+            let ti = ts.types.entry(rt.clone()).or_default();
             match slot {
                 None => {
                     ti.scanned.insert(id.clone());
+                    placed.push((rt, None));
                 }
                 Some((param, def, keys)) => {
-                    let pi = ti.params.entry(param).or_insert_with(|| ParamIndex {
-                        def,
-                        buckets: HashMap::new(),
-                    });
-                    for k in keys {
-                        let bucket = pi.buckets.entry(k).or_default();
+                    let pi = ti
+                        .params
+                        .entry(param.clone())
+                        .or_insert_with(|| ParamIndex {
+                            def,
+                            buckets: HashMap::new(),
+                        });
+                    for k in &keys {
+                        let bucket = pi.buckets.entry(k.clone()).or_default();
                         if !bucket.contains(id) {
                             bucket.push(id.clone());
                         }
                     }
+                    placed.push((rt, Some((param, keys))));
                 }
             }
+        }
+        if let Some(entry) = self.subs.get_mut(id) {
+            entry.placed = placed;
         }
     }
 
@@ -391,13 +407,27 @@ impl Matcher {
         let entry = self.subs.remove(id)?;
         if let Some(ts) = self.by_topic.get_mut(&entry.topic) {
             ts.members.remove(id);
-            for ti in ts.types.values_mut() {
-                ti.scanned.remove(id);
-                for pi in ti.params.values_mut() {
-                    pi.buckets.retain(|_, b| {
-                        b.retain(|s| &**s != id);
-                        !b.is_empty()
-                    });
+            for (rt, slot) in &entry.placed {
+                let Some(ti) = ts.types.get_mut(rt) else {
+                    continue;
+                };
+                match slot {
+                    None => {
+                        ti.scanned.remove(id);
+                    }
+                    Some((param, keys)) => {
+                        let Some(pi) = ti.params.get_mut(param) else {
+                            continue;
+                        };
+                        for k in keys {
+                            if let Some(bucket) = pi.buckets.get_mut(k) {
+                                bucket.retain(|s| &**s != id);
+                                if bucket.is_empty() {
+                                    pi.buckets.remove(k);
+                                }
+                            }
+                        }
+                    }
                 }
             }
             if ts.members.is_empty() {
@@ -467,6 +497,43 @@ impl Matcher {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// How many subscriptions the indexed path would evaluate for `change` (candidates from the
+    /// index buckets plus the scanned remainder, over every topic that fires). For tests and
+    /// metrics: it shows that matching cost follows the matching subscriptions, not all of them.
+    pub fn candidate_count(
+        &self,
+        change: &Change<'_>,
+        related: &dyn RelatedLookup,
+    ) -> Result<usize, MatchError> {
+        if is_noop(change) {
+            return Ok(0);
+        }
+        let tasks = OnceCell::new();
+        let key = (change.resource_type.to_owned(), change.interaction);
+        let mut total = 0;
+        for url in self.topics_by_key.get(&key).into_iter().flatten() {
+            let (Some(topic), Some(ti)) = (
+                self.topics.get(url),
+                self.by_topic
+                    .get(url)
+                    .and_then(|ts| ts.types.get(change.resource_type)),
+            ) else {
+                continue;
+            };
+            if !topic.fires(change)? {
+                continue;
+            }
+            let mut seen: HashSet<&SubId> = ti.scanned.iter().collect();
+            for (param, pi) in &ti.params {
+                for k in self.change_keys(param, &pi.def, change, related, &tasks) {
+                    seen.extend(pi.buckets.get(&k).into_iter().flatten());
+                }
+            }
+            total += seen.len();
+        }
+        Ok(total)
     }
 
     /// Same result as [`Matcher::matches`], scanning every subscription without the index (the

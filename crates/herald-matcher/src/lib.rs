@@ -77,3 +77,6 @@ pub struct Match {
     /// `Task.basedOn`), plus, for `task-owner` filters, the Tasks that satisfied the filter.
     pub additional_context: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests;
