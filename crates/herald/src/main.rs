@@ -1,1 +1,131 @@
-fn main() {}
+//! The `herald` binary: command line, configuration loading (defaults → `config/herald.toml` →
+//! `HERALD_*` environment), tracing set-up, and wiring of store and server with graceful
+//! shutdown on SIGTERM/SIGINT.
+#![forbid(unsafe_code)]
+
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald_store::{Store, StoreOptions};
+use tracing_subscriber::EnvFilter;
+
+/// Herald: a FHIR subscription notification broker (R4 Subscriptions Backport and R5).
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Configuration file (TOML). Default: `config/herald.toml` when it exists.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration (after file and environment) as TOML-like JSON and exit.
+    Config {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = config::load(config.as_deref())?;
+            init_tracing(&cfg.log)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(serve(cfg))
+        }
+        Command::Config { config } => {
+            let cfg = config::load(config.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(log: &config::LogConfig) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&log.filter)
+        .with_context(|| format!("invalid log filter '{}'", log.filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+async fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.storage.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.storage.data_dir.display()))?;
+    let store = Store::open(
+        &cfg.storage.data_dir,
+        &StoreOptions {
+            cache_capacity_bytes: cfg.storage.cache_capacity_mb * 1024 * 1024,
+            durability: cfg.storage.durability,
+        },
+    )
+    .with_context(|| format!("opening the store in {}", cfg.storage.data_dir.display()))?;
+    let store = Arc::new(store);
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.server.listen))?;
+    let local = listener.local_addr()?;
+    let state = herald_server::AppState::new(store.clone(), cfg.server.clone());
+    let app = herald_server::router(state);
+    tracing::info!(
+        listen = %local,
+        data_dir = %cfg.storage.data_dir.display(),
+        durability = ?cfg.storage.durability,
+        "herald listening"
+    );
+    // A line on stdout that tests and scripts can wait for (the port may be ephemeral).
+    println!("herald listening on {local}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down: flushing the store");
+    store.close().context("closing the store")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,108 @@
+//! `GET [base]/metadata`: the CapabilityStatement, built from what the code actually supports
+//! (every resource type of the tenant's version, the interactions implemented in `rest`, and the
+//! search parameters whose types `herald-fhir` evaluates).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use herald_fhir::search::{ParamType, Registry};
+use serde_json::{Value, json};
+
+use crate::error::ApiResult;
+use crate::http::fhir_json;
+use crate::rest::{base_url, tenant};
+use crate::{AppState, Tenant};
+
+fn param_type(kind: &ParamType) -> Option<&'static str> {
+    match kind {
+        ParamType::Token => Some("token"),
+        ParamType::Reference => Some("reference"),
+        ParamType::String => Some("string"),
+        ParamType::Date => Some("date"),
+        ParamType::Uri => Some("uri"),
+        _ => None,
+    }
+}
+
+/// The CapabilityStatement of one tenant.
+pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
+    let registry = Registry::for_version(tenant.version);
+    let interactions: Vec<Value> = [
+        "read",
+        "vread",
+        "update",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+        "search-type",
+    ]
+    .iter()
+    .map(|c| json!({"code": c}))
+    .collect();
+    let resources: Vec<Value> = herald_fhir::resource_types(tenant.version)
+        .iter()
+        .map(|rt| {
+            let mut params: Vec<Value> = registry
+                .for_resource(rt)
+                .into_iter()
+                .filter(|p| !p.code.starts_with('_'))
+                .filter_map(|p| {
+                    param_type(&p.kind)
+                        .map(|t| json!({"name": p.code, "definition": p.url, "type": t}))
+                })
+                .collect();
+            params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            let mut r = json!({
+                "type": rt,
+                "interaction": interactions,
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+            });
+            if !params.is_empty() {
+                r["searchParam"] = Value::Array(params);
+            }
+            r
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": herald_store::now_instant(),
+        "publisher": "Herald",
+        "kind": "instance",
+        "software": {"name": "Herald", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": format!("Herald FHIR subscription broker, endpoint '{}'", tenant.name), "url": base},
+        "fhirVersion": tenant.version.fhir_version(),
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "searchParam": [
+                {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+                {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}
+            ],
+        }],
+    })
+}
+
+/// `GET [base]/metadata`.
+pub async fn metadata(
+    State(state): State<Arc<AppState>>,
+    Path(tname): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    let base = base_url(&state, &headers, &tenant);
+    Ok(fhir_json(
+        StatusCode::OK,
+        &capability_statement(&tenant, &base),
+    ))
+}

@@ -1,0 +1,113 @@
+//! The one place where failures become HTTP: every error of every crate is turned into an
+//! `OperationOutcome` with the right status code here, and nowhere else.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald_fhir::FhirError;
+use herald_fhir::outcome::{Severity, operation_outcome};
+use herald_store::StoreError;
+
+/// An API failure: a status, an OperationOutcome issue code and a diagnostics text.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {diagnostics}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// FHIR `issue-type` code.
+    pub code: &'static str,
+    /// What went wrong, for a human.
+    pub diagnostics: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, diagnostics: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            diagnostics: diagnostics.into(),
+        }
+    }
+    /// 400 with issue code `invalid`.
+    pub fn bad_request(diagnostics: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", diagnostics)
+    }
+    /// 404 with issue code `not-found`.
+    pub fn not_found(diagnostics: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", diagnostics)
+    }
+    /// 422 with issue code `processing` (business rules, profiles).
+    pub fn unprocessable(diagnostics: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", diagnostics)
+    }
+    /// 500 with issue code `exception`; details go to the log, not to the client.
+    pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            format!("internal error while {context}; see the server log"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let severity = if self.status.is_server_error() {
+            Severity::Fatal
+        } else {
+            Severity::Error
+        };
+        let body = operation_outcome(severity, self.code, &self.diagnostics);
+        let mut resp = (self.status, body.to_string()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::FHIR_JSON),
+        );
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let msg = e.to_string();
+        match e {
+            StoreError::NotFound { .. } | StoreError::VersionNotFound { .. } => {
+                ApiError::not_found(msg)
+            }
+            StoreError::Gone { .. } => ApiError::new(StatusCode::GONE, "deleted", msg),
+            StoreError::VersionConflict { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "conflict", msg)
+            }
+            StoreError::AlreadyExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "duplicate", msg)
+            }
+            StoreError::Hook(m) => ApiError::unprocessable(m),
+            StoreError::Corrupt(_) | StoreError::Engine(_) => {
+                ApiError::internal("accessing the store", msg)
+            }
+        }
+    }
+}
+
+impl From<FhirError> for ApiError {
+    fn from(e: FhirError) -> Self {
+        let msg = e.to_string();
+        match e {
+            FhirError::InvalidResource(_) | FhirError::UnknownResourceType(_) => {
+                ApiError::bad_request(msg)
+            }
+            FhirError::UnknownSearchParameter { .. }
+            | FhirError::InvalidSearchValue { .. }
+            | FhirError::FhirPath(_) => ApiError::bad_request(msg),
+            FhirError::UnsupportedModifier { .. }
+            | FhirError::UnsupportedSearchParameter { .. }
+            | FhirError::FhirPathUnsupported(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "not-supported", msg)
+            }
+        }
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,68 @@
+//! Cross-cutting request handling: request ids and one tracing span per request, the health
+//! endpoints, and the OperationOutcome answers for unknown routes and methods.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+/// Header carrying the request id (taken from the client when present, else generated).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Assigns a request id, runs the request inside a span that carries it, and echoes it.
+pub async fn request_context(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        status = tracing::field::Empty,
+    );
+    let start = std::time::Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
+    span.in_scope(|| {
+        tracing::info!(
+            elapsed_ms = start.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+/// Liveness: the process answers.
+pub async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}
+
+/// Readiness: the store is open and the server accepts requests.
+pub async fn readyz() -> impl IntoResponse {
+    (StatusCode::OK, "ready")
+}
+
+/// 404 for unknown routes.
+pub async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", req.uri().path()))
+}
+
+/// 405 for a known route with the wrong method.
+pub async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not-supported",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}

@@ -1,0 +1,382 @@
+//! The FHIR RESTful interactions on resources: create (plain and conditional), read, vread,
+//! update (with update-as-create and `If-Match`), delete, and instance/type history.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald_store::{StoreError, StoredVersion, WriteKind};
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::{
+    PreferReturn, fhir_json, if_match, prefer_return, read_json_body, version_response,
+};
+use crate::search::{Page, find_matches};
+use crate::write::{WriteCommand, check_business_rules, write};
+use crate::{AppState, Tenant};
+
+/// Looks up a tenant (404 when unknown).
+pub fn tenant(state: &AppState, name: &str) -> ApiResult<Arc<Tenant>> {
+    state.tenants.get(name).cloned().ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no FHIR endpoint named '{name}' (configured: {})",
+            {
+                let mut names: Vec<&str> = state.tenants.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                names.join(", ")
+            }
+        ))
+    })
+}
+
+/// Refuses a resource type the tenant's FHIR version does not define (404: no such endpoint).
+pub fn check_type(tenant: &Tenant, rtype: &str) -> ApiResult<()> {
+    if herald_fhir::is_resource_type(tenant.version, rtype) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            format!(
+                "'{rtype}' is not a resource type of FHIR {}",
+                tenant.version.fhir_version()
+            ),
+        ))
+    }
+}
+
+fn check_id(id: &str) -> ApiResult<()> {
+    if herald_fhir::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "'{id}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"
+        )))
+    }
+}
+
+/// The base URL of a tenant as the client sees it.
+pub fn base_url(state: &AppState, headers: &HeaderMap, tenant: &Tenant) -> String {
+    let root = match &state.config.public_base_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| state.config.listen.to_string());
+            format!("http://{host}")
+        }
+    };
+    format!("{root}/fhir/{}", tenant.name)
+}
+
+/// Validates a body for `rtype`: structure (400), type agreement (400), business rules (422).
+fn check_body(tenant: &Tenant, rtype: &str, body: &Value) -> ApiResult<()> {
+    herald_fhir::validate::check_resource(tenant.version, body)?;
+    let body_type = body
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if body_type != rtype {
+        return Err(ApiError::bad_request(format!(
+            "resourceType '{body_type}' does not match the URL's resource type '{rtype}'"
+        )));
+    }
+    check_business_rules(tenant.version, body)
+}
+
+/// `POST [base]/[type]`: create with a server-assigned id; `If-None-Exist` makes it conditional.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    let body = read_json_body(&headers, body, state.config.max_body_bytes).await?;
+    check_body(&tenant, &rtype, &body)?;
+    let prefer = prefer_return(&headers);
+    let base = base_url(&state, &headers, &tenant);
+    if let Some(cond) = headers.get("if-none-exist") {
+        let query = cond.to_str().map_err(|_| {
+            ApiError::bad_request("If-None-Exist must be a visible-ASCII search query")
+        })?;
+        let query = query.split_once('?').map_or(query, |(_, q)| q);
+        let found = find_matches(&state, &tenant, &rtype, query, true)?;
+        match found.len() {
+            0 => {}
+            1 => {
+                return Ok(version_response(
+                    StatusCode::OK,
+                    &found[0],
+                    Some(&base),
+                    prefer,
+                    "a matching resource already exists; nothing created",
+                ));
+            }
+            n => {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "multiple-matches",
+                    format!("If-None-Exist '{query}' matches {n} resources"),
+                ));
+            }
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let outcome = write(
+        &state,
+        &tenant,
+        WriteCommand {
+            kind: WriteKind::Create,
+            resource_type: &rtype,
+            id: &id,
+            body: Some(body),
+            if_match: None,
+        },
+    )
+    .await?;
+    Ok(version_response(
+        StatusCode::CREATED,
+        &outcome.stored,
+        Some(&base),
+        prefer,
+        &format!("created {rtype}/{id}"),
+    ))
+}
+
+/// `GET [base]/[type]/[id]`.
+pub async fn read(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype, id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    let stored = state.store.read(&tenant.name, &rtype, &id)?;
+    Ok(version_response(
+        StatusCode::OK,
+        &stored,
+        None,
+        PreferReturn::Representation,
+        "",
+    ))
+}
+
+/// `GET [base]/[type]/[id]/_history/[vid]`.
+pub async fn vread(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype, id, vid)): Path<(String, String, String, String)>,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    let version: u64 = vid
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("'{vid}' is not a version id of {rtype}/{id}")))?;
+    let stored = state
+        .store
+        .read_version(&tenant.name, &rtype, &id, version)?;
+    if stored.is_deleted() {
+        return Err(StoreError::Gone {
+            resource_type: rtype,
+            id,
+            version,
+        }
+        .into());
+    }
+    Ok(version_response(
+        StatusCode::OK,
+        &stored,
+        None,
+        PreferReturn::Representation,
+        "",
+    ))
+}
+
+/// `PUT [base]/[type]/[id]`: update, or create with the client's id; `If-Match` for
+/// optimistic locking.
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    check_id(&id)?;
+    let body = read_json_body(&headers, body, state.config.max_body_bytes).await?;
+    check_body(&tenant, &rtype, &body)?;
+    match body.get("id").and_then(Value::as_str) {
+        Some(bid) if bid == id => {}
+        Some(bid) => {
+            return Err(ApiError::bad_request(format!(
+                "resource id '{bid}' does not match the URL id '{id}'"
+            )));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "an update must carry the resource id in the body (Resource.id)",
+            ));
+        }
+    }
+    let prefer = prefer_return(&headers);
+    let base = base_url(&state, &headers, &tenant);
+    let outcome = write(
+        &state,
+        &tenant,
+        WriteCommand {
+            kind: WriteKind::Upsert,
+            resource_type: &rtype,
+            id: &id,
+            body: Some(body),
+            if_match: if_match(&headers)?,
+        },
+    )
+    .await?;
+    let created =
+        outcome.changed && outcome.stored.interaction == herald_store::Interaction::Create;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let message = if outcome.changed {
+        format!("{rtype}/{id} is now version {}", outcome.stored.version)
+    } else {
+        format!(
+            "{rtype}/{id} unchanged (identical content); still version {}",
+            outcome.stored.version
+        )
+    };
+    Ok(version_response(
+        status,
+        &outcome.stored,
+        created.then_some(base.as_str()),
+        prefer,
+        &message,
+    ))
+}
+
+/// `DELETE [base]/[type]/[id]`: 204 (also when already deleted or absent: delete is idempotent).
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    let result = write(
+        &state,
+        &tenant,
+        WriteCommand {
+            kind: WriteKind::Delete,
+            resource_type: &rtype,
+            id: &id,
+            body: None,
+            if_match: if_match(&headers)?,
+        },
+    )
+    .await;
+    match result {
+        Ok(outcome) => {
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = format!("W/\"{}\"", outcome.stored.version).parse() {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+            Ok(resp)
+        }
+        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `GET [base]/[type]/[id]/_history`.
+pub async fn instance_history(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype, id)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    let versions = state.store.history(&tenant.name, &rtype, &id)?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("{rtype}/{id} is not known")));
+    }
+    let base = base_url(&state, &headers, &tenant);
+    let page = Page::from_query(&state, query.as_deref().unwrap_or(""))?;
+    let self_url = format!("{base}/{rtype}/{id}/_history");
+    Ok(fhir_json(
+        StatusCode::OK,
+        &history_bundle(&base, &self_url, &versions, &page),
+    ))
+}
+
+/// `GET [base]/[type]/_history`.
+pub async fn type_history(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    let versions = state.store.type_history(&tenant.name, &rtype)?;
+    let base = base_url(&state, &headers, &tenant);
+    let page = Page::from_query(&state, query.as_deref().unwrap_or(""))?;
+    let self_url = format!("{base}/{rtype}/_history");
+    Ok(fhir_json(
+        StatusCode::OK,
+        &history_bundle(&base, &self_url, &versions, &page),
+    ))
+}
+
+/// A `history` Bundle page: every entry has `request` and `response`; deletions have no resource.
+fn history_bundle(base: &str, self_url: &str, versions: &[StoredVersion], page: &Page) -> Value {
+    let entries: Vec<Value> = page
+        .slice(versions)
+        .iter()
+        .map(|v| {
+            let (method, url, status) = match v.interaction {
+                herald_store::Interaction::Create => {
+                    ("POST", v.resource_type.clone(), "201 Created")
+                }
+                herald_store::Interaction::Update => {
+                    ("PUT", format!("{}/{}", v.resource_type, v.id), "200 OK")
+                }
+                herald_store::Interaction::Delete => (
+                    "DELETE",
+                    format!("{}/{}", v.resource_type, v.id),
+                    "204 No Content",
+                ),
+            };
+            let mut e = json!({
+                "fullUrl": format!("{base}/{}/{}", v.resource_type, v.id),
+            });
+            if let Some(r) = &v.resource {
+                e["resource"] = r.clone();
+            }
+            e["request"] = json!({"method": method, "url": url});
+            e["response"] = json!({
+                "status": status,
+                "etag": format!("W/\"{}\"", v.version),
+                "lastModified": v.last_updated,
+            });
+            e
+        })
+        .collect();
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": herald_store::now_instant()},
+        "type": "history",
+        "total": versions.len(),
+        "link": page.links(self_url, "", versions.len()),
+    });
+    bundle["entry"] = Value::Array(entries);
+    bundle
+}

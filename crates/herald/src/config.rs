@@ -1,0 +1,122 @@
+//! Configuration: built-in defaults, then a TOML file (`--config`, else `config/herald.toml`
+//! when present), then `HERALD_*` environment variables. `config/herald.toml` documents every
+//! option with its default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use herald_server::ServerConfig;
+use herald_store::Durability;
+use serde::{Deserialize, Serialize};
+
+/// Everything Herald reads at start-up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server and tenants.
+    pub server: ServerConfig,
+    /// Durable storage.
+    pub storage: StorageConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory of the sled database.
+    pub data_dir: PathBuf,
+    /// sled page cache, in MiB.
+    pub cache_capacity_mb: u64,
+    /// `group-commit` (default), `flush-per-write`, or `off` (unsafe; benchmarks only).
+    pub durability: Durability,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./herald-data"),
+            cache_capacity_mb: 256,
+            durability: Durability::GroupCommit,
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `herald_server=debug,info`.
+    pub filter: String,
+    /// One JSON object per line instead of human-readable text.
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+            json: false,
+        }
+    }
+}
+
+/// Short environment variables and the option each one sets.
+const SHORT_ENV: &[(&str, &str)] = &[
+    ("HERALD_LISTEN", "server.listen"),
+    ("HERALD_PUBLIC_BASE_URL", "server.public_base_url"),
+    ("HERALD_MAX_BODY_BYTES", "server.max_body_bytes"),
+    ("HERALD_DATA_DIR", "storage.data_dir"),
+    ("HERALD_DURABILITY", "storage.durability"),
+    ("HERALD_LOG", "log.filter"),
+    ("HERALD_LOG_JSON", "log.json"),
+];
+
+/// Loads the configuration.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        Some(path) => {
+            if !path.exists() {
+                anyhow::bail!("configuration file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        None => {
+            let default = Path::new("config/herald.toml");
+            if default.exists() {
+                fig = fig.merge(Toml::file(default));
+            }
+        }
+    }
+    for (var, key) in SHORT_ENV {
+        fig = fig.merge(Env::raw().only(&[*var]).map(move |_| (*key).into()));
+    }
+    // Any option as HERALD__SECTION__KEY, e.g. HERALD__SERVER__MAX_PAGE_SIZE=200.
+    fig = fig.merge(Env::prefixed("HERALD__").split("__"));
+    fig.extract()
+        .context("invalid configuration (defaults, config file, HERALD_* environment)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_file_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/herald.toml");
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&path))
+            .extract()
+            .expect("config/herald.toml must parse");
+        let defaults = Config::default();
+        assert_eq!(
+            serde_json::to_value(&cfg).expect("json"),
+            serde_json::to_value(&defaults).expect("json"),
+            "config/herald.toml should document the defaults exactly"
+        );
+    }
+}
