@@ -18,26 +18,42 @@ use crate::{Change, Match, MatchError};
 
 type SubId = Arc<str>;
 /// Index slot of a subscription for one resource type: parameter, its definition, keys.
-type Slot = (IndexParam, SearchParamDef, Vec<String>);
-/// Where a subscription sits for one resource type: scanned (`None`) or under (param, keys).
-type Placement = (String, Option<(IndexParam, Vec<String>)>);
+type Slot<'a> = (IndexParam, &'a SearchParamDef, Vec<String>);
 
 /// How one filter is evaluated on one resource type.
 #[derive(Debug, Clone)]
 enum FilterEval {
     /// A search criterion on the changed resource.
     Search(Criterion),
+    /// A plain equality on a token or reference parameter, kept as its index keys: it matches a
+    /// version exactly when `index_keys(def, version)` shares a key with `keys` (herald-fhir's
+    /// contract). Cheaper to hold than a criterion, and the definition is shared.
+    Keys {
+        /// Shared definition.
+        def: Arc<SearchParamDef>,
+        /// Sorted keys of the criterion.
+        keys: Vec<String>,
+    },
     /// `task-owner`: a `Task?owner=` criterion on the related Tasks.
     TaskOwner(Criterion),
 }
 
 impl FilterEval {
-    fn criterion(&self) -> &Criterion {
+    /// Does the changed resource version `v` satisfy this filter? (`TaskOwner` is evaluated on
+    /// the related Tasks instead and passes here.)
+    fn matches(&self, v: &Value) -> Result<bool, herald_fhir::FhirError> {
         match self {
-            FilterEval::Search(c) | FilterEval::TaskOwner(c) => c,
+            FilterEval::Search(c) => search::matches(c, v),
+            FilterEval::Keys { def, keys } => Ok(search::index_keys(def, v)
+                .iter()
+                .any(|k| keys.binary_search(k).is_ok())),
+            FilterEval::TaskOwner(_) => Ok(true),
         }
     }
 }
+
+/// Shared search parameter definitions, by (resource type, code).
+type DefCache = HashMap<(String, String), Arc<SearchParamDef>>;
 
 #[derive(Debug, Clone)]
 struct CompiledFilter {
@@ -71,7 +87,7 @@ struct SubEntry {
     error: Option<MatchError>,
     /// Where the subscription sits in its topic's index (empty when not indexed), so that
     /// removal touches only its own buckets.
-    placed: Vec<Placement>,
+    placed: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -103,6 +119,7 @@ pub struct Matcher {
     topics_by_key: HashMap<(String, Interaction), Vec<String>>,
     subs: HashMap<SubId, SubEntry>,
     by_topic: HashMap<String, TopicSubs>,
+    defs: DefCache,
 }
 
 /// Which versions filters are evaluated on (see the crate docs, "Filter timing").
@@ -116,6 +133,7 @@ fn filter_versions<'a>(change: &Change<'a>) -> [Option<&'a Value>; 2] {
 
 fn compile_filter(
     version: FhirVersion,
+    defs: &mut DefCache,
     sub_id: &str,
     topic: &Topic,
     f: &Filter,
@@ -167,7 +185,21 @@ fn compile_filter(
                 f.modifier.as_deref(),
                 &f.value,
             )
-            .map(FilterEval::Search),
+            .map(|c| {
+                let plain = f.comparator.is_none() && f.modifier.is_none() && c.modifier.is_none();
+                match search::index_keys_of_criterion(&c).filter(|k| plain && !k.is_empty()) {
+                    Some(mut keys) => {
+                        keys.sort();
+                        keys.dedup();
+                        let def = defs
+                            .entry((rt.clone(), c.param.code.clone()))
+                            .or_insert_with(|| Arc::new(c.param.clone()))
+                            .clone();
+                        FilterEval::Keys { def, keys }
+                    }
+                    None => FilterEval::Search(c),
+                }
+            }),
         };
         match parsed {
             Ok(e) => per_type.push((rt, e)),
@@ -193,22 +225,21 @@ fn compile_filter(
 
 /// The index slot of a subscription for one resource type: the first plain-equality filter
 /// whose criterion has index keys.
-fn index_slot(filters: &[CompiledFilter], rt: &str) -> Option<Slot> {
+fn index_slot<'a>(filters: &'a [CompiledFilter], rt: &str) -> Option<Slot<'a>> {
     filters.iter().find_map(|f| {
         if !f.plain_equality {
             return None;
         }
-        let eval = f.for_type(rt)?;
-        let c = eval.criterion();
-        if c.modifier.is_some() {
-            return None;
+        match f.for_type(rt)? {
+            FilterEval::Keys { def, keys } => {
+                Some((IndexParam::Search(def.code.clone()), &**def, keys.clone()))
+            }
+            FilterEval::TaskOwner(c) if c.modifier.is_none() => {
+                let keys = search::index_keys_of_criterion(c).filter(|k| !k.is_empty())?;
+                Some((IndexParam::TaskOwner, &c.param, keys))
+            }
+            _ => None,
         }
-        let keys = search::index_keys_of_criterion(c).filter(|k| !k.is_empty())?;
-        let param = match eval {
-            FilterEval::Search(c) => IndexParam::Search(c.param.code.clone()),
-            FilterEval::TaskOwner(_) => IndexParam::TaskOwner,
-        };
-        Some((param, c.param.clone(), keys))
     })
 }
 
@@ -221,6 +252,7 @@ impl Matcher {
             topics_by_key: HashMap::new(),
             subs: HashMap::new(),
             by_topic: HashMap::new(),
+            defs: HashMap::new(),
         }
     }
 
@@ -342,7 +374,7 @@ impl Matcher {
             .sub
             .filters
             .iter()
-            .map(|f| compile_filter(self.version, &entry.sub.id, &topic.topic, f))
+            .map(|f| compile_filter(self.version, &mut self.defs, &entry.sub.id, &topic.topic, f))
             .collect();
         let filters = match compiled {
             Ok(f) => f,
@@ -351,55 +383,35 @@ impl Matcher {
                 return;
             }
         };
-        let receives = entry.sub.status.receives_events();
-        let types: Vec<String> = topic
-            .topic
-            .resource_types()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        let slots: Vec<(String, Option<Slot>)> = types
-            .into_iter()
-            .map(|rt| {
-                let slot = index_slot(&filters, &rt);
-                (rt, slot)
-            })
-            .collect();
-        let topic_url = entry.topic.clone();
-        entry.filters = Some(filters);
-        if !receives {
-            return;
-        }
-        let ts = self.by_topic.entry(topic_url).or_default();
-        let mut placed = Vec::with_capacity(slots.len());
-        for (rt, slot) in slots {
-            let ti = ts.types.entry(rt.clone()).or_default();
-            match slot {
-                None => {
-                    ti.scanned.insert(id.clone());
-                    placed.push((rt, None));
-                }
-                Some((param, def, keys)) => {
-                    let pi = ti
-                        .params
-                        .entry(param.clone())
-                        .or_insert_with(|| ParamIndex {
-                            def,
-                            buckets: HashMap::new(),
-                        });
-                    for k in &keys {
-                        let bucket = pi.buckets.entry(k.clone()).or_default();
-                        if !bucket.contains(id) {
-                            bucket.push(id.clone());
-                        }
+        if entry.sub.status.receives_events() {
+            let ts = self.by_topic.entry(entry.topic.clone()).or_default();
+            for rt in topic.topic.resource_types() {
+                let ti = ts.types.entry(rt.to_owned()).or_default();
+                match index_slot(&filters, rt) {
+                    None => {
+                        ti.scanned.insert(id.clone());
+                        entry.placed.push(rt.to_owned());
                     }
-                    placed.push((rt, Some((param, keys))));
+                    Some((param, def, keys)) => {
+                        let pi = match ti.params.get_mut(&param) {
+                            Some(pi) => pi,
+                            None => ti.params.entry(param.clone()).or_insert(ParamIndex {
+                                def: def.clone(),
+                                buckets: HashMap::new(),
+                            }),
+                        };
+                        for k in &keys {
+                            let bucket = pi.buckets.entry(k.clone()).or_default();
+                            if !bucket.contains(id) {
+                                bucket.push(id.clone());
+                            }
+                        }
+                        entry.placed.push(rt.to_owned());
+                    }
                 }
             }
         }
-        if let Some(entry) = self.subs.get_mut(id) {
-            entry.placed = placed;
-        }
+        entry.filters = Some(filters);
     }
 
     /// Removes a subscription; returns it when it was held.
@@ -407,19 +419,20 @@ impl Matcher {
         let entry = self.subs.remove(id)?;
         if let Some(ts) = self.by_topic.get_mut(&entry.topic) {
             ts.members.remove(id);
-            for (rt, slot) in &entry.placed {
+            let filters = entry.filters.as_deref().unwrap_or_default();
+            for rt in &entry.placed {
                 let Some(ti) = ts.types.get_mut(rt) else {
                     continue;
                 };
-                match slot {
+                match index_slot(filters, rt) {
                     None => {
                         ti.scanned.remove(id);
                     }
-                    Some((param, keys)) => {
-                        let Some(pi) = ti.params.get_mut(param) else {
+                    Some((param, _, keys)) => {
+                        let Some(pi) = ti.params.get_mut(&param) else {
                             continue;
                         };
-                        for k in keys {
+                        for k in &keys {
                             if let Some(bucket) = pi.buckets.get_mut(k) {
                                 bucket.retain(|s| &**s != id);
                                 if bucket.is_empty() {
@@ -651,10 +664,10 @@ impl Matcher {
             }
         }
         // Resource filters: all on the same version; current or previous per filter timing.
-        let search_filters: Vec<(&CompiledFilter, &Criterion)> = filters
+        let search_filters: Vec<(&CompiledFilter, &FilterEval)> = filters
             .iter()
             .filter_map(|f| match f.for_type(rt) {
-                Some(FilterEval::Search(c)) => Some((f, c)),
+                Some(e @ (FilterEval::Search(_) | FilterEval::Keys { .. })) => Some((f, e)),
                 _ => None,
             })
             .collect();
@@ -662,8 +675,8 @@ impl Matcher {
         if !passed {
             for version in filter_versions(change).into_iter().flatten() {
                 let mut all = true;
-                for (f, c) in &search_filters {
-                    if !search::matches(c, version).map_err(|e| err(f, e))? {
+                for (f, e) in &search_filters {
+                    if !e.matches(version).map_err(|e| err(f, e))? {
                         all = false;
                         break;
                     }

@@ -756,3 +756,9 @@ fn removing_one_of_several_subscriptions_sharing_a_key_keeps_the_others() {
     assert_eq!(ids(&m, &created(&t)), vec!["a2"]);
     assert_eq!(m.candidate_count(&created(&t), &NoRelated).unwrap(), 1);
 }
+
+#[test]
+fn matcher_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Matcher>();
+}
