@@ -1,1 +1,158 @@
-//! placeholder
+//! Test kit for the end-to-end tests: spawns the real `herald` binary on an ephemeral loopback
+//! port with its own sled directory, kills it with SIGKILL for crash tests, and restarts it on
+//! the same data.
+#![forbid(unsafe_code)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Path of the `herald` binary: `$HERALD_BIN`, else next to the test executable's `deps/`.
+pub fn herald_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HERALD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let bin = dir.join("herald");
+    assert!(
+        bin.exists(),
+        "{} not found: run the tests with `cargo test --workspace` (which builds it) or set HERALD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running herald process.
+pub struct Herald {
+    child: Option<Child>,
+    /// `http://127.0.0.1:port`.
+    pub root: String,
+    data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Herald {
+    /// Starts herald on a fresh temporary data directory.
+    pub fn start() -> Herald {
+        Self::start_with(&[])
+    }
+
+    /// Starts herald with extra environment variables on a fresh data directory.
+    pub fn start_with(env: &[(&str, &str)]) -> Herald {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut h = Herald {
+            child: None,
+            root: String::new(),
+            data_dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _tmp: Some(tmp),
+        };
+        h.spawn();
+        h
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Base URL of a tenant, e.g. `http://127.0.0.1:1234/fhir/r4`.
+    pub fn fhir(&self, tenant: &str) -> String {
+        format!("{}/fhir/{tenant}", self.root)
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(herald_bin());
+        cmd.arg("serve")
+            .env("HERALD_LISTEN", "127.0.0.1:0")
+            .env("HERALD_DATA_DIR", &self.data_dir)
+            .env(
+                "HERALD_LOG",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn herald");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.strip_prefix("herald listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("herald did not report its listening address");
+        self.root = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit status success.
+    pub fn terminate(&mut self) -> bool {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            return c.wait().map(|s| s.success()).unwrap_or(false);
+        }
+        false
+    }
+
+    /// Starts the process again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A reqwest client for tests (no proxy, short timeouts).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A minimal valid R4/R5 Task body.
+pub fn task(owner: &str) -> serde_json::Value {
+    serde_json::json!({
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "owner": {"reference": owner},
+    })
+}

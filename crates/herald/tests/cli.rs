@@ -1,0 +1,57 @@
+//! The command line itself: `--version`, `--help`, and a refused configuration. (Being an
+//! integration test of the `herald` package also makes `cargo test --workspace` build the
+//! binary that the end-to-end tests in `tests/` spawn.)
+
+use std::process::Command;
+
+fn herald() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = herald().arg("--version").output().expect("run herald");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim(), format!("herald {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn help_lists_the_serve_command() {
+    let out = herald().arg("--help").output().expect("run herald");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("serve"), "help was: {text}");
+}
+
+#[test]
+fn invalid_environment_configuration_is_refused_with_a_message() {
+    let out = herald()
+        .args(["config"])
+        .env("HERALD_LISTEN", "not-an-address")
+        .output()
+        .expect("run herald");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen"), "stderr was: {err}");
+}
+
+#[test]
+fn environment_overrides_the_config_file() {
+    let out = herald()
+        .args(["config"])
+        .env("HERALD_LISTEN", "127.0.0.1:9999")
+        .env("HERALD_DATA_DIR", "/tmp/elsewhere")
+        .env("HERALD_LOG_JSON", "true")
+        .output()
+        .expect("run herald");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json config");
+    assert_eq!(cfg["server"]["listen"], "127.0.0.1:9999");
+    assert_eq!(cfg["storage"]["data_dir"], "/tmp/elsewhere");
+    assert_eq!(cfg["log"]["json"], true);
+}
