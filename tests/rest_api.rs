@@ -1,6 +1,8 @@
 //! The FHIR REST API over real HTTP against the real binary: every interaction the foundation
 //! promises and every error status, each answered with an OperationOutcome.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use herald_tests::{Herald, client, task};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
