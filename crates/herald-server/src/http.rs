@@ -60,6 +60,22 @@ pub async fn read_limited(body: axum::body::Body, limit: usize) -> ApiResult<Byt
     })
 }
 
+/// Parses an already-read body as FHIR JSON, checking its media type.
+pub fn read_json_value(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_json_media_type(ct) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            format!("Content-Type '{ct}' is not supported; send application/fhir+json"),
+        ));
+    }
+    parse_json(bytes)
+}
+
 /// Parses bytes as a JSON object.
 pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
     let v: Value = serde_json::from_slice(bytes)

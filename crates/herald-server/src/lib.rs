@@ -6,34 +6,52 @@
 
 pub mod capability;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod http;
 mod middleware;
+pub mod operations;
 pub mod rest;
 pub mod search;
 pub mod write;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use herald_fhir::FhirVersion;
-use herald_store::Store;
+use herald_store::{Store, StoreError};
+
+use crate::engine::Engine;
 
 pub use config::{ServerConfig, TenantConfig};
 
 /// The FHIR JSON media type.
 pub const FHIR_JSON: &str = "application/fhir+json";
 
-/// One FHIR endpoint: a name, a FHIR version, its own data.
-#[derive(Debug)]
+/// One FHIR endpoint: a name, a FHIR version, its own data and subscription state.
 pub struct Tenant {
     /// URL segment after `/fhir/`.
     pub name: String,
     /// FHIR version served.
     pub version: FhirVersion,
+    /// Topics and subscriptions, matched against every write.
+    pub engine: RwLock<Engine>,
+}
+
+impl Tenant {
+    /// Read access to the engine (a poisoned lock is recovered: the engine is rebuilt from
+    /// committed state only, so a panic elsewhere cannot leave it half-updated on disk).
+    pub fn engine(&self) -> std::sync::RwLockReadGuard<'_, Engine> {
+        self.engine.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write access to the engine.
+    pub fn engine_mut(&self) -> std::sync::RwLockWriteGuard<'_, Engine> {
+        self.engine.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// State shared by all handlers.
@@ -47,26 +65,26 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state from a store and configuration.
-    pub fn new(store: Arc<Store>, config: ServerConfig) -> Arc<AppState> {
-        let tenants = config
-            .tenants
-            .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    Arc::new(Tenant {
-                        name: t.name.clone(),
-                        version: t.fhir_version,
-                    }),
-                )
-            })
-            .collect();
-        Arc::new(AppState {
+    /// Builds the state from a store and configuration, loading each tenant's topics and
+    /// subscriptions (and seeding the built-in topics).
+    pub async fn new(store: Arc<Store>, config: ServerConfig) -> Result<Arc<AppState>, StoreError> {
+        let mut tenants = HashMap::new();
+        for t in &config.tenants {
+            let engine = Engine::load(&store, &t.name, t.fhir_version).await?;
+            tenants.insert(
+                t.name.clone(),
+                Arc::new(Tenant {
+                    name: t.name.clone(),
+                    version: t.fhir_version,
+                    engine: RwLock::new(engine),
+                }),
+            );
+        }
+        Ok(Arc::new(AppState {
             store,
             tenants,
             config,
-        })
+        }))
     }
 }
 
@@ -79,7 +97,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{rtype}/_history", get(rest::type_history))
         .route(
             "/{rtype}/{id}",
-            get(rest::read).put(rest::update).delete(rest::delete),
+            get(rest::read)
+                .put(rest::update)
+                .delete(rest::delete)
+                .post(operations::type_operation),
+        )
+        .route(
+            "/{rtype}/{id}/{op}",
+            get(operations::instance_operation).post(operations::instance_operation),
         )
         .route("/{rtype}/{id}/_history", get(rest::instance_history))
         .route("/{rtype}/{id}/_history/{vid}", get(rest::vread));

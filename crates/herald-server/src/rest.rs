@@ -151,10 +151,26 @@ pub async fn create(
 }
 
 /// `GET [base]/[type]/[id]`.
+/// (`GET [base]/[type]/$op` is a type-level operation and is handed to `operations`.)
 pub async fn read(
     State(state): State<Arc<AppState>>,
     Path((tname, rtype, id)): Path<(String, String, String)>,
+    method: axum::http::Method,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Response> {
+    if id.starts_with('$') {
+        return crate::operations::type_operation(
+            State(state),
+            Path((tname, rtype, id)),
+            method,
+            query,
+            headers,
+            body,
+        )
+        .await;
+    }
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
     let stored = state.store.read(&tenant.name, &rtype, &id)?;

@@ -1,13 +1,19 @@
 //! The one write path. Every create, update and delete — from REST, conditional create, or the
-//! server itself (subscription status changes) — goes through [`write`], which runs the store
-//! transaction with the write hook. The hook is the seam where subscription matching records
-//! events atomically with the resource version (design invariant 1).
+//! server itself (subscription status changes) — goes through [`write`]: validate what changes
+//! subscription state, run the store transaction with the matcher as its hook (so events are
+//! recorded atomically with the version, design invariant 1), update the in-memory engine, and
+//! return once the group commit has made it durable.
 
 use axum::http::StatusCode;
 use herald_fhir::FhirVersion;
 use herald_store::{Change, EventDraft, WriteKind, WriteOutcome, WriteRequest};
+use herald_subscriptions::{
+    SubscriptionStatus, builtin, parse_subscription, parse_topic, validate_subscription,
+    validate_topic,
+};
 use serde_json::Value;
 
+use crate::engine::{Kind, StoreRelated, classify, subscription_error};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, Tenant};
 
@@ -26,28 +32,204 @@ pub struct WriteCommand<'a> {
     pub if_match: Option<u64>,
 }
 
-/// Runs a write (resource + triggered events) and returns once it is durable.
+/// Who is writing: clients are held to the rules for client-submitted Subscriptions; the
+/// server itself (handshake outcomes, error states) is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// A REST client.
+    Client,
+    /// Herald itself.
+    Server,
+}
+
+/// Runs a client write (resource + triggered events) and returns once it is durable.
 pub async fn write(
     state: &AppState,
     tenant: &Tenant,
     cmd: WriteCommand<'_>,
 ) -> ApiResult<WriteOutcome> {
-    let mut hook = |_change: &Change<'_>| -> Result<Vec<EventDraft>, String> { Ok(Vec::new()) };
-    let outcome = state
-        .store
-        .write(
-            WriteRequest {
-                tenant: &tenant.name,
-                resource_type: cmd.resource_type,
-                id: cmd.id,
-                kind: cmd.kind,
-                body: cmd.body,
-                if_match: cmd.if_match,
-            },
-            &mut hook,
-        )
-        .await?;
+    write_as(state, tenant, cmd, Actor::Client).await
+}
+
+/// Runs a write on behalf of `actor`.
+pub async fn write_as(
+    state: &AppState,
+    tenant: &Tenant,
+    cmd: WriteCommand<'_>,
+    actor: Actor,
+) -> ApiResult<WriteOutcome> {
+    let existing = match cmd.kind {
+        WriteKind::Delete => state
+            .store
+            .current(&tenant.name, cmd.resource_type, cmd.id)?
+            .and_then(|s| s.resource),
+        _ => None,
+    };
+    let kind = classify(
+        tenant.version,
+        cmd.resource_type,
+        cmd.body.as_ref().or(existing.as_ref()),
+    );
+    let related = StoreRelated {
+        store: &state.store,
+        tenant: &tenant.name,
+    };
+    let request = |body| WriteRequest {
+        tenant: &tenant.name,
+        resource_type: cmd.resource_type,
+        id: cmd.id,
+        kind: cmd.kind,
+        body,
+        if_match: cmd.if_match,
+    };
+    let outcome = match kind {
+        Kind::Other => {
+            let engine = tenant.engine();
+            let mut hook = |c: &Change<'_>| engine.events_for(c, &related);
+            state.store.apply(request(cmd.body), &mut hook)?
+        }
+        Kind::Subscription | Kind::Topic => {
+            // Subscription state changes hold the engine's write lock across the transaction,
+            // so no concurrent write can match against a half-updated index.
+            let mut engine = tenant.engine_mut();
+            let body = match (&cmd.body, kind) {
+                (Some(b), Kind::Subscription) => {
+                    let sub = validate_subscription(tenant.version, b, &engine.catalog)
+                        .map_err(subscription_error)?;
+                    Some(prepare_subscription(
+                        tenant.version,
+                        b.clone(),
+                        &sub,
+                        actor,
+                    )?)
+                }
+                (Some(b), _) => {
+                    guard_builtin_topic(cmd.resource_type, cmd.id, actor)?;
+                    validate_topic(tenant.version, b).map_err(subscription_error)?;
+                    Some(b.clone())
+                }
+                (None, Kind::Topic) => {
+                    guard_builtin_topic(cmd.resource_type, cmd.id, actor)?;
+                    if let Some(t) = existing
+                        .as_ref()
+                        .and_then(|e| parse_topic(tenant.version, e).ok())
+                    {
+                        guard_topic_in_use(state, tenant, &t.url)?;
+                    }
+                    None
+                }
+                (None, _) => None,
+            };
+            let replaced_topic = existing
+                .as_ref()
+                .filter(|_| kind == Kind::Topic)
+                .and_then(|e| parse_topic(tenant.version, e).ok());
+            let previous_topic = match (kind, cmd.kind) {
+                (Kind::Topic, WriteKind::Upsert) => state
+                    .store
+                    .current(&tenant.name, cmd.resource_type, cmd.id)?
+                    .and_then(|s| s.resource)
+                    .and_then(|e| parse_topic(tenant.version, &e).ok()),
+                _ => replaced_topic,
+            };
+            let mut hook = |c: &Change<'_>| -> Result<Vec<EventDraft>, String> {
+                engine.events_for(c, &related)
+            };
+            let outcome = state.store.apply(request(body), &mut hook)?;
+            if outcome.changed {
+                if let Some(old) = previous_topic {
+                    engine.remove_topic(&old.url);
+                }
+                match (kind, &outcome.stored.resource) {
+                    (Kind::Subscription, Some(b)) => match parse_subscription(tenant.version, b) {
+                        Ok(mut s) => {
+                            s.id = cmd.id.to_owned();
+                            engine.upsert_subscription(s);
+                        }
+                        Err(e) => tracing::error!(error = %e, "stored Subscription does not parse"),
+                    },
+                    (Kind::Subscription, None) => {
+                        engine.matcher.remove_subscription(cmd.id);
+                    }
+                    (_, Some(b)) => match parse_topic(tenant.version, b) {
+                        Ok(t) => engine.add_topic(t),
+                        Err(e) => tracing::error!(error = %e, "stored topic does not parse"),
+                    },
+                    (_, None) => {}
+                }
+            }
+            outcome
+        }
+    };
+    if outcome.changed {
+        state.store.make_durable().await?;
+    }
     Ok(outcome)
+}
+
+/// The status a stored Subscription starts with. Clients may submit `requested` or `off`
+/// (validation refuses the rest); a channel that needs a handshake stays `requested` until the
+/// delivery side confirms it.
+fn prepare_subscription(
+    version: FhirVersion,
+    mut body: Value,
+    sub: &herald_subscriptions::Subscription,
+    actor: Actor,
+) -> ApiResult<Value> {
+    if actor == Actor::Server {
+        return Ok(body);
+    }
+    let status = match sub.status {
+        SubscriptionStatus::Off => SubscriptionStatus::Off,
+        _ => SubscriptionStatus::Requested,
+    };
+    herald_subscriptions::set_subscription_status(version, &mut body, status, None)
+        .map_err(subscription_error)?;
+    Ok(body)
+}
+
+fn guard_builtin_topic(resource_type: &str, id: &str, actor: Actor) -> ApiResult<()> {
+    if actor == Actor::Client && builtin::BUILTIN_IDS.contains(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "{resource_type}/{id} is a built-in topic managed by Herald; it cannot be changed or deleted"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn guard_topic_in_use(state: &AppState, tenant: &Tenant, url: &str) -> ApiResult<()> {
+    let users: Vec<String> = state
+        .store
+        .live_of_type(&tenant.name, "Subscription")
+        .filter_map(Result::ok)
+        .filter(|s| {
+            s.resource
+                .as_ref()
+                .and_then(|b| parse_subscription(tenant.version, b).ok())
+                .is_some_and(|sub| {
+                    herald_subscriptions::catalog::canonical_url(&sub.topic)
+                        == herald_subscriptions::catalog::canonical_url(url)
+                })
+        })
+        .map(|s| s.id)
+        .collect();
+    if users.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "topic {url} is used by {} subscription(s) ({}); delete or re-point them first",
+                users.len(),
+                users.join(", ")
+            ),
+        ))
+    }
 }
 
 /// Business rules Herald enforces on the workflow resources it coordinates (422 when broken):

@@ -179,8 +179,10 @@ impl Store {
         }
     }
 
-    /// Applies a write in one transaction (not yet durable).
-    fn apply(&self, req: WriteRequest<'_>, hook: Hook<'_>) -> Result<WriteOutcome> {
+    /// Applies a write in one transaction. It is **not yet durable**: acknowledge it only after
+    /// [`Store::make_durable`] returns (which [`Store::write`] does). Split from `write` so a
+    /// caller can hold a lock across the transaction without holding it across the fsync.
+    pub fn apply(&self, req: WriteRequest<'_>, hook: Hook<'_>) -> Result<WriteOutcome> {
         let key = keys::resource(req.tenant, req.resource_type, req.id);
         // sled runs the transaction closure as `Fn` (it may retry it on conflict).
         let hook = std::cell::RefCell::new(hook);

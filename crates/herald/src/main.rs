@@ -87,7 +87,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let local = listener.local_addr()?;
-    let state = herald_server::AppState::new(store.clone(), cfg.server.clone());
+    let state = herald_server::AppState::new(store.clone(), cfg.server.clone())
+        .await
+        .context("loading topics and subscriptions")?;
     let app = herald_server::router(state);
     tracing::info!(
         listen = %local,

@@ -1,0 +1,87 @@
+//! Assembling what a notification carries: the subscription's reference for the status entry,
+//! and each stored event with its focus **at the version that triggered it** (design
+//! invariant 4) and its additional context, loaded from the store at the requested payload
+//! level.
+
+use herald_store::{Interaction as StoreInteraction, Result, Store, StoreError};
+use herald_subscriptions::Subscription;
+use herald_subscriptions::notification::{
+    EventRecord, Interaction, PayloadContent, ResourceAtVersion, SubscriptionRef,
+};
+
+/// The status-entry view of a subscription.
+pub fn subscription_ref(base_url: &str, sub: &Subscription) -> SubscriptionRef {
+    SubscriptionRef {
+        id: sub.id.clone(),
+        base_url: base_url.to_owned(),
+        identifier: sub.identifier.clone(),
+        topic: sub.topic.clone(),
+        status: sub.status.code().to_owned(),
+    }
+}
+
+/// Maps the model's payload level to the notification builder's.
+pub fn content_of(content: herald_subscriptions::PayloadContent) -> PayloadContent {
+    match content {
+        herald_subscriptions::PayloadContent::Empty => PayloadContent::Empty,
+        herald_subscriptions::PayloadContent::IdOnly => PayloadContent::IdOnly,
+        herald_subscriptions::PayloadContent::FullResource => PayloadContent::FullResource,
+    }
+}
+
+/// Loads the resources the events need at `content` level (none for `empty` and `id-only`).
+pub fn materialize(
+    store: &Store,
+    tenant: &str,
+    events: &[herald_store::EventRecord],
+    content: PayloadContent,
+) -> Result<Vec<EventRecord>> {
+    let full = content == PayloadContent::FullResource;
+    events
+        .iter()
+        .map(|e| {
+            let focus_resource = if full && e.interaction != StoreInteraction::Delete {
+                store
+                    .read_version(tenant, &e.focus_type, &e.focus_id, e.focus_version)?
+                    .resource
+            } else {
+                None
+            };
+            let mut additional = Vec::with_capacity(e.additional_context.len());
+            for r in &e.additional_context {
+                let Some((rt, id)) = r.split_once('/') else {
+                    continue;
+                };
+                let id = id.split('/').next().unwrap_or(id);
+                match store.read(tenant, rt, id) {
+                    Ok(v) => additional.push(ResourceAtVersion {
+                        resource_type: rt.to_owned(),
+                        id: id.to_owned(),
+                        version: v.version.to_string(),
+                        resource: if full { v.resource } else { None },
+                    }),
+                    // Context that does not exist (or no longer does) is left out: clients
+                    // must work with the focus alone.
+                    Err(StoreError::NotFound { .. } | StoreError::Gone { .. }) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok(EventRecord {
+                number: e.number,
+                timestamp: e.timestamp.clone(),
+                focus: ResourceAtVersion {
+                    resource_type: e.focus_type.clone(),
+                    id: e.focus_id.clone(),
+                    version: e.focus_version.to_string(),
+                    resource: focus_resource,
+                },
+                additional_context: additional,
+                interaction: match e.interaction {
+                    StoreInteraction::Create => Interaction::Create,
+                    StoreInteraction::Update => Interaction::Update,
+                    StoreInteraction::Delete => Interaction::Delete,
+                },
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,234 @@
+//! Per-tenant subscription state: the topic catalog and the [`Matcher`] built from the stored
+//! topics and Subscriptions, their loading at start-up (seeding the built-in topics), the
+//! classification and validation of writes that change them, and the write hook that turns a
+//! resource change into event drafts inside the store transaction.
+
+use herald_fhir::FhirVersion;
+use herald_matcher::{Change as MatchChange, Matcher};
+use herald_store::{
+    Change, EventDraft, Interaction as StoreInteraction, Store, StoreError, WriteKind, WriteRequest,
+};
+use herald_subscriptions::{
+    Interaction, RelatedLookup, Subscription, SubscriptionError, Topic, TopicCatalog, builtin,
+    parse_subscription, parse_topic,
+};
+use serde_json::Value;
+
+/// Topics and subscriptions of one tenant, in memory.
+pub struct Engine {
+    /// Topics by canonical URL (validation looks them up here).
+    pub catalog: TopicCatalog,
+    /// The index the write hook matches against.
+    pub matcher: Matcher,
+}
+
+/// What a write touches, as far as subscription state is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A `Subscription`.
+    Subscription,
+    /// A topic: R5 `SubscriptionTopic`, or an R4 `Basic` carrying one.
+    Topic,
+    /// Anything else.
+    Other,
+}
+
+/// Is `body` (of `resource_type`) a topic in this version?
+pub fn is_topic(version: FhirVersion, resource_type: &str, body: Option<&Value>) -> bool {
+    match (version, resource_type) {
+        (_, "SubscriptionTopic") => true,
+        (FhirVersion::R4, "Basic") => body.is_some_and(is_basic_topic),
+        _ => false,
+    }
+}
+
+fn is_basic_topic(body: &Value) -> bool {
+    body.pointer("/code/coding")
+        .and_then(Value::as_array)
+        .is_some_and(|codings| {
+            codings
+                .iter()
+                .any(|c| c.get("code").and_then(Value::as_str) == Some("SubscriptionTopic"))
+        })
+}
+
+/// Classifies a write (for deletes, `existing` is the stored body).
+pub fn classify(version: FhirVersion, resource_type: &str, body: Option<&Value>) -> Kind {
+    if resource_type == "Subscription" {
+        Kind::Subscription
+    } else if is_topic(version, resource_type, body) {
+        Kind::Topic
+    } else {
+        Kind::Other
+    }
+}
+
+impl Engine {
+    /// Seeds the built-in topics into the store (a no-op when unchanged) and loads every stored
+    /// topic and Subscription of the tenant.
+    pub async fn load(
+        store: &Store,
+        tenant: &str,
+        version: FhirVersion,
+    ) -> Result<Engine, StoreError> {
+        let topic_type = match version {
+            FhirVersion::R4 => "Basic",
+            FhirVersion::R5 => "SubscriptionTopic",
+        };
+        for topic in builtin::topics(version) {
+            let id = topic.url.rsplit('/').next().unwrap_or_default().to_owned();
+            let body = herald_subscriptions::topic_to_json(version, &topic, Some(&id));
+            store
+                .write(
+                    WriteRequest {
+                        tenant,
+                        resource_type: topic_type,
+                        id: &id,
+                        kind: WriteKind::Upsert,
+                        body: Some(body),
+                        if_match: None,
+                    },
+                    &mut |_| Ok(Vec::new()),
+                )
+                .await?;
+        }
+        let mut engine = Engine {
+            catalog: TopicCatalog::new(),
+            matcher: Matcher::new(version),
+        };
+        for item in store.live_of_type(tenant, topic_type) {
+            let stored = item?;
+            let Some(body) = &stored.resource else {
+                continue;
+            };
+            if !is_topic(version, topic_type, Some(body)) {
+                continue;
+            }
+            match parse_topic(version, body) {
+                Ok(t) => engine.add_topic(t),
+                Err(e) => {
+                    tracing::warn!(tenant, id = %stored.id, error = %e, "stored topic cannot be loaded")
+                }
+            }
+        }
+        for item in store.live_of_type(tenant, "Subscription") {
+            let stored = item?;
+            let Some(body) = &stored.resource else {
+                continue;
+            };
+            match parse_subscription(version, body) {
+                Ok(mut s) => {
+                    s.id = stored.id.clone();
+                    engine.upsert_subscription(s);
+                }
+                Err(e) => {
+                    tracing::warn!(tenant, id = %stored.id, error = %e, "stored Subscription cannot be loaded")
+                }
+            }
+        }
+        tracing::info!(
+            tenant,
+            topics = engine.catalog.len(),
+            subscriptions = engine.matcher.subscription_count(),
+            "subscription engine loaded"
+        );
+        Ok(engine)
+    }
+
+    /// Adds or replaces a topic.
+    pub fn add_topic(&mut self, topic: Topic) {
+        if let Err(e) = self.matcher.upsert_topic(topic.clone()) {
+            tracing::warn!(url = %topic.url, error = %e, "topic cannot be matched");
+        }
+        self.catalog.insert(topic);
+    }
+
+    /// Removes a topic.
+    pub fn remove_topic(&mut self, url: &str) {
+        self.matcher.remove_topic(url);
+        self.catalog.remove(url);
+    }
+
+    /// Adds or replaces a subscription in the index.
+    pub fn upsert_subscription(&mut self, sub: Subscription) {
+        let id = sub.id.clone();
+        if let Err(e) = self.matcher.upsert_subscription(sub) {
+            tracing::warn!(subscription = %id, error = %e, "subscription cannot be matched");
+        }
+    }
+
+    /// The write hook: the subscriptions a change notifies, as event drafts.
+    pub fn events_for(
+        &self,
+        change: &Change<'_>,
+        related: &dyn RelatedLookup,
+    ) -> Result<Vec<EventDraft>, String> {
+        let interaction = match change.interaction {
+            StoreInteraction::Create => Interaction::Create,
+            StoreInteraction::Update => Interaction::Update,
+            StoreInteraction::Delete => Interaction::Delete,
+        };
+        let mc = MatchChange {
+            resource_type: change.resource_type,
+            id: change.id,
+            interaction,
+            previous: change.previous,
+            current: change.current,
+        };
+        match self.matcher.matches(&mc, related) {
+            Ok(matches) => Ok(matches
+                .into_iter()
+                .map(|m| EventDraft {
+                    subscription_id: m.subscription_id,
+                    topic: m.topic_url,
+                    additional_context: m.additional_context,
+                })
+                .collect()),
+            Err(e) => {
+                // A criterion that fails to evaluate on this resource must not block the
+                // clinical write: log it and notify nobody for this change.
+                tracing::warn!(resource = %mc.reference(), error = %e, "subscription matching failed");
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+/// Related resources for topic-defined filters, read from the store's committed state.
+pub struct StoreRelated<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// The tenant.
+    pub tenant: &'a str,
+}
+
+impl RelatedLookup for StoreRelated<'_> {
+    fn tasks_for_service_request(&self, service_request: &str) -> Vec<Value> {
+        let refers = |v: &Value| {
+            v.get("reference").and_then(Value::as_str).is_some_and(|r| {
+                r == service_request || r.ends_with(&format!("/{service_request}"))
+            })
+        };
+        self.store
+            .live_of_type(self.tenant, "Task")
+            .filter_map(Result::ok)
+            .filter_map(|s| s.resource)
+            .filter(|t| {
+                t.get("focus").is_some_and(refers)
+                    || t.get("basedOn")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.iter().any(refers))
+            })
+            .collect()
+    }
+}
+
+/// Maps a subscription-validation failure to its answer (always 422: the body is well-formed
+/// FHIR, but Herald cannot honour it).
+pub fn subscription_error(e: SubscriptionError) -> crate::error::ApiError {
+    crate::error::ApiError::new(
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        e.issue_code(),
+        e.to_string(),
+    )
+}

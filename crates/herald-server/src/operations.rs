@@ -1,0 +1,249 @@
+//! FHIR operations on Subscription: `$status` (instance and type level) and `$events`
+//! (instance level). Parameters come from the URL query (GET) or a `Parameters` body (POST).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use herald_delivery::payload::{content_of, materialize, subscription_ref};
+use herald_subscriptions::notification::{
+    NotificationInput, NotificationType, PayloadContent, build_notification, build_status_bundle,
+};
+use herald_subscriptions::{Subscription, parse_subscription};
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::{fhir_json, read_limited};
+use crate::rest::{base_url, check_type, tenant};
+use crate::{AppState, Tenant};
+
+/// Operation parameters as (name, value) strings.
+type Params = Vec<(String, String)>;
+
+async fn params(
+    state: &AppState,
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Params> {
+    let mut out: Params = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if method == Method::POST {
+        let bytes = read_limited(body, state.config.max_body_bytes).await?;
+        if !bytes.is_empty() {
+            let v = crate::http::read_json_value(headers, &bytes)?;
+            if v.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+                return Err(ApiError::bad_request(
+                    "an operation body must be a Parameters resource",
+                ));
+            }
+            for p in v
+                .get("parameter")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(name) = p.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let value = p.as_object().and_then(|o| {
+                    o.iter()
+                        .find(|(k, _)| k.starts_with("value"))
+                        .map(|(_, v)| match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                });
+                if let Some(value) = value {
+                    out.push((name.to_owned(), value));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn load_subscription(state: &AppState, tenant: &Tenant, id: &str) -> ApiResult<Subscription> {
+    let stored = state.store.read(&tenant.name, "Subscription", id)?;
+    let body = stored
+        .resource
+        .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} has no content")))?;
+    let mut sub = parse_subscription(tenant.version, &body)
+        .map_err(|e| ApiError::internal("reading a stored Subscription", e))?;
+    sub.id = id.to_owned();
+    Ok(sub)
+}
+
+fn unknown_operation(rtype: &str, op: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-supported",
+        format!(
+            "operation {op} is not supported on {rtype} (supported: Subscription $status, $events)"
+        ),
+    )
+}
+
+/// `GET|POST [base]/[type]/$op` (type level).
+pub async fn type_operation(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype, op)): Path<(String, String, String)>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    if !op.starts_with('$') {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            format!("POST is not allowed on {rtype}/{op}; use PUT to update"),
+        ));
+    }
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    match (rtype.as_str(), op.as_str()) {
+        ("Subscription", "$status") => {
+            let p = params(&state, &method, query.as_deref(), &headers, body).await?;
+            let ids: Vec<&str> = p
+                .iter()
+                .filter(|(k, _)| k == "id")
+                .flat_map(|(_, v)| v.split(','))
+                .collect();
+            let statuses: Vec<&str> = p
+                .iter()
+                .filter(|(k, _)| k == "status")
+                .flat_map(|(_, v)| v.split(','))
+                .collect();
+            let mut subs = Vec::new();
+            for item in state.store.live_of_type(&tenant.name, "Subscription") {
+                let stored = item?;
+                if !ids.is_empty() && !ids.contains(&stored.id.as_str()) {
+                    continue;
+                }
+                let Some(b) = &stored.resource else { continue };
+                let Ok(mut sub) = parse_subscription(tenant.version, b) else {
+                    continue;
+                };
+                sub.id = stored.id.clone();
+                if !statuses.is_empty() && !statuses.contains(&sub.status.code()) {
+                    continue;
+                }
+                subs.push(sub);
+            }
+            status_response(&state, &tenant, &headers, &subs)
+        }
+        _ => Err(unknown_operation(&rtype, &op)),
+    }
+}
+
+/// `GET|POST [base]/[type]/[id]/$op` (instance level).
+pub async fn instance_operation(
+    State(state): State<Arc<AppState>>,
+    Path((tname, rtype, id, op)): Path<(String, String, String, String)>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let tenant = tenant(&state, &tname)?;
+    check_type(&tenant, &rtype)?;
+    match (rtype.as_str(), op.as_str()) {
+        ("Subscription", "$status") => {
+            let sub = load_subscription(&state, &tenant, &id)?;
+            status_response(&state, &tenant, &headers, &[sub])
+        }
+        ("Subscription", "$events") => {
+            let p = params(&state, &method, query.as_deref(), &headers, body).await?;
+            events(&state, &tenant, &headers, &id, &p)
+        }
+        _ => Err(unknown_operation(&rtype, &op)),
+    }
+}
+
+fn status_response(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    subs: &[Subscription],
+) -> ApiResult<Response> {
+    let base = base_url(state, headers, tenant);
+    let mut rows = Vec::with_capacity(subs.len());
+    for s in subs {
+        let count = state.store.event_count(&tenant.name, &s.id)?;
+        rows.push((subscription_ref(&base, s), count, Vec::new()));
+    }
+    let bundle = build_status_bundle(
+        tenant.version,
+        &rows,
+        &uuid::Uuid::new_v4().to_string(),
+        &herald_store::now_instant(),
+    );
+    Ok(fhir_json(StatusCode::OK, &bundle))
+}
+
+fn number(p: &Params, name: &str) -> ApiResult<Option<u64>> {
+    match p.iter().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("{name} must be a non-negative integer, got '{v}'"))
+        }),
+    }
+}
+
+/// Largest number of events one `$events` call returns.
+const MAX_EVENTS_PER_CALL: u64 = 1000;
+
+fn events(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    id: &str,
+    p: &Params,
+) -> ApiResult<Response> {
+    let sub = load_subscription(state, tenant, id)?;
+    let since = number(p, "eventsSinceNumber")?;
+    let until = number(p, "eventsUntilNumber")?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(ApiError::bad_request(format!(
+            "eventsSinceNumber ({s}) is greater than eventsUntilNumber ({u})"
+        )));
+    }
+    let content = match p.iter().find(|(k, _)| k == "content") {
+        None => content_of(sub.channel.content),
+        Some((_, v)) => PayloadContent::from_code(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "content '{v}' is not one of empty, id-only, full-resource"
+            ))
+        })?,
+    };
+    let total = state.store.event_count(&tenant.name, id)?;
+    let since = since.unwrap_or(1);
+    let until = until
+        .unwrap_or(total)
+        .min(since.saturating_add(MAX_EVENTS_PER_CALL - 1));
+    let stored = state
+        .store
+        .events(&tenant.name, id, Some(since), Some(until))?;
+    let records = materialize(&state.store, &tenant.name, &stored, content)?;
+    let base = base_url(state, headers, tenant);
+    let sref = subscription_ref(&base, &sub);
+    let bundle = build_notification(&NotificationInput {
+        version: tenant.version,
+        kind: NotificationType::QueryEvent,
+        subscription: &sref,
+        events_since_start: total,
+        events: &records,
+        content,
+        errors: Vec::new(),
+        bundle_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: herald_store::now_instant(),
+    });
+    Ok(fhir_json(StatusCode::OK, &bundle))
+}
