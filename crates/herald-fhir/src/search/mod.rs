@@ -65,6 +65,10 @@ pub struct Registry {
 
 static R4_BUNDLE: &str = include_str!("../../data/r4/search-parameters-workflow.json");
 static R5_BUNDLE: &str = include_str!("../../data/r5/search-parameters-workflow.json");
+/// Subscription and SubscriptionTopic parameters (core R4/R5 and the backport's `topic`),
+/// written out from the specification's search tables: the workflow extract does not hold them.
+static R4_SUBSCRIPTIONS: &str = include_str!("../../data/r4/search-parameters-subscriptions.json");
+static R5_SUBSCRIPTIONS: &str = include_str!("../../data/r5/search-parameters-subscriptions.json");
 
 fn param_type(code: &str) -> Option<ParamType> {
     Some(match code {
@@ -142,13 +146,21 @@ impl Registry {
     pub fn for_version(v: FhirVersion) -> &'static Registry {
         static R4: OnceLock<Registry> = OnceLock::new();
         static R5: OnceLock<Registry> = OnceLock::new();
-        let (cell, text) = match v {
-            FhirVersion::R4 => (&R4, R4_BUNDLE),
-            FhirVersion::R5 => (&R5, R5_BUNDLE),
+        let (cell, text, extra) = match v {
+            FhirVersion::R4 => (&R4, R4_BUNDLE, R4_SUBSCRIPTIONS),
+            FhirVersion::R5 => (&R5, R5_BUNDLE, R5_SUBSCRIPTIONS),
         };
         cell.get_or_init(|| {
-            let bundle: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-            Registry::from_bundle(&bundle)
+            let mut reg = Registry::from_bundle(&serde_json::from_str(text).unwrap_or(Value::Null));
+            let more = Registry::from_bundle(&serde_json::from_str(extra).unwrap_or(Value::Null));
+            for def in more.defs {
+                let idx = reg.defs.len();
+                for b in &def.base {
+                    reg.by_base.entry(b.clone()).or_default().push(idx);
+                }
+                reg.defs.push(def);
+            }
+            reg
         })
     }
 

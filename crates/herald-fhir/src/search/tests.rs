@@ -671,3 +671,28 @@ fn criterion_does_not_match_other_resource_type() {
     let c = crit(R4, "Task", "_id", "p1");
     assert_eq!(matches(&c, &patient()).ok(), Some(false));
 }
+
+#[test]
+fn subscription_and_topic_parameters_are_registered_per_version() {
+    let r4 = Registry::for_version(FhirVersion::R4);
+    assert_eq!(
+        r4.get("Subscription", "url")
+            .and_then(|d| d.expression.clone())
+            .as_deref(),
+        Some("Subscription.channel.endpoint")
+    );
+    assert!(r4.get("Subscription", "topic").is_some());
+    let r5 = Registry::for_version(FhirVersion::R5);
+    assert_eq!(
+        r5.get("Subscription", "url")
+            .and_then(|d| d.expression.clone())
+            .as_deref(),
+        Some("Subscription.endpoint")
+    );
+    for code in ["url", "resource", "status", "title", "derived-or-self"] {
+        assert!(
+            r5.get("SubscriptionTopic", code).is_some(),
+            "SubscriptionTopic {code}"
+        );
+    }
+}
