@@ -156,3 +156,67 @@ pub fn task(owner: &str) -> serde_json::Value {
         "owner": {"reference": owner},
     })
 }
+
+/// Canonical of a built-in topic.
+pub fn topic(id: &str) -> String {
+    format!("http://herald.example.org/fhir/SubscriptionTopic/{id}")
+}
+
+/// An R4 Subscriptions Backport rest-hook Subscription on `topic` with `_criteria` filters.
+pub fn r4_subscription(
+    topic_id: &str,
+    filters: &[&str],
+    endpoint: &str,
+    content: &str,
+) -> serde_json::Value {
+    let mut s = serde_json::json!({
+        "resourceType": "Subscription",
+        "meta": {"profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"]},
+        "status": "requested",
+        "reason": "test",
+        "criteria": topic(topic_id),
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{
+                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
+                "valueCode": content
+            }]}
+        }
+    });
+    if !filters.is_empty() {
+        s["_criteria"] = serde_json::json!({"extension": filters.iter().map(|f| serde_json::json!({
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
+            "valueString": f
+        })).collect::<Vec<_>>()});
+    }
+    s
+}
+
+/// An R5 rest-hook Subscription on `topic` with `filterBy` (parameter, value) pairs.
+pub fn r5_subscription(
+    topic_id: &str,
+    filters: &[(&str, &str)],
+    endpoint: &str,
+    content: &str,
+) -> serde_json::Value {
+    let mut s = serde_json::json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "topic": topic(topic_id),
+        "channelType": {"system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook"},
+        "endpoint": endpoint,
+        "contentType": "application/fhir+json",
+        "content": content
+    });
+    if !filters.is_empty() {
+        s["filterBy"] = serde_json::Value::Array(
+            filters
+                .iter()
+                .map(|(p, v)| serde_json::json!({"resourceType": "Task", "filterParameter": p, "value": v}))
+                .collect(),
+        );
+    }
+    s
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use herald_fhir::FhirVersion;
 use herald_fhir::search::{ParamType, Registry};
 use serde_json::{Value, json};
 
@@ -69,10 +70,13 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
             if !params.is_empty() {
                 r["searchParam"] = Value::Array(params);
             }
+            if *rt == "Subscription" {
+                subscription_capabilities(tenant, &mut r);
+            }
             r
         })
         .collect();
-    json!({
+    let mut cs = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": herald_store::now_instant(),
@@ -90,7 +94,48 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
                 {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}
             ],
         }],
-    })
+    });
+    if tenant.version == FhirVersion::R4 {
+        cs["instantiates"] = json!([BACKPORT_SERVER_R4]);
+    }
+    cs
+}
+
+const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport";
+const BACKPORT_SERVER_R4: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4";
+
+/// What a Subscription entry advertises: the operations, and on R4 the backport profile and
+/// the supported topic canonicals (extension `capabilitystatement-subscriptiontopic-canonical`).
+fn subscription_capabilities(tenant: &Tenant, r: &mut Value) {
+    match tenant.version {
+        FhirVersion::R4 => {
+            let topics: Vec<Value> = tenant
+                .engine()
+                .catalog
+                .iter()
+                .map(|t| {
+                    json!({
+                        "url": format!("{BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"),
+                        "valueCanonical": t.url,
+                    })
+                })
+                .collect();
+            r["extension"] = Value::Array(topics);
+            r["supportedProfile"] = json!([format!(
+                "{BACKPORT}/StructureDefinition/backport-subscription"
+            )]);
+            r["operation"] = json!([
+                {"name": "status", "definition": format!("{BACKPORT}/OperationDefinition/backport-subscription-status")},
+                {"name": "events", "definition": format!("{BACKPORT}/OperationDefinition/backport-subscription-events")},
+            ]);
+        }
+        FhirVersion::R5 => {
+            r["operation"] = json!([
+                {"name": "status", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-status"},
+                {"name": "events", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-events"},
+            ]);
+        }
+    }
 }
 
 /// `GET [base]/metadata`.

@@ -194,23 +194,33 @@ impl Engine {
     }
 }
 
-/// Related resources for topic-defined filters, read from the store's committed state.
-pub struct StoreRelated<'a> {
-    /// The store.
-    pub store: &'a Store,
-    /// The tenant.
-    pub tenant: &'a str,
+/// Related resources for topic-defined filters, read from the store **before** the write's
+/// transaction: sled runs a transaction under its global lock, so the hook must never touch
+/// the store itself.
+pub struct Related {
+    service_request: Option<String>,
+    tasks: Vec<Value>,
 }
 
-impl RelatedLookup for StoreRelated<'_> {
-    fn tasks_for_service_request(&self, service_request: &str) -> Vec<Value> {
+impl Related {
+    /// Collects what a change of `resource_type`/`id` may need. Only a ServiceRequest change needs
+    /// anything: the Tasks whose `focus` or `basedOn` point at it (a scan of the tenant's Tasks;
+    /// an index on those references is the remedy if ServiceRequest writes become frequent).
+    pub fn prefetch(store: &Store, tenant: &str, resource_type: &str, id: &str) -> Related {
+        if resource_type != "ServiceRequest" {
+            return Related {
+                service_request: None,
+                tasks: Vec::new(),
+            };
+        }
+        let target = format!("ServiceRequest/{id}");
         let refers = |v: &Value| {
-            v.get("reference").and_then(Value::as_str).is_some_and(|r| {
-                r == service_request || r.ends_with(&format!("/{service_request}"))
-            })
+            v.get("reference")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r == target || r.ends_with(&format!("/{target}")))
         };
-        self.store
-            .live_of_type(self.tenant, "Task")
+        let tasks = store
+            .live_of_type(tenant, "Task")
             .filter_map(Result::ok)
             .filter_map(|s| s.resource)
             .filter(|t| {
@@ -219,7 +229,21 @@ impl RelatedLookup for StoreRelated<'_> {
                         .and_then(Value::as_array)
                         .is_some_and(|a| a.iter().any(refers))
             })
-            .collect()
+            .collect();
+        Related {
+            service_request: Some(target),
+            tasks,
+        }
+    }
+}
+
+impl RelatedLookup for Related {
+    fn tasks_for_service_request(&self, service_request: &str) -> Vec<Value> {
+        if self.service_request.as_deref() == Some(service_request) {
+            self.tasks.clone()
+        } else {
+            Vec::new()
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use herald_subscriptions::{
 };
 use serde_json::Value;
 
-use crate::engine::{Kind, StoreRelated, classify, subscription_error};
+use crate::engine::{Kind, Related, classify, subscription_error};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, Tenant};
 
@@ -70,10 +70,7 @@ pub async fn write_as(
         cmd.resource_type,
         cmd.body.as_ref().or(existing.as_ref()),
     );
-    let related = StoreRelated {
-        store: &state.store,
-        tenant: &tenant.name,
-    };
+    let related = Related::prefetch(&state.store, &tenant.name, cmd.resource_type, cmd.id);
     let request = |body| WriteRequest {
         tenant: &tenant.name,
         resource_type: cmd.resource_type,

@@ -108,6 +108,9 @@ pub struct WriteOutcome {
 
 /// The write hook: called inside the transaction (possibly more than once if sled retries it),
 /// returns the events to record. An `Err` aborts the write.
+///
+/// sled 0.34 runs a transaction body under its global concurrency lock, so the hook must be
+/// quick and must **never call the store** (any read would deadlock): read what it needs first.
 pub type Hook<'h> =
     &'h mut (dyn FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String> + Send);
 

@@ -19,6 +19,16 @@ pub fn resource_type_name(resource: &str) -> &str {
         .unwrap_or(resource)
 }
 
+/// The `uri` form of a resource name for output: a plain type name (`Task`) becomes its core
+/// canonical (`http://hl7.org/fhir/StructureDefinition/Task`); anything else is kept.
+pub fn resource_uri(resource: &str) -> String {
+    if resource.contains(':') {
+        resource.to_owned()
+    } else {
+        format!("{CORE_STRUCTURE_DEFINITION_BASE}{resource}")
+    }
+}
+
 /// A create, update or delete of a resource (`interaction-trigger` value set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

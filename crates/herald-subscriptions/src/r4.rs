@@ -16,7 +16,7 @@ use crate::json::{
 use crate::model::{
     CanFilterBy, Channel, ChannelType, Filter, Interaction, NotificationShape, PayloadContent,
     QueryCriteria, ResourceTrigger, Subscription, SubscriptionStatus, TestResult, Topic,
-    TopicStatus, resource_type_name,
+    TopicStatus, resource_type_name, resource_uri,
 };
 use crate::r5::{DEFAULT_CONTENT_TYPE, lenient_u32, split_comparators};
 
@@ -622,7 +622,11 @@ pub fn topic_to_basic(topic: &Topic, id: Option<&str>) -> Value {
         if let Some(d) = &t.description {
             c.push(ext("description", "valueMarkdown", json!(d)));
         }
-        c.push(ext("resource", "valueUri", json!(t.resource)));
+        c.push(ext(
+            "resource",
+            "valueUri",
+            json!(resource_uri(&t.resource)),
+        ));
         for i in &t.interactions {
             c.push(ext("supportedInteraction", "valueCode", json!(i.code())));
         }
@@ -654,7 +658,7 @@ pub fn topic_to_basic(topic: &Topic, id: Option<&str>) -> Value {
             c.push(ext("description", "valueMarkdown", json!(d)));
         }
         if let Some(r) = &f.resource {
-            c.push(ext("resource", "valueUri", json!(r)));
+            c.push(ext("resource", "valueUri", json!(resource_uri(r))));
         }
         c.push(ext(
             "filterParameter",
@@ -673,7 +677,11 @@ pub fn topic_to_basic(topic: &Topic, id: Option<&str>) -> Value {
         exts.push(complex_ext(&x("canFilterBy"), c));
     }
     for s in &topic.notification_shape {
-        let mut c = vec![ext("resource", "valueUri", json!(s.resource))];
+        let mut c = vec![ext(
+            "resource",
+            "valueUri",
+            json!(resource_uri(&s.resource)),
+        )];
         for i in &s.include {
             c.push(ext("include", "valueString", json!(i)));
         }

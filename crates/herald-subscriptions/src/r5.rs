@@ -14,7 +14,7 @@ use crate::json::{
 use crate::model::{
     CanFilterBy, Channel, ChannelType, Filter, Interaction, NotificationShape, PayloadContent,
     QueryCriteria, ResourceTrigger, Subscription, SubscriptionStatus, TestResult, Topic,
-    TopicStatus, resource_type_name,
+    TopicStatus, resource_type_name, resource_uri,
 };
 
 /// Default MIME type when a Subscription gives none.
@@ -359,7 +359,7 @@ pub fn topic_to_json(topic: &Topic, id: Option<&str>) -> Value {
                 if let Some(d) = &t.description {
                     tm.insert("description".into(), json!(d));
                 }
-                tm.insert("resource".into(), json!(t.resource));
+                tm.insert("resource".into(), json!(resource_uri(&t.resource)));
                 if !t.interactions.is_empty() {
                     let codes: Vec<&str> = t.interactions.iter().map(|i| i.code()).collect();
                     tm.insert("supportedInteraction".into(), json!(codes));
@@ -399,7 +399,7 @@ pub fn topic_to_json(topic: &Topic, id: Option<&str>) -> Value {
                     cm.insert("description".into(), json!(d));
                 }
                 if let Some(r) = &c.resource {
-                    cm.insert("resource".into(), json!(r));
+                    cm.insert("resource".into(), json!(resource_uri(r)));
                 }
                 cm.insert("filterParameter".into(), json!(c.filter_parameter));
                 if let Some(d) = &c.filter_definition {
@@ -422,7 +422,7 @@ pub fn topic_to_json(topic: &Topic, id: Option<&str>) -> Value {
             .iter()
             .map(|s| {
                 let mut sm = Map::new();
-                sm.insert("resource".into(), json!(s.resource));
+                sm.insert("resource".into(), json!(resource_uri(&s.resource)));
                 if !s.include.is_empty() {
                     sm.insert("include".into(), json!(s.include));
                 }
