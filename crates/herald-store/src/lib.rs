@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod commit;
+mod delivery;
 mod error;
 pub mod keys;
 mod record;
@@ -22,6 +23,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 pub use commit::Durability;
+pub use delivery::{AttemptFilter, AttemptRecord, DeliveryState};
 pub use error::{Result, StoreError};
 pub use record::{EventDraft, EventRecord, Interaction, StoredVersion};
 
@@ -121,6 +123,8 @@ pub struct Store {
     history: sled::Tree,
     counters: sled::Tree,
     events: sled::Tree,
+    delivery: sled::Tree,
+    attempts: sled::Tree,
     durability: Durability,
     group: Option<GroupCommit>,
 }
@@ -141,6 +145,8 @@ impl Store {
             history: db.open_tree("history")?,
             counters: db.open_tree("counters")?,
             events: db.open_tree("events")?,
+            delivery: db.open_tree("delivery")?,
+            attempts: db.open_tree("attempts")?,
             db,
             durability: options.durability,
             group,

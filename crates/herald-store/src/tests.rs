@@ -352,3 +352,86 @@ async fn concurrent_group_commit_writers_all_complete_with_distinct_versions() {
         );
     }
 }
+
+#[tokio::test]
+async fn delivery_state_and_attempt_log_round_trip_with_filters_and_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::Off);
+    assert_eq!(
+        store.delivery_state("r4", "s1").expect("state"),
+        DeliveryState::default()
+    );
+    let st = DeliveryState {
+        acked: 7,
+        consecutive_failures: 2,
+        next_attempt_at_ms: Some(99),
+        ..Default::default()
+    };
+    store.put_delivery_state("r4", "s1", &st).expect("put");
+    assert_eq!(store.delivery_state("r4", "s1").expect("state"), st);
+    assert_eq!(
+        store.delivery_states().expect("all"),
+        vec![("r4".to_string(), "s1".to_string(), st)]
+    );
+    for i in 0..10u64 {
+        store
+            .record_attempt(&AttemptRecord {
+                at_ms: 1000 + i,
+                at: String::new(),
+                tenant: "r4".into(),
+                subscription: if i % 2 == 0 { "a".into() } else { "b".into() },
+                notification_type: "event-notification".into(),
+                events: vec![i],
+                outcome: if i < 5 {
+                    "failed".into()
+                } else {
+                    "delivered".into()
+                },
+                http_status: Some(200),
+                error: None,
+                latency_ms: 1.0,
+                response_body: None,
+                request_headers: vec![],
+                endpoint: "http://x".into(),
+            })
+            .expect("record");
+    }
+    let (total, page) = store
+        .attempts(
+            &AttemptFilter {
+                subscription: Some("a".into()),
+                ..Default::default()
+            },
+            0,
+            2,
+        )
+        .expect("list");
+    assert_eq!(total, 5);
+    assert_eq!(
+        page.iter().map(|a| a.events[0]).collect::<Vec<_>>(),
+        vec![8, 6],
+        "newest first"
+    );
+    let (total, _) = store
+        .attempts(
+            &AttemptFilter {
+                outcome: Some("failed".into()),
+                since_ms: Some(1002),
+                ..Default::default()
+            },
+            0,
+            10,
+        )
+        .expect("list");
+    assert_eq!(total, 3);
+    assert_eq!(store.prune_attempts(4).expect("prune"), 6);
+    let (total, page) = store
+        .attempts(&AttemptFilter::default(), 0, 10)
+        .expect("list");
+    assert_eq!(total, 4);
+    assert_eq!(
+        page.last().map(|a| a.events[0]),
+        Some(6),
+        "oldest dropped first"
+    );
+}

@@ -1,0 +1,183 @@
+//! Delivery bookkeeping: each subscription's delivery cursor and retry state (`delivery` tree),
+//! and the delivery-attempt log (`attempts` tree) with its retention. The cursor model makes the
+//! event log the queue: the pending notifications of a subscription are its events numbered
+//! above `acked`. Retries are data (design invariant 6): the next attempt time is stored here
+//! and the scheduler is rebuilt from it at start-up.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::{Store, keys};
+
+/// Delivery state of one subscription.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    /// Highest event number acknowledged by the endpoint (events are delivered in order).
+    pub acked: u64,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When the next attempt is due (Unix ms); `None` when not waiting for a retry.
+    pub next_attempt_at_ms: Option<u64>,
+    /// The last failure, for operators and `$status`.
+    pub last_error: Option<String>,
+    /// When anything (handshake, heartbeat, events) was last delivered successfully (Unix ms).
+    pub last_sent_at_ms: Option<u64>,
+    /// When the last attempt of any kind finished (Unix ms).
+    pub last_attempt_at_ms: Option<u64>,
+    /// Set when the retry schedule is exhausted: attempts stop until an operator redrives the
+    /// subscription or the client re-requests it.
+    pub parked: bool,
+}
+
+/// One delivery attempt, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// When the attempt finished (Unix ms).
+    pub at_ms: u64,
+    /// Same, as a FHIR instant.
+    pub at: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Subscription id.
+    pub subscription: String,
+    /// `handshake`, `heartbeat` or `event-notification`.
+    pub notification_type: String,
+    /// Event numbers carried (empty for handshake/heartbeat).
+    pub events: Vec<u64>,
+    /// `delivered` or `failed`.
+    pub outcome: String,
+    /// HTTP status, when a response came back.
+    pub http_status: Option<u16>,
+    /// Failure class when no acceptable response came back (`timeout`, `connect`,
+    /// `http-status`, `egress-refused`, …).
+    pub error: Option<String>,
+    /// Time from sending to the response (ms).
+    pub latency_ms: f64,
+    /// The first bytes of the response body.
+    pub response_body: Option<String>,
+    /// Request headers as sent, with secrets redacted.
+    pub request_headers: Vec<(String, String)>,
+    /// Endpoint URL.
+    pub endpoint: String,
+}
+
+/// Which attempts to list.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this subscription.
+    pub subscription: Option<String>,
+    /// Only this outcome (`delivered` / `failed`).
+    pub outcome: Option<String>,
+    /// Only attempts at or after (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Only attempts before (Unix ms).
+    pub until_ms: Option<u64>,
+}
+
+impl Store {
+    /// The delivery state of a subscription (default when none was stored yet).
+    pub fn delivery_state(&self, tenant: &str, subscription: &str) -> Result<DeliveryState> {
+        match self
+            .delivery
+            .get(keys::subscription(tenant, subscription))?
+        {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(e.to_string())),
+            None => Ok(DeliveryState::default()),
+        }
+    }
+
+    /// Stores a subscription's delivery state. Not fsynced on its own: losing the latest cursor
+    /// in a crash only redelivers (at-least-once), and the next group commit flushes it anyway.
+    pub fn put_delivery_state(
+        &self,
+        tenant: &str,
+        subscription: &str,
+        state: &DeliveryState,
+    ) -> Result<()> {
+        let bytes = serde_json::to_vec(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.delivery
+            .insert(keys::subscription(tenant, subscription), bytes)?;
+        Ok(())
+    }
+
+    /// Forgets a subscription's delivery state (when it is deleted).
+    pub fn remove_delivery_state(&self, tenant: &str, subscription: &str) -> Result<()> {
+        self.delivery
+            .remove(keys::subscription(tenant, subscription))?;
+        Ok(())
+    }
+
+    /// Every stored delivery state as (tenant, subscription, state).
+    pub fn delivery_states(&self) -> Result<Vec<(String, String, DeliveryState)>> {
+        let mut out = Vec::new();
+        for kv in self.delivery.iter() {
+            let (k, v) = kv?;
+            let Some(pos) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let tenant = String::from_utf8_lossy(&k[..pos]).into_owned();
+            let sub = String::from_utf8_lossy(&k[pos + 1..]).into_owned();
+            let state =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((tenant, sub, state));
+        }
+        Ok(out)
+    }
+
+    /// Appends an attempt to the delivery log.
+    pub fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
+        let mut key = attempt.at_ms.to_be_bytes().to_vec();
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        let bytes = serde_json::to_vec(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.attempts.insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// Attempts matching `filter`, newest first: (total matching, the page).
+    pub fn attempts(
+        &self,
+        filter: &AttemptFilter,
+        offset: usize,
+        count: usize,
+    ) -> Result<(usize, Vec<AttemptRecord>)> {
+        let lo = filter.since_ms.unwrap_or(0).to_be_bytes().to_vec();
+        let hi = filter.until_ms.unwrap_or(u64::MAX).to_be_bytes().to_vec();
+        let mut total = 0;
+        let mut page = Vec::new();
+        for kv in self.attempts.range(lo..hi).rev() {
+            let (_, v) = kv?;
+            let a: AttemptRecord =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let keep = filter.tenant.as_ref().is_none_or(|t| *t == a.tenant)
+                && filter
+                    .subscription
+                    .as_ref()
+                    .is_none_or(|s| *s == a.subscription)
+                && filter.outcome.as_ref().is_none_or(|o| *o == a.outcome);
+            if keep {
+                if total >= offset && page.len() < count {
+                    page.push(a);
+                }
+                total += 1;
+            }
+        }
+        Ok((total, page))
+    }
+
+    /// Drops the oldest attempts beyond `keep`; returns how many were dropped.
+    pub fn prune_attempts(&self, keep: usize) -> Result<usize> {
+        let len = self.attempts.len();
+        if len <= keep {
+            return Ok(0);
+        }
+        let mut dropped = 0;
+        for kv in self.attempts.iter().take(len - keep) {
+            let (k, _) = kv?;
+            self.attempts.remove(k)?;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+}
