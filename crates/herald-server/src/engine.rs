@@ -65,12 +65,13 @@ pub fn classify(version: FhirVersion, resource_type: &str, body: Option<&Value>)
 
 impl Engine {
     /// Seeds the built-in topics into the store (a no-op when unchanged) and loads every stored
-    /// topic and Subscription of the tenant.
+    /// topic and Subscription of the tenant. Also returns the loaded Subscriptions (for the
+    /// dispatcher).
     pub async fn load(
         store: &Store,
         tenant: &str,
         version: FhirVersion,
-    ) -> Result<Engine, StoreError> {
+    ) -> Result<(Engine, Vec<Subscription>), StoreError> {
         let topic_type = match version {
             FhirVersion::R4 => "Basic",
             FhirVersion::R5 => "SubscriptionTopic",
@@ -96,6 +97,7 @@ impl Engine {
             catalog: TopicCatalog::new(),
             matcher: Matcher::new(version),
         };
+        let mut loaded = Vec::new();
         for item in store.live_of_type(tenant, topic_type) {
             let stored = item?;
             let Some(body) = &stored.resource else {
@@ -119,6 +121,7 @@ impl Engine {
             match parse_subscription(version, body) {
                 Ok(mut s) => {
                     s.id = stored.id.clone();
+                    loaded.push(s.clone());
                     engine.upsert_subscription(s);
                 }
                 Err(e) => {
@@ -132,7 +135,7 @@ impl Engine {
             subscriptions = engine.matcher.subscription_count(),
             "subscription engine loaded"
         );
-        Ok(engine)
+        Ok((engine, loaded))
     }
 
     /// Adds or replaces a topic.

@@ -4,6 +4,7 @@
 //! `error` for the single error→OperationOutcome mapping).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod capability;
 pub mod config;
 pub mod engine;
@@ -13,6 +14,7 @@ mod middleware;
 pub mod operations;
 pub mod rest;
 pub mod search;
+pub mod status;
 pub mod write;
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use herald_fhir::FhirVersion;
 use herald_store::{Store, StoreError};
 
 use crate::engine::Engine;
+use herald_delivery::{DeliveryConfig, Dispatcher};
 
 pub use config::{ServerConfig, TenantConfig};
 
@@ -62,15 +65,27 @@ pub struct AppState {
     pub tenants: HashMap<String, Arc<Tenant>>,
     /// Server configuration.
     pub config: ServerConfig,
+    /// Delivery configuration (the egress guard is applied at Subscription creation too).
+    pub delivery: DeliveryConfig,
+    /// The delivery dispatcher, told about subscription changes and committed events.
+    pub dispatcher: Dispatcher,
 }
 
 impl AppState {
     /// Builds the state from a store and configuration, loading each tenant's topics and
     /// subscriptions (and seeding the built-in topics).
-    pub async fn new(store: Arc<Store>, config: ServerConfig) -> Result<Arc<AppState>, StoreError> {
+    pub async fn new(
+        store: Arc<Store>,
+        config: ServerConfig,
+        delivery: DeliveryConfig,
+        dispatcher: Dispatcher,
+    ) -> Result<Arc<AppState>, StoreError> {
         let mut tenants = HashMap::new();
         for t in &config.tenants {
-            let engine = Engine::load(&store, &t.name, t.fhir_version).await?;
+            let (engine, loaded) = Engine::load(&store, &t.name, t.fhir_version).await?;
+            for sub in loaded {
+                dispatcher.upsert(&t.name, t.fhir_version, sub);
+            }
             tenants.insert(
                 t.name.clone(),
                 Arc::new(Tenant {
@@ -84,6 +99,8 @@ impl AppState {
             store,
             tenants,
             config,
+            delivery,
+            dispatcher,
         }))
     }
 }
@@ -111,6 +128,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(middleware::healthz))
         .route("/readyz", get(middleware::readyz))
+        .route("/admin/deliveries", get(admin::deliveries))
+        .route("/admin/subscriptions", get(admin::subscriptions))
+        .route(
+            "/admin/subscriptions/{tenant}/{id}/redrive",
+            post(admin::redrive),
+        )
         .nest("/fhir/{tenant}", fhir)
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)

@@ -70,7 +70,14 @@ pub async fn write_as(
         cmd.resource_type,
         cmd.body.as_ref().or(existing.as_ref()),
     );
+    if kind == Kind::Subscription
+        && actor == Actor::Client
+        && let Some(body) = &cmd.body
+    {
+        check_egress(state, tenant.version, body).await?;
+    }
     let related = Related::prefetch(&state.store, &tenant.name, cmd.resource_type, cmd.id);
+    let mut changed_subscription: Option<Option<herald_subscriptions::Subscription>> = None;
     let request = |body| WriteRequest {
         tenant: &tenant.name,
         resource_type: cmd.resource_type,
@@ -91,8 +98,12 @@ pub async fn write_as(
             let mut engine = tenant.engine_mut();
             let body = match (&cmd.body, kind) {
                 (Some(b), Kind::Subscription) => {
-                    let sub = validate_subscription(tenant.version, b, &engine.catalog)
-                        .map_err(subscription_error)?;
+                    let sub = match actor {
+                        Actor::Client => validate_subscription(tenant.version, b, &engine.catalog),
+                        // Herald's own status changes carry statuses clients may not submit.
+                        Actor::Server => parse_subscription(tenant.version, b),
+                    }
+                    .map_err(subscription_error)?;
                     Some(prepare_subscription(
                         tenant.version,
                         b.clone(),
@@ -141,12 +152,14 @@ pub async fn write_as(
                     (Kind::Subscription, Some(b)) => match parse_subscription(tenant.version, b) {
                         Ok(mut s) => {
                             s.id = cmd.id.to_owned();
+                            changed_subscription = Some(Some(s.clone()));
                             engine.upsert_subscription(s);
                         }
                         Err(e) => tracing::error!(error = %e, "stored Subscription does not parse"),
                     },
                     (Kind::Subscription, None) => {
                         engine.matcher.remove_subscription(cmd.id);
+                        changed_subscription = Some(None);
                     }
                     (_, Some(b)) => match parse_topic(tenant.version, b) {
                         Ok(t) => engine.add_topic(t),
@@ -160,8 +173,38 @@ pub async fn write_as(
     };
     if outcome.changed {
         state.store.make_durable().await?;
+        // Only now, with the change durable, may delivery see it.
+        match changed_subscription {
+            Some(Some(sub)) => state.dispatcher.upsert(&tenant.name, tenant.version, sub),
+            Some(None) => state.dispatcher.remove(&tenant.name, cmd.id),
+            None => {}
+        }
+        let mut woken: Vec<&str> = Vec::new();
+        for (sub, _) in &outcome.events {
+            if !woken.contains(&sub.as_str()) {
+                state.dispatcher.wake(&tenant.name, sub);
+                woken.push(sub);
+            }
+        }
     }
     Ok(outcome)
+}
+
+/// The egress guard at creation: a rest-hook endpoint that is (or resolves to) an internal
+/// address is refused unless private endpoints are allowed.
+async fn check_egress(state: &AppState, version: FhirVersion, body: &Value) -> ApiResult<()> {
+    let Ok(sub) = parse_subscription(version, body) else {
+        return Ok(()); // validation reports what is wrong with it
+    };
+    if sub.channel.kind != herald_subscriptions::ChannelType::RestHook {
+        return Ok(());
+    }
+    let Some(endpoint) = &sub.channel.endpoint else {
+        return Ok(());
+    };
+    herald_delivery::egress::check_endpoint(endpoint, state.delivery.allow_private_endpoints)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "security", e.to_string()))
 }
 
 /// The status a stored Subscription starts with. Clients may submit `requested` or `off`

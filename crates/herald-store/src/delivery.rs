@@ -27,6 +27,12 @@ pub struct DeliveryState {
     /// Set when the retry schedule is exhausted: attempts stop until an operator redrives the
     /// subscription or the client re-requests it.
     pub parked: bool,
+    /// The endpoint accepted a handshake for the current request of this subscription.
+    #[serde(default)]
+    pub verified: bool,
+    /// When the current failure streak began (Unix ms), for the retry horizon.
+    #[serde(default)]
+    pub failing_since_ms: Option<u64>,
 }
 
 /// One delivery attempt, as logged.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use herald_delivery::DeliveryConfig;
 use herald_server::ServerConfig;
 use herald_store::Durability;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Durable storage.
     pub storage: StorageConfig,
+    /// Notification delivery.
+    pub delivery: DeliveryConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -73,6 +76,10 @@ const SHORT_ENV: &[(&str, &str)] = &[
     ("HERALD_DURABILITY", "storage.durability"),
     ("HERALD_LOG", "log.filter"),
     ("HERALD_LOG_JSON", "log.json"),
+    (
+        "HERALD_ALLOW_PRIVATE_ENDPOINTS",
+        "delivery.allow_private_endpoints",
+    ),
 ];
 
 /// Loads the configuration.

@@ -87,10 +87,46 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let local = listener.local_addr()?;
-    let state = herald_server::AppState::new(store.clone(), cfg.server.clone())
-        .await
-        .context("loading topics and subscriptions")?;
+    // Notifications name resources by absolute URL: the configured public base, else the bound
+    // address.
+    let root = cfg
+        .server
+        .public_base_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{local}"));
+    let base_urls = cfg
+        .server
+        .tenants
+        .iter()
+        .map(|t| (t.name.clone(), format!("{root}/fhir/{}", t.name)))
+        .collect();
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (dispatcher, _delivery) = herald_delivery::Dispatcher::start(
+        store.clone(),
+        cfg.delivery.clone(),
+        base_urls,
+        status_tx,
+    )
+    .context("starting delivery")?;
+    let state = herald_server::AppState::new(
+        store.clone(),
+        cfg.server.clone(),
+        cfg.delivery.clone(),
+        dispatcher,
+    )
+    .await
+    .context("loading topics and subscriptions")?;
+    tokio::spawn(herald_server::status::apply_status_changes(
+        state.clone(),
+        status_rx,
+    ));
     let app = herald_server::router(state);
+    if cfg.delivery.allow_private_endpoints {
+        tracing::warn!(
+            "delivery.allow_private_endpoints is on: subscribers may target internal addresses"
+        );
+    }
     tracing::info!(
         listen = %local,
         data_dir = %cfg.storage.data_dir.display(),

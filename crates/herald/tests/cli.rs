@@ -33,7 +33,7 @@ fn invalid_environment_configuration_is_refused_with_a_message() {
         .expect("run herald");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listen"), "stderr was: {err}");
+    assert!(err.to_lowercase().contains("listen"), "stderr was: {err}");
 }
 
 #[test]

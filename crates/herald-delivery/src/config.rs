@@ -1,0 +1,51 @@
+//! Delivery settings (`[delivery]` in `config/herald.toml`).
+
+use serde::{Deserialize, Serialize};
+
+/// How Herald delivers notifications.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Allow endpoints on loopback, private, link-local or unspecified addresses (local set-ups
+    /// and tests). Off by default: a subscriber must not be able to make Herald call into the
+    /// network it runs in.
+    pub allow_private_endpoints: bool,
+    /// Request timeout when the Subscription sets none (`timeout`), in seconds.
+    pub default_timeout_secs: u64,
+    /// Delays before each retry, in seconds; the last one repeats until `retry_horizon_secs`
+    /// has passed since the first failure of the streak. Each delay gets ±20 % jitter.
+    pub retry_schedule_secs: Vec<u64>,
+    /// How long a failing subscription is retried before it is parked (attempts stop until an
+    /// operator redrives it or the client re-requests it). Default: 3 days.
+    pub retry_horizon_secs: u64,
+    /// Bounds applied to a `Retry-After` answer, in seconds.
+    pub retry_after_min_secs: u64,
+    /// See `retry_after_min_secs`.
+    pub retry_after_max_secs: u64,
+    /// Consecutive failures after which the subscription's status becomes `error`.
+    pub error_after_failures: u32,
+    /// Events per notification when the Subscription sets no `maxCount` (a backlog is sent in
+    /// batches of this size).
+    pub default_max_count: u32,
+    /// Delivery-log entries kept (oldest dropped first).
+    pub attempt_log_max: usize,
+    /// Response-body bytes kept per logged attempt.
+    pub attempt_log_body_bytes: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            allow_private_endpoints: false,
+            default_timeout_secs: 10,
+            retry_schedule_secs: vec![5, 30, 120, 600, 1800, 3600],
+            retry_horizon_secs: 3 * 24 * 3600,
+            retry_after_min_secs: 1,
+            retry_after_max_secs: 3600,
+            error_after_failures: 5,
+            default_max_count: 20,
+            attempt_log_max: 100_000,
+            attempt_log_body_bytes: 1024,
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The rest-hook channel: POST a notification bundle to the subscriber's endpoint with the
+//! subscription's content type and headers, under its timeout, without following redirects,
+//! through one shared connection-pooling client; classify what came back.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::egress;
+use crate::policy::{Failure, parse_retry_after};
+
+/// The shared HTTP client for deliveries.
+#[derive(Clone)]
+pub struct RestHook {
+    client: reqwest::Client,
+    allow_private: bool,
+    body_bytes: usize,
+}
+
+/// The outcome of one POST.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// `None` on success, else why it failed.
+    pub failure: Option<Failure>,
+    /// HTTP status when a response came back.
+    pub status: Option<u16>,
+    /// Failure class for the log (`timeout`, `connect`, `http-status`, `egress-refused`, …).
+    pub error: Option<String>,
+    /// `Retry-After` from the response.
+    pub retry_after: Option<Duration>,
+    /// Time from send to response.
+    pub latency: Duration,
+    /// The first bytes of the response body.
+    pub body: Option<String>,
+    /// Headers as sent, secrets redacted.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RestHook {
+    /// Builds the client. Redirects are never followed: a subscriber's 3xx is a failure, not an
+    /// instruction to call somewhere else.
+    pub fn new(allow_private: bool, body_bytes: usize) -> Result<Self, reqwest::Error> {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .pool_max_idle_per_host(32);
+        if let Some(r) = egress::resolver(allow_private) {
+            b = b.dns_resolver(r);
+        }
+        Ok(RestHook {
+            client: b.build()?,
+            allow_private,
+            body_bytes,
+        })
+    }
+
+    /// POSTs `bundle` to `endpoint`.
+    pub async fn post(
+        &self,
+        endpoint: &str,
+        content_type: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+        bundle: &Value,
+    ) -> Sent {
+        let mut sent_headers = vec![("content-type".to_owned(), content_type.to_owned())];
+        let fail = |error: String, headers: Vec<(String, String)>| Sent {
+            failure: Some(Failure::Transport),
+            status: None,
+            error: Some(error),
+            retry_after: None,
+            latency: Duration::ZERO,
+            body: None,
+            headers,
+        };
+        let url = match reqwest::Url::parse(endpoint) {
+            Ok(u) => u,
+            Err(e) => return fail(format!("bad-endpoint: {e}"), sent_headers),
+        };
+        if let Some(e) = egress::literal_refused(&url, self.allow_private) {
+            return fail(format!("egress-refused: {e}"), sent_headers);
+        }
+        let mut map = HeaderMap::new();
+        match HeaderValue::from_str(content_type) {
+            Ok(v) => {
+                map.insert(CONTENT_TYPE, v);
+            }
+            Err(_) => return fail("bad-header: content type".into(), sent_headers),
+        }
+        for (name, value) in headers {
+            let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.trim().as_bytes()),
+                HeaderValue::from_str(value.trim()),
+            ) else {
+                return fail(format!("bad-header: {name}"), sent_headers);
+            };
+            map.append(n, v);
+            sent_headers.push((name.trim().to_ascii_lowercase(), redact(name, value)));
+        }
+        let body = bundle.to_string();
+        let start = Instant::now();
+        let result = self
+            .client
+            .post(url)
+            .headers(map)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let class = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    if format!("{e:?}").contains("egress refused") {
+                        "egress-refused"
+                    } else {
+                        "connect"
+                    }
+                } else {
+                    "transport"
+                };
+                let mut s = fail(format!("{class}: {e}"), sent_headers);
+                s.latency = start.elapsed();
+                return s;
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = match tokio::time::timeout(timeout, resp.text()).await {
+            Ok(Ok(t)) => Some(truncate(t, self.body_bytes)),
+            _ => None,
+        };
+        let latency = start.elapsed();
+        let ok = (200..300).contains(&status);
+        Sent {
+            failure: (!ok).then_some(Failure::Status(status)),
+            status: Some(status),
+            error: (!ok).then(|| format!("http-status: {status}")),
+            retry_after,
+            latency,
+            body: text,
+            headers: sent_headers,
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Header values that carry secrets are logged as `[redacted]`.
+pub fn redact(name: &str, value: &str) -> String {
+    let n = name.to_ascii_lowercase();
+    let secret = [
+        "authorization",
+        "cookie",
+        "token",
+        "secret",
+        "key",
+        "password",
+        "signature",
+    ]
+    .iter()
+    .any(|s| n.contains(s));
+    if secret {
+        "[redacted]".to_owned()
+    } else {
+        value.trim().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_the_rest_kept() {
+        assert_eq!(redact("Authorization", "Bearer abc"), "[redacted]");
+        assert_eq!(redact("X-Api-Key", "k"), "[redacted]");
+        assert_eq!(redact("X-Trace", " t1 "), "t1");
+    }
+
+    #[test]
+    fn long_bodies_are_truncated_on_char_boundaries() {
+        assert_eq!(truncate("ééé".into(), 3), "é…");
+        assert_eq!(truncate("abc".into(), 10), "abc");
+    }
+}

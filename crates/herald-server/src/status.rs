@@ -1,0 +1,74 @@
+//! Applies the dispatcher's status changes (`requested` → `active` after an accepted handshake,
+//! → `error` after failures, back to `active` on recovery) to the stored Subscriptions, through
+//! the one write path so that the new version, the matcher and the dispatcher stay in step.
+
+use std::sync::Arc;
+
+use herald_delivery::StatusChange;
+use herald_store::WriteKind;
+use herald_subscriptions::{SubscriptionStatus, parse_subscription, set_subscription_status};
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::write::{Actor, WriteCommand, write_as};
+
+/// Runs until the channel closes.
+pub async fn apply_status_changes(
+    state: Arc<AppState>,
+    mut rx: mpsc::UnboundedReceiver<StatusChange>,
+) {
+    while let Some(change) = rx.recv().await {
+        for _ in 0..3 {
+            match apply(&state, &change).await {
+                Ok(()) => break,
+                Err(e) if e.status == axum::http::StatusCode::PRECONDITION_FAILED => continue,
+                Err(e) => {
+                    tracing::warn!(tenant = %change.tenant, subscription = %change.subscription, error = %e, "cannot apply status change");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn apply(state: &AppState, change: &StatusChange) -> crate::error::ApiResult<()> {
+    let tenant = crate::rest::tenant(state, &change.tenant)?;
+    let stored = state
+        .store
+        .read(&tenant.name, "Subscription", &change.subscription)?;
+    let Some(mut body) = stored.resource else {
+        return Ok(());
+    };
+    let current =
+        parse_subscription(tenant.version, &body).map_err(crate::engine::subscription_error)?;
+    // A client's `off` (or a newer request) wins over what delivery observed.
+    if matches!(
+        current.status,
+        SubscriptionStatus::Off | SubscriptionStatus::EnteredInError
+    ) || current.status == change.status
+    {
+        return Ok(());
+    }
+    set_subscription_status(
+        tenant.version,
+        &mut body,
+        change.status,
+        change.error.as_deref(),
+    )
+    .map_err(crate::engine::subscription_error)?;
+    write_as(
+        state,
+        &tenant,
+        WriteCommand {
+            kind: WriteKind::Upsert,
+            resource_type: "Subscription",
+            id: &change.subscription,
+            body: Some(body),
+            if_match: Some(stored.version),
+        },
+        Actor::Server,
+    )
+    .await?;
+    tracing::info!(tenant = %change.tenant, subscription = %change.subscription, status = change.status.code(), error = ?change.error, "subscription status changed");
+    Ok(())
+}
