@@ -24,7 +24,7 @@ use herald_subscriptions::{ChannelType, Subscription, SubscriptionStatus};
 use tokio::sync::mpsc;
 
 use crate::config::DeliveryConfig;
-use crate::payload::{content_of, materialize, subscription_ref};
+use crate::payload::{materialize, subscription_ref};
 use crate::policy::{Failure, RetryPolicy};
 use crate::resthook::{RestHook, Sent};
 
@@ -557,7 +557,7 @@ impl Attempt {
     fn bundle(&self) -> Result<serde_json::Value, herald_store::StoreError> {
         let (tenant, id) = (&self.key.0, &self.key.1);
         let count = self.store.event_count(tenant, id)?;
-        let content = content_of(self.sub.channel.content);
+        let content = self.sub.channel.content;
         let events = match self.job {
             Job::Events(first, last) => {
                 let stored = self.store.events(tenant, id, Some(first), Some(last))?;

@@ -20,15 +20,6 @@ pub fn subscription_ref(base_url: &str, sub: &Subscription) -> SubscriptionRef {
     }
 }
 
-/// Maps the model's payload level to the notification builder's.
-pub fn content_of(content: herald_subscriptions::PayloadContent) -> PayloadContent {
-    match content {
-        herald_subscriptions::PayloadContent::Empty => PayloadContent::Empty,
-        herald_subscriptions::PayloadContent::IdOnly => PayloadContent::IdOnly,
-        herald_subscriptions::PayloadContent::FullResource => PayloadContent::FullResource,
-    }
-}
-
 /// Loads the resources the events need at `content` level (none for `empty` and `id-only`).
 pub fn materialize(
     store: &Store,

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use herald_delivery::payload::{content_of, materialize, subscription_ref};
+use herald_delivery::payload::{materialize, subscription_ref};
 use herald_subscriptions::notification::{
     NotificationInput, NotificationType, PayloadContent, build_notification, build_status_bundle,
 };
@@ -216,7 +216,7 @@ fn events(
         )));
     }
     let content = match p.iter().find(|(k, _)| k == "content") {
-        None => content_of(sub.channel.content),
+        None => sub.channel.content,
         Some((_, v)) => PayloadContent::from_code(v).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "content '{v}' is not one of empty, id-only, full-resource"

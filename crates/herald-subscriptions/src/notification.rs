@@ -88,48 +88,9 @@ impl NotificationType {
     }
 }
 
-/// Payload content level of a Subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PayloadContent {
-    /// Status only: no focus, no topic, no payload entries.
-    Empty,
-    /// Focus references plus payload entries without `resource`.
-    IdOnly,
-    /// Payload entries with the resources.
-    FullResource,
-}
-
-impl PayloadContent {
-    /// The FHIR code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Empty => "empty",
-            Self::IdOnly => "id-only",
-            Self::FullResource => "full-resource",
-        }
-    }
-
-    /// Parses a FHIR code.
-    pub fn from_code(code: &str) -> Option<Self> {
-        Some(match code {
-            "empty" => Self::Empty,
-            "id-only" => Self::IdOnly,
-            "full-resource" => Self::FullResource,
-            _ => return None,
-        })
-    }
-}
-
-/// The interaction that produced the focus version of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Interaction {
-    /// The resource was created (`POST`).
-    Create,
-    /// The resource was updated (`PUT`).
-    Update,
-    /// The resource was deleted (`DELETE`).
-    Delete,
-}
+// The payload level and the triggering interaction are the model's own types: one definition
+// for the Subscription, the matcher and the notification.
+pub use crate::model::{Interaction, PayloadContent};
 
 /// What a notification needs to know about its Subscription.
 #[derive(Debug, Clone, PartialEq)]
