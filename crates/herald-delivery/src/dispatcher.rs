@@ -24,7 +24,7 @@ use herald_subscriptions::{ChannelType, Subscription, SubscriptionStatus};
 use tokio::sync::mpsc;
 
 use crate::config::DeliveryConfig;
-use crate::payload::{materialize, subscription_ref};
+use crate::payload::{error_concepts, materialize, subscription_ref};
 use crate::policy::{Failure, RetryPolicy};
 use crate::resthook::{RestHook, Sent};
 
@@ -565,6 +565,7 @@ impl Attempt {
             }
             _ => Vec::new(),
         };
+        let errors = error_concepts(self.sub.status, &self.store.delivery_state(tenant, id)?);
         let mut sref = subscription_ref(&self.base_url, &self.sub);
         if matches!(self.job, Job::Handshake) {
             sref.status = SubscriptionStatus::Requested.code().to_owned();
@@ -576,7 +577,7 @@ impl Attempt {
             events_since_start: count,
             events: &events,
             content,
-            errors: Vec::new(),
+            errors,
             bundle_id: uuid::Uuid::new_v4().to_string(),
             timestamp: herald_store::now_instant(),
         }))

@@ -76,3 +76,61 @@ pub fn materialize(
         })
         .collect()
 }
+
+/// `SubscriptionStatus.error` entries for a subscription in `error`: the last delivery failure
+/// as a CodeableConcept from the THO `subscription-error` code system (dns-resolution-error,
+/// no-response, error-response) with the failure text.
+pub fn error_concepts(
+    status: herald_subscriptions::SubscriptionStatus,
+    state: &herald_store::DeliveryState,
+) -> Vec<serde_json::Value> {
+    if status != herald_subscriptions::SubscriptionStatus::Error {
+        return Vec::new();
+    }
+    let Some(text) = &state.last_error else {
+        return Vec::new();
+    };
+    let lower = text.to_ascii_lowercase();
+    let (code, display) = if lower.starts_with("http-status") {
+        ("error-response", "Error response")
+    } else if lower.contains("dns") || lower.contains("lookup") || lower.contains("resolve") {
+        ("dns-resolution-error", "DNS resolution error")
+    } else {
+        ("no-response", "No response")
+    };
+    vec![serde_json::json!({
+        "coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/subscription-error",
+            "code": code,
+            "display": display,
+        }],
+        "text": text,
+    })]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_store::DeliveryState;
+    use herald_subscriptions::SubscriptionStatus;
+
+    #[test]
+    fn errors_are_reported_only_in_error_status_with_a_tho_code() {
+        let state = DeliveryState {
+            last_error: Some("http-status: 503".into()),
+            ..Default::default()
+        };
+        assert!(error_concepts(SubscriptionStatus::Active, &state).is_empty());
+        let e = error_concepts(SubscriptionStatus::Error, &state);
+        assert_eq!(e[0]["coding"][0]["code"], "error-response");
+        assert_eq!(e[0]["text"], "http-status: 503");
+        let t = DeliveryState {
+            last_error: Some("timeout: operation timed out".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            error_concepts(SubscriptionStatus::Error, &t)[0]["coding"][0]["code"],
+            "no-response"
+        );
+    }
+}

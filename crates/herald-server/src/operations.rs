@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use herald_delivery::payload::{materialize, subscription_ref};
+use herald_delivery::payload::{error_concepts, materialize, subscription_ref};
 use herald_subscriptions::notification::{
     NotificationInput, NotificationType, PayloadContent, build_notification, build_status_bundle,
 };
@@ -175,7 +175,12 @@ fn status_response(
     let mut rows = Vec::with_capacity(subs.len());
     for s in subs {
         let count = state.store.event_count(&tenant.name, &s.id)?;
-        rows.push((subscription_ref(&base, s), count, Vec::new()));
+        let delivery = state.store.delivery_state(&tenant.name, &s.id)?;
+        rows.push((
+            subscription_ref(&base, s),
+            count,
+            error_concepts(s.status, &delivery),
+        ));
     }
     let bundle = build_status_bundle(
         tenant.version,
