@@ -3,6 +3,9 @@
 //! the one write path so that the new version, the matcher and the dispatcher stay in step.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 
 use herald_delivery::StatusChange;
 use herald_store::WriteKind;
@@ -18,15 +21,17 @@ pub async fn apply_status_changes(
     mut rx: mpsc::UnboundedReceiver<StatusChange>,
 ) {
     while let Some(change) = rx.recv().await {
-        for _ in 0..3 {
-            match apply(&state, &change).await {
-                Ok(()) => break,
-                Err(e) if e.status == axum::http::StatusCode::PRECONDITION_FAILED => continue,
-                Err(e) => {
-                    tracing::warn!(tenant = %change.tenant, subscription = %change.subscription, error = %e, "cannot apply status change");
-                    break;
-                }
-            }
+        // A concurrent client write makes our If-Match stale (412): re-read and try again.
+        let result = (|| apply(&state, &change))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(5))
+                    .with_max_times(5),
+            )
+            .when(|e| e.status == axum::http::StatusCode::PRECONDITION_FAILED)
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(tenant = %change.tenant, subscription = %change.subscription, error = %e, "cannot apply status change");
         }
     }
 }
