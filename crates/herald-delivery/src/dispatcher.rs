@@ -238,6 +238,9 @@ impl Router {
                                 DeliveryState::default()
                             }
                         };
+                        // A handshake accepted just before a crash may have lost its status
+                        // write: the endpoint is verified, so finish the transition.
+                        let stuck = state.verified && sub.status == SubscriptionStatus::Requested;
                         self.subs.insert(
                             key.clone(),
                             Entry {
@@ -248,6 +251,9 @@ impl Router {
                                 asked_status: None,
                             },
                         );
+                        if stuck {
+                            self.ask(&key, SubscriptionStatus::Active, None);
+                        }
                     }
                 }
                 self.consider(&key);
@@ -386,6 +392,23 @@ impl Router {
         });
     }
 
+    /// Requests a status change from the server, once per target status.
+    fn ask(&mut self, key: &Key, status: SubscriptionStatus, error: Option<String>) {
+        let Some(e) = self.subs.get_mut(key) else {
+            return;
+        };
+        if e.sub.status == status || e.asked_status == Some(status) {
+            return;
+        }
+        e.asked_status = Some(status);
+        let _ = self.status_tx.send(StatusChange {
+            tenant: key.0.clone(),
+            subscription: key.1.clone(),
+            status,
+            error,
+        });
+    }
+
     fn finished(&mut self, done: Done) {
         let now = now_ms();
         let (first, last) = match done.job {
@@ -488,17 +511,8 @@ impl Router {
             }
         }
         persist(&self.store, &key, &e.state);
-        if let Some((status, error)) = ask
-            && e.sub.status != status
-            && e.asked_status != Some(status)
-        {
-            e.asked_status = Some(status);
-            let _ = self.status_tx.send(StatusChange {
-                tenant: key.0.clone(),
-                subscription: key.1.clone(),
-                status,
-                error,
-            });
+        if let Some((status, error)) = ask {
+            self.ask(&key, status, error);
         }
         self.consider(&key);
     }
@@ -574,7 +588,12 @@ impl Attempt {
             version: self.version,
             kind: self.job.kind(),
             subscription: &sref,
-            events_since_start: count,
+            // The highest event number in a notification equals the counter (a batch cut
+            // short by maxCount, or built while newer events commit, says so by its number).
+            events_since_start: match self.job {
+                Job::Events(_, last) => last,
+                _ => count,
+            },
             events: &events,
             content,
             errors,
