@@ -8,7 +8,7 @@ use crate::reference::{self, Reference};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Does `resource` satisfy the criterion (search semantics)? All criteria of a query are ANDed
 /// by the caller. A resource of another type than the criterion's never matches.
@@ -403,19 +403,25 @@ fn number_matches(prefix: Prefix, v: f64, precision: f64, x: f64) -> bool {
 // index keys
 // ---------------------------------------------------------------------------------------------
 
+/// The parameter's expression compiled for one resource type, compiled once per process.
+/// Read-mostly: lookups borrow the key (no allocation) under a shared lock, so concurrent
+/// writers matching in parallel do not serialise here.
 fn cached_path(def: &SearchParamDef, resource_type: &str) -> Option<Arc<Expression>> {
-    type Cache = Mutex<HashMap<(String, String), Option<Arc<Expression>>>>;
+    type Cache = RwLock<HashMap<String, HashMap<String, Option<Arc<Expression>>>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let key = (def.expression.clone()?, resource_type.to_string());
-    let cache = CACHE.get_or_init(Mutex::default);
-    if let Ok(guard) = cache.lock()
-        && let Some(hit) = guard.get(&key)
+    let expression = def.expression.as_deref()?;
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Ok(guard) = cache.read()
+        && let Some(hit) = guard.get(expression).and_then(|m| m.get(resource_type))
     {
         return hit.clone();
     }
     let compiled = compile_path(def, resource_type).ok().map(Arc::new);
-    if let Ok(mut guard) = cache.lock() {
-        guard.insert(key, compiled.clone());
+    if let Ok(mut guard) = cache.write() {
+        guard
+            .entry(expression.to_owned())
+            .or_default()
+            .insert(resource_type.to_owned(), compiled.clone());
     }
     compiled
 }
