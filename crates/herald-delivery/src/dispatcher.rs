@@ -50,7 +50,7 @@ enum Command {
         sub: Box<Subscription>,
     },
     Remove(Key),
-    Wake(Key),
+    Wake(Key, u64),
     Redrive(Key),
 }
 
@@ -84,6 +84,7 @@ impl Dispatcher {
             status_tx,
             done_tx,
             subs: HashMap::new(),
+            durable: HashMap::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
             logged: 0,
@@ -108,11 +109,13 @@ impl Dispatcher {
             .send(Command::Remove((tenant.to_owned(), id.to_owned())));
     }
 
-    /// New events were committed (durably) for a subscription.
-    pub fn wake(&self, tenant: &str, id: &str) {
+    /// Events up to number `upto` are durable for a subscription (a write that recorded them
+    /// was made durable, or they were found on disk at start-up). Only durable events are ever
+    /// delivered: one lost in a crash would have its number reused by a different event.
+    pub fn wake(&self, tenant: &str, id: &str, upto: u64) {
         let _ = self
             .tx
-            .send(Command::Wake((tenant.to_owned(), id.to_owned())));
+            .send(Command::Wake((tenant.to_owned(), id.to_owned()), upto));
     }
 
     /// Clears a subscription's failure streak and parking, and tries again now.
@@ -164,6 +167,9 @@ struct Router {
     status_tx: mpsc::UnboundedSender<StatusChange>,
     done_tx: mpsc::UnboundedSender<Done>,
     subs: HashMap<Key, Entry>,
+    /// Highest event number known durable per subscription (from `wake`; kept apart from
+    /// `subs` because a wake can overtake the upsert of a subscription just created).
+    durable: HashMap<Key, u64>,
     timers: BTreeSet<(Instant, Key)>,
     timer_of: HashMap<Key, Instant>,
     logged: u64,
@@ -229,6 +235,16 @@ impl Router {
                         e.sub = sub;
                         e.version = version;
                         e.asked_status = None;
+                        // The `error` this dispatcher asked for can land after the next
+                        // notification already succeeded (the success saw `active` and asked
+                        // nothing): delivery has recovered, so ask for `active` again.
+                        let recovered = e.sub.status == SubscriptionStatus::Error
+                            && e.state.verified
+                            && e.state.consecutive_failures == 0
+                            && e.state.last_error.is_none();
+                        if recovered {
+                            self.ask(&key, SubscriptionStatus::Active, None);
+                        }
                     }
                     None => {
                         let state = match self.store.delivery_state(&key.0, &key.1) {
@@ -260,12 +276,17 @@ impl Router {
             }
             Command::Remove(key) => {
                 self.subs.remove(&key);
+                self.durable.remove(&key);
                 self.clear_timer(&key);
                 if let Err(e) = self.store.remove_delivery_state(&key.0, &key.1) {
                     tracing::warn!(error = %e, "cannot remove delivery state");
                 }
             }
-            Command::Wake(key) => self.consider(&key),
+            Command::Wake(key, upto) => {
+                let d = self.durable.entry(key.clone()).or_default();
+                *d = (*d).max(upto);
+                self.consider(&key);
+            }
             Command::Redrive(key) => {
                 if let Some(e) = self.subs.get_mut(&key) {
                     e.state.parked = false;
@@ -333,13 +354,9 @@ impl Router {
         let job = if !e.state.verified {
             Job::Handshake
         } else {
-            let count = match self.store.event_count(&key.0, &key.1) {
-                Ok(c) => c,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot read event count");
-                    return;
-                }
-            };
+            // Never above what is durable (the store may already hold newer events of writes
+            // still waiting for their flush).
+            let count = self.durable.get(key).copied().unwrap_or(0);
             if count > e.state.acked {
                 let max = u64::from(
                     e.sub
@@ -377,6 +394,7 @@ impl Router {
             base_url,
             sub: e.sub.clone(),
             job,
+            durable: self.durable.get(key).copied().unwrap_or(0),
             timeout: Duration::from_secs(
                 e.sub
                     .channel
@@ -532,6 +550,8 @@ struct Attempt {
     base_url: String,
     sub: Subscription,
     job: Job,
+    /// The durable event count when the attempt started.
+    durable: u64,
     timeout: Duration,
 }
 
@@ -570,7 +590,6 @@ impl Attempt {
 
     fn bundle(&self) -> Result<serde_json::Value, herald_store::StoreError> {
         let (tenant, id) = (&self.key.0, &self.key.1);
-        let count = self.store.event_count(tenant, id)?;
         let content = self.sub.channel.content;
         let events = match self.job {
             Job::Events(first, last) => {
@@ -588,11 +607,11 @@ impl Attempt {
             version: self.version,
             kind: self.job.kind(),
             subscription: &sref,
-            // The highest event number in a notification equals the counter (a batch cut
-            // short by maxCount, or built while newer events commit, says so by its number).
+            // An event notification's counter is its highest event number (spec §1.H item
+            // 48): events committed while it is being built belong to a later notification.
             events_since_start: match self.job {
                 Job::Events(_, last) => last,
-                _ => count,
+                _ => self.durable,
             },
             events: &events,
             content,

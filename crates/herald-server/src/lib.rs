@@ -84,7 +84,11 @@ impl AppState {
         for t in &config.tenants {
             let (engine, loaded) = Engine::load(&store, &t.name, t.fhir_version).await?;
             for sub in loaded {
+                // What survived on disk is what may be delivered.
+                let durable = store.event_count(&t.name, &sub.id)?;
+                let id = sub.id.clone();
                 dispatcher.upsert(&t.name, t.fhir_version, sub);
+                dispatcher.wake(&t.name, &id, durable);
             }
             tenants.insert(
                 t.name.clone(),

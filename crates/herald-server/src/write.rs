@@ -179,12 +179,17 @@ pub async fn write_as(
             Some(None) => state.dispatcher.remove(&tenant.name, cmd.id),
             None => {}
         }
-        let mut woken: Vec<&str> = Vec::new();
-        for (sub, _) in &outcome.events {
-            if !woken.contains(&sub.as_str()) {
-                state.dispatcher.wake(&tenant.name, sub);
-                woken.push(sub);
+        // Each subscription's highest event number of this write: durable now, and with it
+        // every lower one (numbers are assigned in commit order).
+        let mut durable: Vec<(&str, u64)> = Vec::new();
+        for (sub, n) in &outcome.events {
+            match durable.iter_mut().find(|(s, _)| *s == sub.as_str()) {
+                Some((_, upto)) => *upto = (*upto).max(*n),
+                None => durable.push((sub, *n)),
             }
+        }
+        for (sub, upto) in durable {
+            state.dispatcher.wake(&tenant.name, sub, upto);
         }
     }
     Ok(outcome)
