@@ -220,3 +220,6 @@ pub fn r5_subscription(
     }
     s
 }
+
+/// A recording rest-hook receiver with controllable answers.
+pub mod receiver;
