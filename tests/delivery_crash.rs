@@ -6,8 +6,10 @@
 //! * every event number `1..=N` (N from `$status`) reached the receiver, and N covers every
 //!   write Herald acknowledged;
 //! * within one Herald process, notifications follow each other exactly (`first == previous
-//!   last + 1`): a number is repeated only by the first notification after a restart (what was
-//!   in flight, or acknowledged by the receiver but not yet recorded, is sent again);
+//!   last + 1`): a number is repeated only by the first notification after a restart, and only
+//!   from the batch that was in flight (the dispatcher makes its cursor durable before it sends
+//!   the next batch, so the first notification after a restart never starts before the first
+//!   event of the last notification the receiver accepted);
 //! * a number always means the same event: every delivery of it names the same focus version
 //!   (an event must never be delivered before it is durable, or a crash could reuse its number).
 
@@ -148,7 +150,7 @@ async fn writer(base: String, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>, n: u
 /// returns the largest number of events redelivered after one restart.
 fn check_sequence(sub: &Sub, got: &[Received]) -> u64 {
     let mut max_seen = 0u64;
-    let mut prev: Option<(String, u64)> = None; // (sender, last number)
+    let mut prev: Option<(String, u64, u64)> = None; // (sender, first, last number)
     let mut focus_of: BTreeMap<u64, Option<String>> = BTreeMap::new();
     let mut worst_redelivery = 0;
     for r in got
@@ -173,14 +175,23 @@ fn check_sequence(sub: &Sub, got: &[Received]) -> u64 {
             summary(got)
         );
         match &prev {
-            Some((s, prev_last)) if *s == sender => assert_eq!(
+            Some((s, _, prev_last)) if *s == sender => assert_eq!(
                 first,
                 prev_last + 1,
                 "{}: within one process notifications follow each other exactly: {}",
                 sub.path,
                 summary(got)
             ),
-            _ => worst_redelivery = worst_redelivery.max((max_seen + 1).saturating_sub(first)),
+            Some((_, prev_first, _)) => {
+                assert!(
+                    first >= *prev_first,
+                    "{}: after a restart only the batch in flight may be redelivered, but {first} precedes {prev_first}: {}",
+                    sub.path,
+                    summary(got)
+                );
+                worst_redelivery = worst_redelivery.max((max_seen + 1).saturating_sub(first));
+            }
+            None => {}
         }
         for e in &n.events {
             // the base URL names the process (its port); the rest names the event's focus
@@ -197,7 +208,7 @@ fn check_sequence(sub: &Sub, got: &[Received]) -> u64 {
             );
         }
         max_seen = max_seen.max(last);
-        prev = Some((sender, last));
+        prev = Some((sender, first, last));
     }
     worst_redelivery
 }

@@ -158,6 +158,14 @@ struct Done {
     sent: Sent,
 }
 
+/// What finished tasks report to the router.
+enum Report {
+    /// An attempt came back.
+    Attempt(Done),
+    /// The cursor advanced by a delivery is durable: the next batch may go.
+    CursorDurable(Key),
+}
+
 struct Router {
     cfg: DeliveryConfig,
     policy: RetryPolicy,
@@ -165,7 +173,7 @@ struct Router {
     hook: RestHook,
     base_urls: HashMap<String, String>,
     status_tx: mpsc::UnboundedSender<StatusChange>,
-    done_tx: mpsc::UnboundedSender<Done>,
+    done_tx: mpsc::UnboundedSender<Report>,
     subs: HashMap<Key, Entry>,
     /// Highest event number known durable per subscription (from `wake`; kept apart from
     /// `subs` because a wake can overtake the upsert of a subscription just created).
@@ -186,7 +194,7 @@ impl Router {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Command>,
-        mut done_rx: mpsc::UnboundedReceiver<Done>,
+        mut done_rx: mpsc::UnboundedReceiver<Report>,
     ) {
         loop {
             let next = self.timers.first().map(|(t, _)| *t);
@@ -201,7 +209,15 @@ impl Router {
                     Some(c) => self.command(c),
                     None => break,
                 },
-                Some(done) = done_rx.recv() => self.finished(done),
+                Some(report) = done_rx.recv() => match report {
+                    Report::Attempt(done) => self.finished(done),
+                    Report::CursorDurable(key) => {
+                        if let Some(e) = self.subs.get_mut(&key) {
+                            e.in_flight = false;
+                        }
+                        self.consider(&key);
+                    }
+                },
                 _ = sleep => self.fire_timers(),
             }
         }
@@ -406,7 +422,7 @@ impl Router {
         let done_tx = self.done_tx.clone();
         tokio::spawn(async move {
             let done = attempt.run().await;
-            let _ = done_tx.send(done);
+            let _ = done_tx.send(Report::Attempt(done));
         });
     }
 
@@ -529,10 +545,27 @@ impl Router {
             }
         }
         persist(&self.store, &key, &e.state);
+        // A delivered batch moved the cursor: make that durable before the next batch goes, so
+        // a crash can redeliver at most the batch that was in flight.
+        let cursor_moved = done.sent.failure.is_none() && matches!(done.job, Job::Events(..));
+        if cursor_moved {
+            e.in_flight = true;
+        }
         if let Some((status, error)) = ask {
             self.ask(&key, status, error);
         }
-        self.consider(&key);
+        if cursor_moved {
+            let store = self.store.clone();
+            let done_tx = self.done_tx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.make_durable().await {
+                    tracing::error!(error = %e, "cannot flush the delivery cursor");
+                }
+                let _ = done_tx.send(Report::CursorDurable(key));
+            });
+        } else {
+            self.consider(&key);
+        }
     }
 }
 

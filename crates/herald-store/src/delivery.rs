@@ -94,8 +94,9 @@ impl Store {
         }
     }
 
-    /// Stores a subscription's delivery state. Not fsynced on its own: losing the latest cursor
-    /// in a crash only redelivers (at-least-once), and the next group commit flushes it anyway.
+    /// Stores a subscription's delivery state. Not fsynced on its own: the dispatcher awaits
+    /// [`Store::make_durable`] after moving the cursor and before sending the next batch, so a
+    /// crash redelivers at most the batch in flight.
     pub fn put_delivery_state(
         &self,
         tenant: &str,
