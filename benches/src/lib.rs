@@ -1,1 +1,49 @@
-//! placeholder
+//! Herald's benchmark package: the pieces the `herald-loadgen` tool is built from — spawning the
+//! real `herald` binary ([`process`]), latency summaries ([`latency`]), the disk probe
+//! ([`probe`]) and the load scenarios: [`writes`] (Task creates per durability mode; an
+//! end-to-end `notify` scenario is to come).
+#![forbid(unsafe_code)]
+
+pub mod latency;
+pub mod probe;
+pub mod process;
+pub mod writes;
+
+use std::time::Duration;
+
+/// Parses a duration such as `5s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 5s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        other => return Err(format!("unknown duration unit '{other}' (ms, s, m)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("'{s}' is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! The `herald` binary as a child process for a benchmark run: its own temporary data directory
+//! (and working directory, so no `config/herald.toml` is picked up), an ephemeral loopback port
+//! read from its `herald listening on ADDR` line, a chosen durability mode, and SIGKILL on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// A running herald.
+pub struct HeraldProcess {
+    child: Child,
+    /// `http://127.0.0.1:port`.
+    pub root: String,
+    _dir: tempfile::TempDir,
+}
+
+impl HeraldProcess {
+    /// Starts `bin serve` with `HERALD_DURABILITY=durability` on a fresh data directory.
+    pub fn start(bin: &Path, durability: &str) -> anyhow::Result<HeraldProcess> {
+        Self::start_with_env(bin, durability, &[])
+    }
+
+    /// Like [`HeraldProcess::start`], with extra environment variables (e.g.
+    /// `HERALD_ALLOW_PRIVATE_ENDPOINTS=true` for a loopback subscriber).
+    pub fn start_with_env(
+        bin: &Path,
+        durability: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<HeraldProcess> {
+        // The child runs in its temporary directory, so a relative path must be resolved here.
+        let bin =
+            std::fs::canonicalize(bin).with_context(|| format!("{} not found", bin.display()))?;
+        let bin = bin.as_path();
+        let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+        let data: PathBuf = dir.path().join("data");
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("HERALD_LISTEN", "127.0.0.1:0")
+            .env("HERALD_DATA_DIR", &data)
+            .env("HERALD_DURABILITY", durability)
+            .env("HERALD_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let Some(stdout) = child.stdout.take() else {
+            bail!("no stdout from herald");
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            // Keep draining stdout so the child never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.strip_prefix("herald listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                    sent = true;
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => Ok(HeraldProcess {
+                child,
+                root: format!("http://{addr}"),
+                _dir: dir,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not report its listening address", bin.display())
+            }
+        }
+    }
+
+    /// The child's process id (to attach a profiler).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Base URL of a tenant.
+    pub fn fhir(&self, tenant: &str) -> String {
+        format!("{}/fhir/{tenant}", self.root)
+    }
+}
+
+impl Drop for HeraldProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
