@@ -90,7 +90,7 @@ pub async fn write_as(
         Kind::Other => {
             let engine = tenant.engine();
             let mut hook = |c: &Change<'_>| engine.events_for(c, &related);
-            state.store.apply(request(cmd.body), &mut hook)?
+            blocking(|| state.store.apply(request(cmd.body), &mut hook))?
         }
         Kind::Subscription | Kind::Topic => {
             // Subscription state changes hold the engine's write lock across the transaction,
@@ -143,7 +143,7 @@ pub async fn write_as(
             let mut hook = |c: &Change<'_>| -> Result<Vec<EventDraft>, String> {
                 engine.events_for(c, &related)
             };
-            let outcome = state.store.apply(request(body), &mut hook)?;
+            let outcome = blocking(|| state.store.apply(request(body), &mut hook))?;
             if outcome.changed {
                 if let Some(old) = previous_topic {
                     engine.remove_topic(&old.url);
@@ -193,6 +193,20 @@ pub async fn write_as(
         }
     }
     Ok(outcome)
+}
+
+/// Runs a store transaction as blocking work. sled applies a transaction under its global lock,
+/// which a running flush also holds until its fsync returns, so the call can block for an fsync:
+/// on the multi-threaded runtime the worker hands its other tasks over meanwhile, HTTP keeps
+/// being served, and every waiting writer queues for the next group commit instead of only as
+/// many as there are workers.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// The egress guard at creation: a rest-hook endpoint that is (or resolves to) an internal

@@ -181,7 +181,14 @@ impl Store {
         match (&self.group, self.durability) {
             (Some(g), _) => g.wait(g.ticket()).await,
             (None, Durability::FlushPerWrite) => {
-                self.db.flush_async().await?;
+                // Not `flush_async`: it runs on sled's small IO pool, whose threads can end up
+                // blocked behind waiting transactions while the flush itself waits for that
+                // pool — a deadlock at 16+ concurrent writers. A blocking-pool thread has no
+                // such dependency.
+                let db = self.db.clone();
+                tokio::task::spawn_blocking(move || db.flush())
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("flush task failed: {e}")))??;
                 Ok(())
             }
             _ => Ok(()),
