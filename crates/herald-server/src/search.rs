@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use herald_fhir::FhirError;
 use herald_fhir::outcome::{Severity, operation_outcome};
-use herald_fhir::search::{Criterion, matches, parse_criterion};
+use herald_fhir::search::{Criterion, is_result_parameter, matches, parse_criterion};
 use herald_store::StoredVersion;
 use serde_json::{Value, json};
 
@@ -22,22 +22,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{fhir_json, prefer_strict, read_limited};
 use crate::rest::{base_url, check_type, tenant};
 use crate::{AppState, Tenant};
-
-/// Result-control parameters: not criteria.
-const CONTROL: &[&str] = &[
-    "_count",
-    "_offset",
-    "_sort",
-    "_include",
-    "_revinclude",
-    "_summary",
-    "_elements",
-    "_total",
-    "_format",
-    "_pretty",
-    "_contained",
-    "_containedType",
-];
 
 /// A page request: `_count` and `_offset`.
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +97,7 @@ fn parse_search(tenant: &Tenant, rtype: &str, query: &str, strict: bool) -> ApiR
     };
     let mut echo = form_urlencoded::Serializer::new(String::new());
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if CONTROL.contains(&name.as_ref()) {
+        if is_result_parameter(&name) {
             continue;
         }
         match parse_criterion(tenant.version, rtype, &name, &value) {

@@ -335,6 +335,8 @@ pub struct Criterion {
 /// Result-control parameters: not criteria.
 const RESULT_PARAMS: &[&str] = &[
     "_count",
+    // Herald's paging offset (its `next`/`previous` links carry it).
+    "_offset",
     "_sort",
     "_include",
     "_revinclude",
