@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use herald_tests::{Herald, client, task};
+use herald_tests::{Herald, Rng, client, crash_seed as seed, task};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -35,35 +35,6 @@ struct Ack {
     /// The body sent (its `description` is unique across the whole test).
     sent: Value,
     cycle: usize,
-}
-
-/// splitmix64: a seeded PRNG so that a failing run can be replayed with `HERALD_CRASH_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("HERALD_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
 }
 
 /// `W/"7"` → 7.

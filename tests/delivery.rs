@@ -15,7 +15,7 @@ use herald_subscriptions::notification::{NotificationType, parse_status_bundle};
 use herald_tests::receiver::{
     Behaviour, Received, Receiver, delivered_events, has_all_events, of_kind, summary,
 };
-use herald_tests::{Herald, client, r4_subscription, r5_subscription, task};
+use herald_tests::{Herald, client, create, r4_subscription, r5_subscription, send, task};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -46,33 +46,9 @@ fn herald(error_after: u32, extra: &[(&str, &str)]) -> Herald {
     Herald::start_with(&env)
 }
 
-async fn send(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    body: &Value,
-) -> (StatusCode, Value) {
-    let r = c
-        .request(method, url)
-        .header("content-type", FHIR)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn get(c: &reqwest::Client, url: &str) -> Value {
-    let r = c.get(url).send().await.unwrap();
-    assert!(r.status().is_success(), "GET {url}: {}", r.status());
-    r.json().await.unwrap()
-}
-
-async fn create(c: &reqwest::Client, base: &str, rtype: &str, body: &Value) -> Value {
-    let (s, v) = send(c, reqwest::Method::POST, &format!("{base}/{rtype}"), body).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (status, v) = herald_tests::get(c, url).await;
+    assert!(status.is_success(), "GET {url}: {status}");
     v
 }
 

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use herald_subscriptions::notification::{NotificationType, parse_status_bundle};
 use herald_tests::receiver::{Received, Receiver, has_all_events, summary};
-use herald_tests::{Herald, client, r4_subscription, r5_subscription, task};
+use herald_tests::{
+    Herald, Rng, client, crash_seed as seed, r4_subscription, r5_subscription, task,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -33,35 +35,6 @@ const CYCLES: usize = 12;
 const WRITERS: usize = 3;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// splitmix64: a seeded PRNG so that a failing run can be replayed with `HERALD_CRASH_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("HERALD_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
-
 struct Sub {
     tenant: &'static str,
     path: &'static str,
@@ -70,15 +43,9 @@ struct Sub {
 }
 
 async fn send(c: &reqwest::Client, method: reqwest::Method, url: &str, body: &Value) -> Value {
-    let r = c
-        .request(method, url)
-        .header("content-type", FHIR)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{url}: {}", r.status());
-    r.json().await.unwrap()
+    let (status, v) = herald_tests::send(c, method, url, body).await;
+    assert!(status.is_success(), "{url}: {status} {v}");
+    v
 }
 
 async fn wait_active(c: &reqwest::Client, base: &str, id: &str) {

@@ -4,42 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use herald_tests::{Herald, client, r4_subscription, r5_subscription, task, topic};
+use herald_tests::{
+    Herald, client, create, get, r4_subscription, r5_subscription, send, task, topic,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const FHIR: &str = "application/fhir+json";
 const HOOK: &str = "https://placer.example.org/notify";
-
-async fn send(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    body: &Value,
-) -> (StatusCode, Value) {
-    let r = c
-        .request(method, url)
-        .header("content-type", FHIR)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn get(c: &reqwest::Client, url: &str) -> (StatusCode, Value) {
-    let r = c.get(url).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn create(c: &reqwest::Client, base: &str, rtype: &str, body: &Value) -> Value {
-    let (s, v) = send(c, reqwest::Method::POST, &format!("{base}/{rtype}"), body).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v
-}
 
 /// (event numbers, focus references) of `$events` on an R4 tenant.
 async fn r4_events(c: &reqwest::Client, base: &str, sub: &str, query: &str) -> Vec<(u64, String)> {

@@ -223,3 +223,76 @@ pub fn r5_subscription(
 
 /// A recording rest-hook receiver with controllable answers.
 pub mod receiver;
+
+/// Sends a FHIR JSON body; returns the status and the parsed answer (`Null` when there is none).
+pub async fn send(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: &serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = c
+        .request(method, url)
+        .header("content-type", "application/fhir+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// GET; returns the status and the parsed answer (`Null` when it is not JSON).
+pub async fn get(c: &reqwest::Client, url: &str) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = c.get(url).send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// POST `body` to `{base}/{rtype}` and insist on 201; returns the stored resource.
+pub async fn create(
+    c: &reqwest::Client,
+    base: &str,
+    rtype: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let (s, v) = send(c, reqwest::Method::POST, &format!("{base}/{rtype}"), body).await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    v
+}
+
+/// splitmix64: the seeded PRNG of the crash tests, so a failing run can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo)
+    }
+}
+
+/// The crash tests' seed: `$HERALD_CRASH_SEED`, else the clock.
+pub fn crash_seed() -> u64 {
+    std::env::var("HERALD_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}
