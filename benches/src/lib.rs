@@ -1,10 +1,11 @@
 //! Herald's benchmark package: the pieces the `herald-loadgen` tool is built from — spawning the
 //! real `herald` binary ([`process`]), latency summaries ([`latency`]), the disk probe
-//! ([`probe`]) and the load scenarios: [`writes`] (Task creates per durability mode; an
-//! end-to-end `notify` scenario is to come).
+//! ([`probe`]) and the load scenarios: [`writes`] (Task creates per durability mode) and
+//! [`notify`] (write → matched → delivered, against a relay baseline).
 #![forbid(unsafe_code)]
 
 pub mod latency;
+pub mod notify;
 pub mod probe;
 pub mod process;
 pub mod writes;

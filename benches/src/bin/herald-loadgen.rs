@@ -1,6 +1,7 @@
 //! `herald-loadgen`: load against the real `herald` binary on loopback, one subcommand per
-//! scenario. `writes` measures Task creates per second and latency per durability mode; an
-//! end-to-end `notify` scenario (write → matched → delivered) is to come.
+//! scenario. `writes` measures Task creates per second and latency per durability mode;
+//! `notify` measures end-to-end notifications per second and write→receipt latency (write →
+//! matched → delivered to a local receiver) against a relay doing the same two HTTP hops.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use herald_benches::latency::ms;
+use herald_benches::notify::{self, NotifyConfig};
 use herald_benches::writes::{self, WritesConfig};
 use herald_benches::{parse_duration, probe};
 
@@ -26,6 +28,52 @@ enum Command {
     /// (plus a bare-HTTP baseline), with the modes interleaved in one run; prints ratios and
     /// PASS/MISS against the targets. Exits 0 whatever the figures.
     Writes(WritesArgs),
+    /// End-to-end notifications/s and write→receipt latency p50/p99 for S subscriptions (one
+    /// matching) and C clients, against a relay that forwards each POST to the same receiver;
+    /// prints Herald/relay ratios and PASS/MISS against the targets. Exits 0 whatever the
+    /// figures.
+    Notify(NotifyArgs),
+}
+
+#[derive(Args, Debug)]
+struct NotifyArgs {
+    /// The herald binary (build it with `cargo build --release -p herald`).
+    #[arg(long, default_value = "target/release/herald")]
+    herald_bin: PathBuf,
+    /// Herald's durability mode (HERALD_DURABILITY).
+    #[arg(long, default_value = "group-commit")]
+    durability: String,
+    /// Subscription counts, comma-separated (one Herald process each; exactly one matches).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
+    subs: Vec<usize>,
+    /// Concurrent clients, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    clients: Vec<usize>,
+    /// Measured time per run, e.g. 5s.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    duration: Duration,
+    /// Unmeasured load before each run, e.g. 1s.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Longest wait after each run for notifications still on their way.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    drain: Duration,
+    /// Subscription creates in flight during set-up.
+    #[arg(long, default_value_t = 16)]
+    setup_concurrency: usize,
+    /// Longest set-up per subscription count (creates + handshakes until all active); an
+    /// incomplete set-up is reported with its progress and not measured.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    setup_timeout: Duration,
+    /// Skip the relay baseline.
+    #[arg(long)]
+    no_relay: bool,
+    /// How many times to measure every (S, C) pair (interleaved; merged in the summary).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Durable 4 KiB appends for the disk probe (0 to skip).
+    #[arg(long, default_value_t = 200)]
+    fsync_probe: usize,
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +119,34 @@ async fn main() -> anyhow::Result<()> {
                 warmup: a.warmup,
                 rounds: a.rounds.max(1),
                 baseline: !a.no_baseline,
+            })
+            .await?;
+            println!("load average after: {}", loadavg());
+        }
+        Command::Notify(a) => {
+            anyhow::ensure!(!a.subs.is_empty(), "--subs needs at least one count");
+            anyhow::ensure!(
+                a.subs.iter().all(|&s| (1..=1_000_000).contains(&s)),
+                "subscription counts must be between 1 and 1000000"
+            );
+            anyhow::ensure!(!a.clients.is_empty(), "--clients needs at least one count");
+            anyhow::ensure!(
+                a.clients.iter().all(|&c| (1..=1024).contains(&c)),
+                "client counts must be between 1 and 1024"
+            );
+            machine(a.fsync_probe)?;
+            notify::run(&NotifyConfig {
+                herald_bin: a.herald_bin,
+                durability: a.durability,
+                subs: a.subs,
+                clients: a.clients,
+                duration: a.duration,
+                warmup: a.warmup,
+                drain: a.drain,
+                setup_concurrency: a.setup_concurrency.clamp(1, 256),
+                setup_timeout: a.setup_timeout,
+                relay: !a.no_relay,
+                rounds: a.rounds.max(1),
             })
             .await?;
             println!("load average after: {}", loadavg());

@@ -1,0 +1,993 @@
+//! The `notify` scenario: end-to-end notifications per second and write→receipt latency through
+//! the real binary, against a relay baseline measured in the same run.
+//!
+//! * **Receiver**: an axum server in this process (its own runtime thread) that answers every
+//!   POST with 200 and notes, per Task id, when it first saw it. Herald's notifications are
+//!   `id-only`: the receiver reads each `notification-event`'s focus reference
+//!   (`…/Task/{id}/_history/1`) and counts *events*, not Bundles (one notification carries up to
+//!   `maxCount`, default 20). A relayed Task is recognised by its `id`.
+//! * **Herald**: a fresh process (`HERALD_ALLOW_PRIVATE_ENDPOINTS=true`, the chosen durability)
+//!   per subscription count S; S R4 backport rest-hook Subscriptions on `cow-task-changed`, the
+//!   i-th filtered on `Task?owner=Organization/org-i`, all pointing at the receiver, created
+//!   `setup_concurrency` at a time; the measurement starts once every one is `active`
+//!   (handshake accepted, per `GET /admin/subscriptions`). Every write names `org-0` as owner, so
+//!   exactly one subscription matches whatever S is. The client maps the Task id from the
+//!   `Location` of the 201 to its send time; the receiver's first sighting of that id is the
+//!   receipt. The two sides are joined after the run, so a notification that overtakes the
+//!   201 on its way back is still matched.
+//! * **Relay**: the same two HTTP hops with no work in between: an axum server (its own runtime
+//!   thread) that forwards each POSTed body to the receiver with one keep-alive reqwest client
+//!   and answers 201 once the forward has completed. The clients send a Task-sized body whose
+//!   `id` they chose.
+//!
+//! Each measurement: `warmup` of unmeasured load, `duration` measured, then up to `drain` for
+//! outstanding notifications. *Notifications/s* is the number of events the receiver got within
+//! the measured window divided by its length (the delivery rate, which a growing backlog cannot
+//! inflate); latency is over the writes sent within the window. Writes whose notification had
+//! not arrived by the end of the drain are reported as missing. Every S is set up first (one
+//! process each, kept running); then, round by round, every (S, C) is measured with Herald and
+//! the relay back to back (alternating which goes first, and the order of S reversed every other
+//! round), so that noise from other work on the machine falls on all of them alike. Rounds are
+//! merged (counts added, latency samples pooled).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::Value;
+
+use crate::latency::{Latencies, ms};
+use crate::process::HeraldProcess;
+
+/// Canonical URL of the topic every benchmark subscription uses.
+pub const TOPIC: &str = "http://herald.example.org/fhir/SubscriptionTopic/cow-task-changed";
+
+const FILTER_URL: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria";
+const CONTENT_URL: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content";
+const PROFILE_URL: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription";
+
+/// Settings of the `notify` scenario.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// The herald binary (a release build).
+    pub herald_bin: PathBuf,
+    /// `HERALD_DURABILITY` for Herald.
+    pub durability: String,
+    /// Subscription counts, e.g. 1, 100, 10 000 (one Herald process each).
+    pub subs: Vec<usize>,
+    /// Client counts, e.g. 1, 16.
+    pub clients: Vec<usize>,
+    /// Measured time per run.
+    pub duration: Duration,
+    /// Unmeasured load before each run's measurement.
+    pub warmup: Duration,
+    /// Longest wait after a run for notifications still on their way.
+    pub drain: Duration,
+    /// Subscription creates in flight during set-up.
+    pub setup_concurrency: usize,
+    /// Longest set-up (creates + handshakes) per subscription count before it is reported and
+    /// skipped.
+    pub setup_timeout: Duration,
+    /// Whether to measure the relay baseline.
+    pub relay: bool,
+    /// Times every (S, C) pair is measured; odd rounds reverse the order of S, and Herald and
+    /// relay alternate which goes first.
+    pub rounds: usize,
+}
+
+/// What one run (or several merged) measured.
+#[derive(Debug, Default, Clone)]
+pub struct Sample {
+    /// Writes answered 201 that were sent within the measured window.
+    pub writes: u64,
+    /// Failed writes (any other answer, or a transport error) sent within the window.
+    pub write_errors: u64,
+    /// Events the receiver got within the measured window.
+    pub delivered: u64,
+    /// Notification requests (Bundles, or relayed bodies) the receiver got within the window.
+    pub requests: u64,
+    /// Measured time.
+    pub measured: Duration,
+    /// Write→receipt latency of the window's writes that were delivered.
+    pub latencies: Latencies,
+    /// Write→201 latency of the window's writes.
+    pub write_latencies: Latencies,
+    /// The window's acknowledged writes with no notification by the end of the drain.
+    pub missing: u64,
+    /// Receipts of an id the receiver had already seen.
+    pub duplicates: u64,
+    /// Time from the end of the window until every notification had arrived (or the drain
+    /// gave up), summed over merged runs.
+    pub drain: Duration,
+}
+
+impl Sample {
+    /// Events received per second of the window.
+    pub fn rate(&self) -> f64 {
+        per_sec(self.delivered, self.measured)
+    }
+
+    /// Acknowledged writes per second of the window.
+    pub fn write_rate(&self) -> f64 {
+        per_sec(self.writes, self.measured)
+    }
+
+    /// Mean events per notification request.
+    pub fn batch(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.delivered as f64 / self.requests as f64
+        }
+    }
+
+    fn merge(&mut self, o: &Sample) {
+        self.writes += o.writes;
+        self.write_errors += o.write_errors;
+        self.delivered += o.delivered;
+        self.requests += o.requests;
+        self.measured += o.measured;
+        self.latencies.merge(&o.latencies);
+        self.write_latencies.merge(&o.write_latencies);
+        self.missing += o.missing;
+        self.duplicates += o.duplicates;
+        self.drain += o.drain;
+    }
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 { n as f64 / s } else { 0.0 }
+}
+
+/// How long setting up one subscription count took.
+#[derive(Debug, Clone, Default)]
+pub struct SetupReport {
+    /// Subscription count asked for.
+    pub subs: usize,
+    /// Subscriptions created (201).
+    pub created: usize,
+    /// Handshakes the receiver got.
+    pub handshakes: u64,
+    /// Subscriptions `active` with the handshake accepted, at the last check.
+    pub active: usize,
+    /// Time until the last create was answered.
+    pub create_time: Duration,
+    /// Time until every subscription was active (or the set-up gave up).
+    pub total_time: Duration,
+    /// Whether every subscription became active in time.
+    pub complete: bool,
+}
+
+/// Runs the scenario and prints progress, the tables, the ratios and the targets to stdout.
+pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cfg.herald_bin.exists(),
+        "{} not found: build it with `cargo build --release -p herald` or pass --herald-bin",
+        cfg.herald_bin.display()
+    );
+    let receiver = Receiver::start()?;
+    let relay = if cfg.relay {
+        Some(Relay::start(&receiver.url())?)
+    } else {
+        None
+    };
+    println!(
+        "notify: herald {} ({}), subscriptions {:?}, clients {:?}, {} s measured after {} s warm-up, drain <= {} s",
+        cfg.herald_bin.display(),
+        cfg.durability,
+        cfg.subs,
+        cfg.clients,
+        cfg.duration.as_secs_f64(),
+        cfg.warmup.as_secs_f64(),
+        cfg.drain.as_secs_f64()
+    );
+    let mut herald_results: BTreeMap<(usize, usize), Sample> = BTreeMap::new();
+    let mut relay_results: BTreeMap<(usize, usize), Sample> = BTreeMap::new();
+    let mut setups = Vec::new();
+    // Every subscription count gets its own process, set up first and kept running, so that
+    // the measurements of all counts can be interleaved round by round.
+    let mut heralds: Vec<(usize, HeraldProcess)> = Vec::new();
+    for &subs in &cfg.subs {
+        let herald = HeraldProcess::start_with_env(
+            &cfg.herald_bin,
+            &cfg.durability,
+            &[("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true")],
+        )?;
+        println!("S={subs}: herald pid {} at {}", herald.pid(), herald.root);
+        let setup = set_up(cfg, &herald, &receiver, subs).await?;
+        println!(
+            "S={subs}: set-up {}: {} created in {:.1} s ({:.0}/s), {} handshake(s), {} active after {:.1} s",
+            if setup.complete { "done" } else { "INCOMPLETE" },
+            setup.created,
+            setup.create_time.as_secs_f64(),
+            per_sec(setup.created as u64, setup.create_time),
+            setup.handshakes,
+            setup.active,
+            setup.total_time.as_secs_f64()
+        );
+        let complete = setup.complete;
+        setups.push(setup);
+        if complete {
+            heralds.push((subs, herald));
+        } else {
+            println!("S={subs}: skipped: not every subscription became active");
+        }
+    }
+    let mut flip = false;
+    for round in 0..cfg.rounds {
+        for &clients in &cfg.clients {
+            let mut order: Vec<usize> = (0..heralds.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let (subs, herald) = &heralds[i];
+                let subs = *subs;
+                let herald_url = format!("{}/Task", herald.fhir("r4"));
+                let mut pair = vec![true, false];
+                if flip {
+                    pair.reverse();
+                }
+                flip = !flip;
+                for is_herald in pair {
+                    let (label, url, results) = if is_herald {
+                        ("herald", herald_url.clone(), &mut herald_results)
+                    } else {
+                        match &relay {
+                            Some(r) => ("relay", r.url(), &mut relay_results),
+                            None => continue,
+                        }
+                    };
+                    let mut s = measure(cfg, &receiver, &url, clients, is_herald).await?;
+                    println!(
+                        "  round {} S={subs:<6} C={clients:<3} {label:<6} {:>8.0} notif/s  p50 {:>8} ms  p99 {:>8} ms  writes {:>6.0}/s (201 p50 {} ms, p99 {} ms)  {:>5.1} ev/notif  missing {}  errors {}  drain {:.2} s",
+                        round + 1,
+                        s.rate(),
+                        ms(s.latencies.quantile(0.50)),
+                        ms(s.latencies.quantile(0.99)),
+                        s.write_rate(),
+                        ms(s.write_latencies.quantile(0.50)),
+                        ms(s.write_latencies.quantile(0.99)),
+                        s.batch(),
+                        s.missing,
+                        s.write_errors,
+                        s.drain.as_secs_f64()
+                    );
+                    results.entry((subs, clients)).or_default().merge(&s);
+                }
+            }
+        }
+    }
+    drop(heralds);
+    drop(relay);
+    report(cfg, &setups, &mut herald_results, &mut relay_results);
+    Ok(())
+}
+
+/// Creates `subs` subscriptions (at most `setup_concurrency` in flight) and waits until every
+/// one is active.
+async fn set_up(
+    cfg: &NotifyConfig,
+    herald: &HeraldProcess,
+    receiver: &Receiver,
+    subs: usize,
+) -> anyhow::Result<SetupReport> {
+    receiver.reset();
+    let started = Instant::now();
+    let deadline = started + cfg.setup_timeout;
+    let http = client(cfg.setup_concurrency)?;
+    let url = format!("{}/Subscription", herald.fhir("r4"));
+    let endpoint = receiver.url();
+    let next = Arc::new(AtomicUsize::new(0));
+    let created = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..cfg.setup_concurrency.max(1) {
+        let (http, url, endpoint) = (http.clone(), url.clone(), endpoint.clone());
+        let (next, created) = (next.clone(), created.clone());
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= subs || Instant::now() >= deadline {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/fhir+json")
+                    .json(&subscription(i, &endpoint))
+                    .send()
+                    .await
+                    .context("creating a subscription")?;
+                let status = r.status();
+                if status != reqwest::StatusCode::CREATED {
+                    let text = r.text().await.unwrap_or_default();
+                    bail!("creating subscription {i}: {status}: {text}");
+                }
+                created.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut last_progress = Instant::now();
+    let mut create_time = None;
+    let mut report = SetupReport {
+        subs,
+        ..SetupReport::default()
+    };
+    let admin = format!("{}/admin/subscriptions", herald.root);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Some(done) = workers.try_join_next() {
+            done.context("a set-up worker panicked")??;
+        }
+        let n = created.load(Ordering::Relaxed);
+        if create_time.is_none() && workers.is_empty() {
+            create_time = Some(started.elapsed());
+        }
+        let handshakes = receiver.handshakes();
+        // The admin listing walks every subscription: only ask once all handshakes are in.
+        if workers.is_empty() && handshakes >= subs as u64 {
+            report.active = count_active(&http, &admin).await?;
+        }
+        report.created = n;
+        report.handshakes = handshakes;
+        if report.active >= subs {
+            report.complete = true;
+            break;
+        }
+        if Instant::now() >= deadline {
+            workers.abort_all();
+            if report.active == 0 && n > 0 {
+                report.active = count_active(&http, &admin).await?;
+            }
+            break;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(10) {
+            last_progress = Instant::now();
+            println!(
+                "S={subs}: {:.0} s: {n} created, {handshakes} handshake(s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    report.total_time = started.elapsed();
+    report.create_time = create_time.unwrap_or(report.total_time);
+    Ok(report)
+}
+
+async fn count_active(http: &reqwest::Client, admin: &str) -> anyhow::Result<usize> {
+    let v: Value = http
+        .get(admin)
+        .send()
+        .await
+        .context("GET /admin/subscriptions")?
+        .error_for_status()?
+        .json()
+        .await
+        .context("reading /admin/subscriptions")?;
+    Ok(v.get("subscriptions")
+        .and_then(Value::as_array)
+        .map_or(0, |rows| {
+            rows.iter()
+                .filter(|r| {
+                    r.get("status").and_then(Value::as_str) == Some("active")
+                        && r.get("handshake_accepted").and_then(Value::as_bool) == Some(true)
+                })
+                .count()
+        }))
+}
+
+/// The i-th benchmark subscription: R4 backport rest-hook, `id-only`, on `Task?owner=org-i`.
+pub fn subscription(i: usize, endpoint: &str) -> Value {
+    serde_json::json!({
+        "resourceType": "Subscription",
+        "meta": {"profile": [PROFILE_URL]},
+        "status": "requested",
+        "reason": "herald-loadgen notify",
+        "criteria": TOPIC,
+        "_criteria": {"extension": [{
+            "url": FILTER_URL,
+            "valueString": format!("Task?owner=Organization/org-{i}")
+        }]},
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": CONTENT_URL, "valueCode": "id-only"}]}
+        }
+    })
+}
+
+fn client(pool: usize) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(pool.max(1))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// One write as the client saw it.
+struct Sent {
+    id: String,
+    at: Instant,
+    answered: Instant,
+}
+
+/// One measurement: `clients` connections POSTing Tasks owned by `org-0` back to back to
+/// `url` (Herald, or the relay when `!herald`), then the drain.
+async fn measure(
+    cfg: &NotifyConfig,
+    receiver: &Receiver,
+    url: &str,
+    clients: usize,
+    herald: bool,
+) -> anyhow::Result<Sample> {
+    receiver.reset();
+    let start = Instant::now() + cfg.warmup;
+    let end = start + cfg.duration;
+    // A request still unanswered this long after the window is given up on.
+    let give_up = end + Duration::from_secs(10);
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let http = client(1)?;
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut sent: Vec<Sent> = Vec::new();
+            let (mut errors, mut n) = (0u64, 0u64);
+            loop {
+                let at = Instant::now();
+                if at >= end {
+                    break;
+                }
+                n += 1;
+                let mine = format!("c{c}-{n}");
+                // The relay gets a Task carrying the id the receiver will see; Herald assigns
+                // its own (and the client reads it from the Location).
+                let id_member = if herald {
+                    String::new()
+                } else {
+                    format!(r#""id":"{mine}","#)
+                };
+                let body = format!(
+                    r#"{{"resourceType":"Task",{id_member}"status":"requested","intent":"order","description":"herald-loadgen notify {mine}","owner":{{"reference":"Organization/org-0"}}}}"#
+                );
+                let request = async {
+                    let r = http
+                        .post(&url)
+                        .header("content-type", "application/fhir+json")
+                        .body(body)
+                        .send()
+                        .await
+                        .ok()?;
+                    if r.status() != reqwest::StatusCode::CREATED {
+                        return None;
+                    }
+                    let id = if herald {
+                        location_id(r.headers())?
+                    } else {
+                        mine
+                    };
+                    r.bytes().await.ok()?;
+                    Some(id)
+                };
+                let Ok(outcome) = tokio::time::timeout_at(give_up.into(), request).await else {
+                    break;
+                };
+                let answered = Instant::now();
+                match outcome {
+                    Some(id) => sent.push(Sent { id, at, answered }),
+                    None => {
+                        if at >= start {
+                            errors += 1;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            (sent, errors)
+        }));
+    }
+    let mut sent = Vec::new();
+    let mut s = Sample {
+        measured: cfg.duration,
+        ..Sample::default()
+    };
+    for t in tasks {
+        let (mine, errors) = t.await.context("a load client panicked")?;
+        sent.extend(mine);
+        s.write_errors += errors;
+    }
+    // Drain: wait until every acknowledged write has been notified, or give up.
+    let drain_deadline = Instant::now().max(end) + cfg.drain;
+    loop {
+        let outstanding = receiver.outstanding(&sent);
+        if outstanding == 0 || Instant::now() >= drain_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.drain = Instant::now().saturating_duration_since(end);
+    let seen = receiver.snapshot();
+    s.delivered = seen
+        .event_times
+        .iter()
+        .filter(|t| **t >= start && **t <= end)
+        .count() as u64;
+    s.requests = seen
+        .request_times
+        .iter()
+        .filter(|t| **t >= start && **t <= end)
+        .count() as u64;
+    s.duplicates = seen.duplicates;
+    for w in sent.iter().filter(|w| w.at >= start && w.at < end) {
+        s.writes += 1;
+        s.write_latencies.record(w.answered - w.at);
+        match seen.first.get(&w.id) {
+            Some(r) => s.latencies.record(r.saturating_duration_since(w.at)),
+            None => s.missing += 1,
+        }
+    }
+    Ok(s)
+}
+
+/// The Task id in a `Location` such as `http://h/fhir/r4/Task/{id}/_history/1`.
+fn location_id(headers: &HeaderMap) -> Option<String> {
+    let loc = headers.get(header::LOCATION)?.to_str().ok()?;
+    task_id(loc).map(str::to_owned)
+}
+
+/// The id following the `Task` segment of a reference or URL.
+pub fn task_id(reference: &str) -> Option<&str> {
+    let mut segments = reference.split('/');
+    segments.find(|s| *s == "Task")?;
+    segments.next().filter(|s| !s.is_empty())
+}
+
+/// What a notification request carried.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Events (their Task ids): an event-notification Bundle, or one relayed Task.
+    Events(Vec<String>),
+    /// A handshake.
+    Handshake,
+    /// A heartbeat or anything else.
+    Other,
+}
+
+/// Reads a request body as the receiver sees it: an R4 backport notification Bundle (the
+/// `notification-event` focus references of its `SubscriptionStatus` Parameters) or a Task.
+pub fn parse_received(body: &[u8]) -> Received {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Received::Other;
+    };
+    match v.get("resourceType").and_then(Value::as_str) {
+        Some("Task") => match v.get("id").and_then(Value::as_str) {
+            Some(id) => Received::Events(vec![id.to_owned()]),
+            None => Received::Other,
+        },
+        Some("Bundle") => {
+            let params = v
+                .pointer("/entry/0/resource/parameter")
+                .and_then(Value::as_array);
+            let Some(params) = params else {
+                return Received::Other;
+            };
+            let named = |p: &&Value, n: &str| p.get("name").and_then(Value::as_str) == Some(n);
+            let kind = params
+                .iter()
+                .find(|p| named(p, "type"))
+                .and_then(|p| p.get("valueCode"))
+                .and_then(Value::as_str);
+            match kind {
+                Some("handshake") => Received::Handshake,
+                Some("event-notification") => Received::Events(
+                    params
+                        .iter()
+                        .filter(|p| named(p, "notification-event"))
+                        .filter_map(|p| p.get("part").and_then(Value::as_array))
+                        .filter_map(|parts| {
+                            parts
+                                .iter()
+                                .find(|q| named(q, "focus"))
+                                .and_then(|q| q.pointer("/valueReference/reference"))
+                                .and_then(Value::as_str)
+                                .and_then(task_id)
+                                .map(str::to_owned)
+                        })
+                        .collect(),
+                ),
+                _ => Received::Other,
+            }
+        }
+        _ => Received::Other,
+    }
+}
+
+/// What the receiver has seen since its last reset.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    first: HashMap<String, Instant>,
+    event_times: Vec<Instant>,
+    request_times: Vec<Instant>,
+    duplicates: u64,
+    handshakes: u64,
+}
+
+/// The subscriber endpoint: notes when each Task id first arrived.
+struct Receiver {
+    server: ServerThread,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Receiver {
+    fn start() -> anyhow::Result<Receiver> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let app = axum::Router::new()
+            .route("/notify", axum::routing::post(receive))
+            .with_state(seen.clone());
+        Ok(Receiver {
+            server: ServerThread::start("notify-receiver", app)?,
+            seen,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/notify", self.server.addr)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reset(&self) {
+        *self.lock() = Seen::default();
+    }
+
+    fn handshakes(&self) -> u64 {
+        self.lock().handshakes
+    }
+
+    fn outstanding(&self, sent: &[Sent]) -> usize {
+        let seen = self.lock();
+        sent.iter()
+            .filter(|w| !seen.first.contains_key(&w.id))
+            .count()
+    }
+
+    fn snapshot(&self) -> Seen {
+        self.lock().clone()
+    }
+}
+
+async fn receive(State(seen): State<Arc<Mutex<Seen>>>, body: Bytes) -> StatusCode {
+    let at = Instant::now();
+    let received = parse_received(&body);
+    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+    match received {
+        Received::Events(ids) => {
+            seen.request_times.push(at);
+            for id in ids {
+                seen.event_times.push(at);
+                if seen.first.insert(id, at).is_some() {
+                    seen.duplicates += 1;
+                }
+            }
+        }
+        Received::Handshake => seen.handshakes += 1,
+        Received::Other => {}
+    }
+    StatusCode::OK
+}
+
+/// The baseline: forwards every POSTed body to the receiver and answers once that is done.
+struct Relay {
+    server: ServerThread,
+}
+
+#[derive(Clone)]
+struct RelayState {
+    http: reqwest::Client,
+    target: Arc<str>,
+}
+
+impl Relay {
+    fn start(target: &str) -> anyhow::Result<Relay> {
+        let state = RelayState {
+            http: client(1024)?,
+            target: Arc::from(target),
+        };
+        let app = axum::Router::new()
+            .route("/fhir/r4/Task", axum::routing::post(relay))
+            .with_state(state);
+        Ok(Relay {
+            server: ServerThread::start("notify-relay", app)?,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/fhir/r4/Task", self.server.addr)
+    }
+}
+
+async fn relay(State(state): State<RelayState>, body: Bytes) -> (StatusCode, HeaderMap, Bytes) {
+    let forwarded = state
+        .http
+        .post(&*state.target)
+        .header("content-type", "application/fhir+json")
+        .body(body.clone())
+        .send()
+        .await;
+    let ok = match forwarded {
+        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+        Err(_) => false,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/fhir+json"),
+    );
+    if ok {
+        (StatusCode::CREATED, headers, body)
+    } else {
+        (StatusCode::BAD_GATEWAY, headers, Bytes::new())
+    }
+}
+
+/// An axum app served on loopback from its own two-worker runtime thread (so that it competes
+/// for the cores the way a separate server would, rather than queueing behind the clients).
+struct ServerThread {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    fn start(name: &str, app: axum::Router) -> anyhow::Result<ServerThread> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding loopback")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the {name} runtime"))?;
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })
+            .with_context(|| format!("starting the {name} thread"))?;
+        Ok(ServerThread {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn report(
+    cfg: &NotifyConfig,
+    setups: &[SetupReport],
+    herald: &mut BTreeMap<(usize, usize), Sample>,
+    relay: &mut BTreeMap<(usize, usize), Sample>,
+) {
+    println!();
+    println!(
+        "set-up (S subscriptions created {} at a time, until all active):",
+        cfg.setup_concurrency
+    );
+    for s in setups {
+        println!(
+            "  S={:<6} created {:>6} in {:>7.1} s ({:>5.0}/s)  handshakes {:>6}  active {:>6} after {:>7.1} s{}",
+            s.subs,
+            s.created,
+            s.create_time.as_secs_f64(),
+            per_sec(s.created as u64, s.create_time),
+            s.handshakes,
+            s.active,
+            s.total_time.as_secs_f64(),
+            if s.complete {
+                ""
+            } else {
+                "  INCOMPLETE (not measured)"
+            }
+        );
+    }
+    for (title, results) in [("herald", &mut *herald), ("relay", &mut *relay)] {
+        if results.is_empty() {
+            continue;
+        }
+        println!();
+        println!(
+            "{title} (p50/p99: write sent -> notification received; 201 p50/p99: write sent -> 201):\n{:>6} {:>4} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8} {:>8} {:>7}",
+            "S",
+            "C",
+            "notif/s",
+            "p50 ms",
+            "p99 ms",
+            "writes/s",
+            "201 p50 ms",
+            "201 p99 ms",
+            "ev/notif",
+            "missing",
+            "errors"
+        );
+        for ((subs, clients), s) in results.iter_mut() {
+            println!(
+                "{:>6} {:>4} {:>9.0} {:>9} {:>9} {:>9.0} {:>11} {:>11} {:>8.1} {:>8} {:>7}",
+                subs,
+                clients,
+                s.rate(),
+                ms(s.latencies.quantile(0.50)),
+                ms(s.latencies.quantile(0.99)),
+                s.write_rate(),
+                ms(s.write_latencies.quantile(0.50)),
+                ms(s.write_latencies.quantile(0.99)),
+                s.batch(),
+                s.missing,
+                s.write_errors
+            );
+        }
+    }
+    if relay.is_empty() {
+        return;
+    }
+    println!();
+    println!("herald/relay (relay measured alongside each S; targets: rate >= 0.50, p99 <= 3.0x):");
+    println!(
+        "{:>6} {:>4} {:>11} {:>11} {:>11}",
+        "S", "C", "rate", "p50", "p99"
+    );
+    for (key, h) in herald.iter_mut() {
+        let Some(r) = relay.get_mut(key) else {
+            continue;
+        };
+        let rate = ratio(h.rate(), r.rate());
+        let p50 = quantile_ratio(h, r, 0.50);
+        let p99 = quantile_ratio(h, r, 0.99);
+        println!(
+            "{:>6} {:>4} {:>11} {:>11} {:>11}",
+            key.0,
+            key.1,
+            verdict_cell(rate, rate.map(|x| x >= 0.50)),
+            verdict_cell(p50, None),
+            verdict_cell(p99, p99.map(|x| x <= 3.0)),
+        );
+    }
+    let (Some(&few), Some(&many)) = (cfg.subs.iter().min(), cfg.subs.iter().max()) else {
+        return;
+    };
+    if few == many {
+        return;
+    }
+    println!();
+    println!("subscription scaling (target: rate with S={many} >= 0.80 x rate with S={few}):");
+    for &clients in &cfg.clients {
+        let (Some(a), Some(b)) = (herald.get(&(many, clients)), herald.get(&(few, clients))) else {
+            println!("  C={clients:<3} n/a (S={many} or S={few} not measured)");
+            continue;
+        };
+        let r = ratio(a.rate(), b.rate());
+        println!(
+            "  C={clients:<3} {:.0}/s vs {:.0}/s: {}",
+            a.rate(),
+            b.rate(),
+            verdict_cell(r, r.map(|x| x >= 0.80)).trim()
+        );
+    }
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+fn quantile_ratio(h: &mut Sample, r: &mut Sample, q: f64) -> Option<f64> {
+    match (h.latencies.quantile(q), r.latencies.quantile(q)) {
+        (Some(a), Some(b)) if !b.is_zero() => Some(a.as_secs_f64() / b.as_secs_f64()),
+        _ => None,
+    }
+}
+
+fn verdict_cell(r: Option<f64>, ok: Option<bool>) -> String {
+    match (r, ok) {
+        (Some(r), Some(true)) => format!("{r:.2} PASS"),
+        (Some(r), Some(false)) => format!("{r:.2} MISS"),
+        (Some(r), None) => format!("{r:.2}"),
+        (None, _) => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_come_from_references_and_locations() {
+        assert_eq!(
+            task_id("http://127.0.0.1:1/fhir/r4/Task/abc/_history/1"),
+            Some("abc")
+        );
+        assert_eq!(task_id("Task/xyz"), Some("xyz"));
+        assert_eq!(task_id("Organization/org-0"), None);
+    }
+
+    #[test]
+    fn the_receiver_reads_events_handshakes_and_relayed_tasks() {
+        let bundle = |kind: &str, ids: &[&str]| {
+            let mut params = vec![
+                serde_json::json!({"name": "type", "valueCode": kind}),
+                serde_json::json!({"name": "events-since-subscription-start", "valueString": "2"}),
+            ];
+            for (n, id) in ids.iter().enumerate() {
+                params.push(serde_json::json!({"name": "notification-event", "part": [
+                    {"name": "event-number", "valueString": (n + 1).to_string()},
+                    {"name": "focus", "valueReference": {"reference": format!("http://h/fhir/r4/Task/{id}/_history/1")}}
+                ]}));
+            }
+            serde_json::json!({"resourceType": "Bundle", "type": "history", "entry": [
+                {"resource": {"resourceType": "Parameters", "parameter": params}}
+            ]})
+            .to_string()
+        };
+        assert_eq!(
+            parse_received(bundle("event-notification", &["a", "b"]).as_bytes()),
+            Received::Events(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            parse_received(bundle("handshake", &[]).as_bytes()),
+            Received::Handshake
+        );
+        assert_eq!(
+            parse_received(bundle("heartbeat", &[]).as_bytes()),
+            Received::Other
+        );
+        assert_eq!(
+            parse_received(br#"{"resourceType":"Task","id":"c0-1"}"#),
+            Received::Events(vec!["c0-1".into()])
+        );
+        assert_eq!(parse_received(b"not json"), Received::Other);
+    }
+
+    #[test]
+    fn subscriptions_filter_on_their_own_owner() {
+        let s = subscription(7, "http://127.0.0.1:9/notify");
+        assert_eq!(
+            s.pointer("/_criteria/extension/0/valueString")
+                .and_then(Value::as_str),
+            Some("Task?owner=Organization/org-7")
+        );
+        assert_eq!(s["criteria"], TOPIC);
+    }
+}
