@@ -7,10 +7,18 @@
 //! its own. There is no batching window: an idle flusher starts flushing the moment the first
 //! ticket arrives, so a lone writer waits for exactly one flush, while writers that arrive during
 //! a flush share the next one.
+//!
+//! One subtlety of sled 0.34: a flush holds sled's concurrency lock until its fsync returns, and
+//! a transaction needs that lock exclusively, so writers pile up behind a running flush. When it
+//! ends they apply one after another; a flusher that started again at the first new ticket would
+//! lock the rest out and commit them one by one. So the flusher lets the writers that are
+//! *already applying* finish first (counted by [`GroupCommit::applying`], bounded by
+//! `GATHER_MAX`): with no writer in the middle of a transaction it does not wait at all.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -37,9 +45,13 @@ struct Tickets {
     stopping: bool,
 }
 
+/// Longest a flush waits for writers that are in the middle of applying a transaction.
+const GATHER_MAX: Duration = Duration::from_millis(2);
+
 /// The flusher: one OS thread that turns issued tickets into durable tickets.
 pub(crate) struct GroupCommit {
     tickets: Arc<(Mutex<Tickets>, Condvar)>,
+    applying: Arc<AtomicUsize>,
     durable: watch::Receiver<u64>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
@@ -49,9 +61,11 @@ impl GroupCommit {
         let tickets = Arc::new((Mutex::new(Tickets::default()), Condvar::new()));
         let (tx, rx) = watch::channel(0u64);
         let shared = Arc::clone(&tickets);
+        let applying = Arc::new(AtomicUsize::new(0));
+        let gathering = Arc::clone(&applying);
         let handle = thread::Builder::new()
             .name("herald-group-commit".into())
-            .spawn(move || flusher(db, shared, tx))
+            .spawn(move || flusher(db, shared, gathering, tx))
             .ok();
         if handle.is_none() {
             tracing::error!(
@@ -60,9 +74,16 @@ impl GroupCommit {
         }
         GroupCommit {
             tickets,
+            applying,
             durable: rx,
             thread: Mutex::new(handle),
         }
+    }
+
+    /// Marks a writer as applying a transaction until the guard drops (see the module doc).
+    pub(crate) fn applying(&self) -> ApplyingGuard<'_> {
+        self.applying.fetch_add(1, Ordering::SeqCst);
+        ApplyingGuard(&self.applying)
     }
 
     /// Issues a ticket for a write that has already been applied to sled's log.
@@ -98,11 +119,25 @@ impl GroupCommit {
     }
 }
 
-fn flusher(db: sled::Db, tickets: Arc<(Mutex<Tickets>, Condvar)>, durable: watch::Sender<u64>) {
+/// Counts a writer out of [`GroupCommit::applying`] when dropped.
+pub(crate) struct ApplyingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ApplyingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn flusher(
+    db: sled::Db,
+    tickets: Arc<(Mutex<Tickets>, Condvar)>,
+    applying: Arc<AtomicUsize>,
+    durable: watch::Sender<u64>,
+) {
     let (lock, cv) = &*tickets;
     let mut done = 0u64;
     loop {
-        let target = {
+        let woke = {
             let mut t = lock.lock().unwrap_or_else(|p| p.into_inner());
             while t.issued == done && !t.stopping {
                 t = cv.wait(t).unwrap_or_else(|p| p.into_inner());
@@ -111,6 +146,15 @@ fn flusher(db: sled::Db, tickets: Arc<(Mutex<Tickets>, Condvar)>, durable: watch
                 return;
             }
             t.issued
+        };
+        // Let the writers already inside a transaction join this flush.
+        let gather_start = Instant::now();
+        while applying.load(Ordering::SeqCst) > 0 && gather_start.elapsed() < GATHER_MAX {
+            thread::sleep(Duration::from_micros(50));
+        }
+        let target = {
+            let t = lock.lock().unwrap_or_else(|p| p.into_inner());
+            t.issued.max(woke)
         };
         // Every write holding a ticket <= target was applied before the ticket was issued, so
         // this flush covers it.

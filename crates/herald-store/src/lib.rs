@@ -199,6 +199,7 @@ impl Store {
     /// [`Store::make_durable`] returns (which [`Store::write`] does). Split from `write` so a
     /// caller can hold a lock across the transaction without holding it across the fsync.
     pub fn apply(&self, req: WriteRequest<'_>, hook: Hook<'_>) -> Result<WriteOutcome> {
+        let _applying = self.group.as_ref().map(GroupCommit::applying);
         let key = keys::resource(req.tenant, req.resource_type, req.id);
         // sled runs the transaction closure as `Fn` (it may retry it on conflict).
         let hook = std::cell::RefCell::new(hook);
