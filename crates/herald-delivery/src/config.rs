@@ -43,7 +43,7 @@ impl Default for DeliveryConfig {
             retry_after_min_secs: 1,
             retry_after_max_secs: 3600,
             error_after_failures: 5,
-            default_max_count: 20,
+            default_max_count: 100,
             attempt_log_max: 100_000,
             attempt_log_body_bytes: 1024,
         }

@@ -90,7 +90,7 @@ pub async fn write_as(
         Kind::Other => {
             let engine = tenant.engine();
             let mut hook = |c: &Change<'_>| engine.events_for(c, &related);
-            blocking(|| state.store.apply(request(cmd.body), &mut hook))?
+            blocking(state, || state.store.apply(request(cmd.body), &mut hook))?
         }
         Kind::Subscription | Kind::Topic => {
             // Subscription state changes hold the engine's write lock across the transaction,
@@ -143,7 +143,7 @@ pub async fn write_as(
             let mut hook = |c: &Change<'_>| -> Result<Vec<EventDraft>, String> {
                 engine.events_for(c, &related)
             };
-            let outcome = blocking(|| state.store.apply(request(body), &mut hook))?;
+            let outcome = blocking(state, || state.store.apply(request(body), &mut hook))?;
             if outcome.changed {
                 if let Some(old) = previous_topic {
                     engine.remove_topic(&old.url);
@@ -195,14 +195,18 @@ pub async fn write_as(
     Ok(outcome)
 }
 
-/// Runs a store transaction as blocking work. sled applies a transaction under its global lock,
-/// which a running flush also holds until its fsync returns, so the call can block for an fsync:
-/// on the multi-threaded runtime the worker hands its other tasks over meanwhile, HTTP keeps
-/// being served, and every waiting writer queues for the next group commit instead of only as
-/// many as there are workers.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+/// Runs a store transaction, as blocking work when it would wait. sled applies a transaction
+/// under its global lock, which a running flush also holds until its fsync returns: then, on the
+/// multi-threaded runtime, the worker hands its other tasks over, HTTP keeps being served, and
+/// every waiting writer queues for the next group commit instead of only as many as there are
+/// workers. With no flush running the transaction takes microseconds and runs in place (the
+/// hand-over costs more than it saves).
+fn blocking<T>(state: &AppState, f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+        Ok(h)
+            if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                && state.store.may_block() =>
+        {
             tokio::task::block_in_place(f)
         }
         _ => f(),

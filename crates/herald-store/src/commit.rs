@@ -15,7 +15,7 @@
 //! *already applying* finish first (counted by [`GroupCommit::applying`], bounded by
 //! `GATHER_MAX`): with no writer in the middle of a transaction it does not wait at all.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -52,6 +52,7 @@ const GATHER_MAX: Duration = Duration::from_millis(2);
 pub(crate) struct GroupCommit {
     tickets: Arc<(Mutex<Tickets>, Condvar)>,
     applying: Arc<AtomicUsize>,
+    flushing: Arc<AtomicBool>,
     durable: watch::Receiver<u64>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
@@ -63,9 +64,11 @@ impl GroupCommit {
         let shared = Arc::clone(&tickets);
         let applying = Arc::new(AtomicUsize::new(0));
         let gathering = Arc::clone(&applying);
+        let flushing = Arc::new(AtomicBool::new(false));
+        let in_flush = Arc::clone(&flushing);
         let handle = thread::Builder::new()
             .name("herald-group-commit".into())
-            .spawn(move || flusher(db, shared, gathering, tx))
+            .spawn(move || flusher(db, shared, gathering, in_flush, tx))
             .ok();
         if handle.is_none() {
             tracing::error!(
@@ -75,6 +78,7 @@ impl GroupCommit {
         GroupCommit {
             tickets,
             applying,
+            flushing,
             durable: rx,
             thread: Mutex::new(handle),
         }
@@ -84,6 +88,11 @@ impl GroupCommit {
     pub(crate) fn applying(&self) -> ApplyingGuard<'_> {
         self.applying.fetch_add(1, Ordering::SeqCst);
         ApplyingGuard(&self.applying)
+    }
+
+    /// Is a flush running right now (so a transaction would wait for its fsync)?
+    pub(crate) fn flushing(&self) -> bool {
+        self.flushing.load(Ordering::SeqCst)
     }
 
     /// Issues a ticket for a write that has already been applied to sled's log.
@@ -132,6 +141,7 @@ fn flusher(
     db: sled::Db,
     tickets: Arc<(Mutex<Tickets>, Condvar)>,
     applying: Arc<AtomicUsize>,
+    flushing: Arc<AtomicBool>,
     durable: watch::Sender<u64>,
 ) {
     let (lock, cv) = &*tickets;
@@ -158,7 +168,10 @@ fn flusher(
         };
         // Every write holding a ticket <= target was applied before the ticket was issued, so
         // this flush covers it.
-        match db.flush() {
+        flushing.store(true, Ordering::SeqCst);
+        let flushed = db.flush();
+        flushing.store(false, Ordering::SeqCst);
+        match flushed {
             Ok(_) => {
                 done = target;
                 durable.send_replace(target);

@@ -176,6 +176,17 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Would a transaction started now have to wait for a flush's fsync (sled's flush holds the
+    /// lock a transaction needs)? Callers on an async runtime use it to decide whether to run
+    /// [`Store::apply`] as blocking work.
+    pub fn may_block(&self) -> bool {
+        match (&self.group, self.durability) {
+            (Some(g), _) => g.flushing(),
+            (None, Durability::FlushPerWrite) => true,
+            _ => false,
+        }
+    }
+
     /// Waits until every write applied so far is durable, per the configured mode.
     pub async fn make_durable(&self) -> Result<()> {
         match (&self.group, self.durability) {
