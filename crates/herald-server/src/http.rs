@@ -26,27 +26,34 @@ fn is_json_media_type(content_type: &str) -> bool {
     )
 }
 
-/// Reads a request body as a FHIR JSON object, enforcing media type and size.
+/// Reads a request body as a FHIR JSON object, enforcing media type (before reading) and size.
 pub async fn read_json_body(
     headers: &HeaderMap,
     body: axum::body::Body,
     limit: usize,
 ) -> ApiResult<Value> {
+    check_json_media_type(headers)?;
+    let bytes = read_limited(body, limit).await?;
+    parse_json(&bytes)
+}
+
+/// 415 unless the request's `Content-Type` is FHIR JSON (or plain JSON).
+fn check_json_media_type(headers: &HeaderMap) -> ApiResult<()> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !is_json_media_type(ct) {
-        return Err(ApiError::new(
+    if is_json_media_type(ct) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "not-supported",
             format!(
                 "Content-Type '{ct}' is not supported; send application/fhir+json (or application/json)"
             ),
-        ));
+        ))
     }
-    let bytes = read_limited(body, limit).await?;
-    parse_json(&bytes)
 }
 
 /// Reads a body up to `limit` bytes, answering 413 beyond it.
@@ -62,17 +69,7 @@ pub async fn read_limited(body: axum::body::Body, limit: usize) -> ApiResult<Byt
 
 /// Parses an already-read body as FHIR JSON, checking its media type.
 pub fn read_json_value(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !is_json_media_type(ct) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-supported",
-            format!("Content-Type '{ct}' is not supported; send application/fhir+json"),
-        ));
-    }
+    check_json_media_type(headers)?;
     parse_json(bytes)
 }
 
