@@ -105,6 +105,14 @@ impl GroupCommit {
         ticket
     }
 
+    /// A ticket that the *next* flush will cover, without asking for one: for writes that can
+    /// ride along with other writers' flushes.
+    pub(crate) fn passive_ticket(&self) -> u64 {
+        let (lock, _) = &*self.tickets;
+        let t = lock.lock().unwrap_or_else(|p| p.into_inner());
+        t.issued + 1
+    }
+
     /// Waits until `ticket` is durable.
     pub(crate) async fn wait(&self, ticket: u64) -> Result<()> {
         let mut rx = self.durable.clone();

@@ -187,6 +187,23 @@ impl Store {
         }
     }
 
+    /// Waits until every write applied so far is durable, preferably by riding along with the
+    /// next flush other writers cause; only if none comes within `patience` does it ask for a
+    /// flush of its own. For bookkeeping that must be durable before the caller goes on but is
+    /// not worth an fsync of its own under load (the delivery cursor).
+    pub async fn make_durable_lazily(&self, patience: std::time::Duration) -> Result<()> {
+        match &self.group {
+            Some(g) => {
+                let ticket = g.passive_ticket();
+                match tokio::time::timeout(patience, g.wait(ticket)).await {
+                    Ok(r) => r,
+                    Err(_) => g.wait(g.ticket()).await,
+                }
+            }
+            None => self.make_durable().await,
+        }
+    }
+
     /// Waits until every write applied so far is durable, per the configured mode.
     pub async fn make_durable(&self) -> Result<()> {
         match (&self.group, self.durability) {
