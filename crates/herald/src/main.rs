@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use herald_store::{Store, StoreOptions};
 use tracing_subscriber::EnvFilter;
@@ -135,6 +136,12 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     );
     // A line on stdout that tests and scripts can wait for (the port may be ephemeral).
     println!("herald listening on {local}");
+    // Notifications and FHIR responses are small request/response exchanges: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
