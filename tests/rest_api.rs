@@ -667,6 +667,7 @@ async fn structurally_invalid_fhir_is_400() {
         "status",
     )
     .await;
+    assert_outcome(post(&c, &url, &json!({"resourceType":"Task","status":"requested","intent":"order","authoredOn":"notadate"})).await, StatusCode::BAD_REQUEST, "notadate").await;
     let mut t = task("Organization/o1");
     t["id"] = json!("other");
     assert_outcome(

@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 /// arrays / empty strings anywhere (FHIR JSON rules), primitive extension siblings `_x` allowed
 /// (and `null` placeholders inside a primitive array that has a `_x` sibling array). Nested
 /// resources (`contained`, `Bundle.entry.resource`, `Parameters.parameter.resource`) are checked
-/// the same way.
+/// the same way. Date values reached by the resource's date search parameters must parse as FHIR
+/// date/dateTime/instant (other primitive formats are not checked).
 pub fn check_resource(version: FhirVersion, body: &Value) -> Result<(), FhirError> {
     let Some(obj) = body.as_object() else {
         return Err(FhirError::InvalidResource(
@@ -17,7 +18,14 @@ pub fn check_resource(version: FhirVersion, body: &Value) -> Result<(), FhirErro
         ));
     };
     let rt = check_envelope(version, obj, "$")?;
-    check_object(version, obj, rt)
+    check_object(version, obj, rt)?;
+    let registry = crate::search::Registry::for_version(version);
+    match crate::search::invalid_dates(registry, body).first() {
+        None => Ok(()),
+        Some((code, text)) => Err(FhirError::InvalidResource(format!(
+            "{rt}: '{text}' is not a valid FHIR date, dateTime or instant (the element searched by '{code}')"
+        ))),
+    }
 }
 
 fn check_envelope<'a>(
@@ -234,5 +242,28 @@ mod tests {
             check_resource(FhirVersion::R4, &b),
             Err(FhirError::UnknownResourceType(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_malformed_date_in_a_searchable_element_is_invalid() {
+        let err = check_resource(
+            FhirVersion::R4,
+            &json!({"resourceType":"Task","status":"requested","intent":"order","authoredOn":"yesterday"}),
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("yesterday"), "{err}");
+        assert!(
+            check_resource(
+                FhirVersion::R5,
+                &json!({"resourceType":"Task","status":"requested","intent":"order","authoredOn":"2026-11-29"}),
+            )
+            .is_ok()
+        );
     }
 }
