@@ -8,6 +8,7 @@ pub mod latency;
 pub mod notify;
 pub mod probe;
 pub mod process;
+pub mod server_thread;
 pub mod writes;
 
 use std::time::Duration;

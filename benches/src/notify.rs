@@ -31,7 +31,6 @@
 //! merged (counts added, latency samples pooled).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,6 +44,7 @@ use serde_json::Value;
 
 use crate::latency::{Latencies, ms};
 use crate::process::HeraldProcess;
+use crate::server_thread::ServerThread;
 
 /// Canonical URL of the topic every benchmark subscription uses.
 pub const TOPIC: &str = "http://herald.example.org/fhir/SubscriptionTopic/cow-task-changed";
@@ -740,60 +740,6 @@ async fn relay(State(state): State<RelayState>, body: Bytes) -> (StatusCode, Hea
         (StatusCode::CREATED, headers, body)
     } else {
         (StatusCode::BAD_GATEWAY, headers, Bytes::new())
-    }
-}
-
-/// An axum app served on loopback from its own two-worker runtime thread (so that it competes
-/// for the cores the way a separate server would, rather than queueing behind the clients).
-struct ServerThread {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ServerThread {
-    fn start(name: &str, app: axum::Router) -> anyhow::Result<ServerThread> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding loopback")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .with_context(|| format!("starting the {name} runtime"))?;
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                });
-            })
-            .with_context(|| format!("starting the {name} thread"))?;
-        Ok(ServerThread {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for ServerThread {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

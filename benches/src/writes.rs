@@ -9,7 +9,6 @@
 //! before the deadline are counted.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use anyhow::Context;
 
 use crate::latency::{Latencies, ms};
 use crate::process::HeraldProcess;
+use crate::server_thread::ServerThread;
 
 /// What a run loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,7 +113,7 @@ pub async fn run(cfg: &WritesConfig) -> anyhow::Result<()> {
         targets.push(Target::HttpBaseline);
     }
     let baseline = if cfg.baseline {
-        Some(BaselineServer::start()?)
+        Some(baseline_server()?)
     } else {
         None
     };
@@ -345,68 +345,20 @@ pub async fn load(
     Ok(total)
 }
 
-/// The loopback ceiling: an axum server on its own runtime thread that answers every POST to
-/// `/fhir/{tenant}/Task` with 201, an ETag and the body it was sent.
-struct BaselineServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl BaselineServer {
-    fn start() -> anyhow::Result<BaselineServer> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding loopback")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the baseline runtime")?;
-        let thread = std::thread::Builder::new()
-            .name("http-baseline".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let app = axum::Router::new().route(
-                        "/fhir/{tenant}/Task",
-                        axum::routing::post(|body: axum::body::Bytes| async move {
-                            (
-                                axum::http::StatusCode::CREATED,
-                                [
-                                    ("content-type", "application/fhir+json"),
-                                    ("etag", "W/\"1\""),
-                                ],
-                                body,
-                            )
-                        }),
-                    );
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                });
-            })
-            .context("starting the baseline thread")?;
-        Ok(BaselineServer {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for BaselineServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// The bare-HTTP ceiling: answers every POST with 201 and stores nothing.
+fn baseline_server() -> anyhow::Result<ServerThread> {
+    let app = axum::Router::new().route(
+        "/fhir/{tenant}/Task",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            (
+                axum::http::StatusCode::CREATED,
+                [
+                    ("content-type", "application/fhir+json"),
+                    ("etag", "W/\"1\""),
+                ],
+                body,
+            )
+        }),
+    );
+    ServerThread::start("http-baseline", app)
 }
