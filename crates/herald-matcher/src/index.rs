@@ -452,21 +452,38 @@ impl Matcher {
 
     /// The subscriptions `change` notifies, using the index. Sorted by (subscription id, topic).
     ///
-    /// Errors from evaluating a topic criterion or a filter are returned as they are met (the
-    /// caller decides whether to log and carry on).
+    /// Strict: any error from evaluating a topic criterion or a filter is returned (the first
+    /// one). The server uses [`Matcher::matches_isolated`] instead.
     pub fn matches(
         &self,
         change: &Change<'_>,
         related: &dyn RelatedLookup,
     ) -> Result<Vec<Match>, MatchError> {
+        let (matches, mut errors) = self.matches_isolated(change, related);
+        if errors.is_empty() {
+            Ok(matches)
+        } else {
+            Err(errors.swap_remove(0))
+        }
+    }
+
+    /// Like [`Matcher::matches`], but a topic or subscription whose criterion or filter fails to
+    /// evaluate on this change is left out and its error reported, while every other one is
+    /// still matched: one broken client-created topic must not silence the others.
+    pub fn matches_isolated(
+        &self,
+        change: &Change<'_>,
+        related: &dyn RelatedLookup,
+    ) -> (Vec<Match>, Vec<MatchError>) {
+        let mut errors = Vec::new();
         if is_noop(change) {
-            return Ok(Vec::new());
+            return (Vec::new(), errors);
         }
         let tasks = OnceCell::new();
         let mut out = Vec::new();
         let key = (change.resource_type.to_owned(), change.interaction);
         let Some(urls) = self.topics_by_key.get(&key) else {
-            return Ok(out);
+            return (out, errors);
         };
         for url in urls {
             let Some(topic) = self.topics.get(url) else {
@@ -479,8 +496,13 @@ impl Matcher {
             else {
                 continue;
             };
-            if !topic.fires(change)? {
-                continue;
+            match topic.fires(change) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
             }
             let context = topic.additional_context(change);
             let mut seen: HashSet<&SubId> = HashSet::new();
@@ -503,13 +525,15 @@ impl Matcher {
                 }
             }
             for id in candidates {
-                if let Some(m) = self.evaluate(id, url, change, related, &tasks, &context)? {
-                    out.push(m);
+                match self.evaluate(id, url, change, related, &tasks, &context) {
+                    Ok(Some(m)) => out.push(m),
+                    Ok(None) => {}
+                    Err(e) => errors.push(e),
                 }
             }
         }
         out.sort();
-        Ok(out)
+        (out, errors)
     }
 
     /// How many subscriptions the indexed path would evaluate for `change` (candidates from the

@@ -762,3 +762,37 @@ fn matcher_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Matcher>();
 }
+
+#[test]
+fn a_topic_that_fails_to_evaluate_does_not_silence_the_others() {
+    use Interaction::*;
+    let mut m = matcher(vec![sub(
+        "healthy",
+        &builtin::canonical(COW_TASK_CHANGED),
+        &[],
+    )]);
+    // A string function on a collection of two identifiers is an evaluation error, not `false`.
+    m.upsert_topic(custom_topic(
+        vec![Create, Update],
+        None,
+        Some("%current.identifier.value.startsWith('x')"),
+    ))
+    .unwrap();
+    m.upsert_subscription(sub("broken", CUSTOM, &[])).unwrap();
+    let mut t = task("t1", None, "requested");
+    t["identifier"] = json!([{"value": "a"}, {"value": "b"}]);
+    let c = created(&t);
+    let (matches, errors) = m.matches_isolated(&c, &NoRelated);
+    assert_eq!(
+        matches
+            .iter()
+            .map(|x| x.subscription_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["healthy"]
+    );
+    assert_eq!(errors.len(), 1, "the broken topic is reported: {errors:?}");
+    assert!(
+        m.matches(&c, &NoRelated).is_err(),
+        "the strict form still fails"
+    );
+}

@@ -178,22 +178,20 @@ impl Engine {
             previous: change.previous,
             current: change.current,
         };
-        match self.matcher.matches(&mc, related) {
-            Ok(matches) => Ok(matches
-                .into_iter()
-                .map(|m| EventDraft {
-                    subscription_id: m.subscription_id,
-                    topic: m.topic_url,
-                    additional_context: m.additional_context,
-                })
-                .collect()),
-            Err(e) => {
-                // A criterion that fails to evaluate on this resource must not block the
-                // clinical write: log it and notify nobody for this change.
-                tracing::warn!(resource = %mc.reference(), error = %e, "subscription matching failed");
-                Ok(Vec::new())
-            }
+        let (matches, errors) = self.matcher.matches_isolated(&mc, related);
+        for e in errors {
+            // A criterion that fails to evaluate on this resource must not block the clinical
+            // write nor the other subscriptions: that topic or subscription misses this change.
+            tracing::warn!(resource = %mc.reference(), error = %e, "subscription matching failed for one topic or subscription");
         }
+        Ok(matches
+            .into_iter()
+            .map(|m| EventDraft {
+                subscription_id: m.subscription_id,
+                topic: m.topic_url,
+                additional_context: m.additional_context,
+            })
+            .collect())
     }
 }
 
