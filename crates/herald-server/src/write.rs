@@ -58,18 +58,21 @@ pub async fn write_as(
     cmd: WriteCommand<'_>,
     actor: Actor,
 ) -> ApiResult<WriteOutcome> {
-    let existing = match cmd.kind {
-        WriteKind::Delete => state
+    // The stored body, where the change needs it: a delete is classified by what it removes,
+    // and a topic write must drop the topic it replaces from the catalog.
+    let may_be_topic = matches!(cmd.resource_type, "SubscriptionTopic" | "Basic");
+    let prior = if cmd.kind == WriteKind::Delete || may_be_topic {
+        state
             .store
             .current(&tenant.name, cmd.resource_type, cmd.id)?
-            .and_then(|s| s.resource),
-        _ => None,
+            .and_then(|s| s.resource)
+    } else {
+        None
     };
-    let kind = classify(
-        tenant.version,
-        cmd.resource_type,
-        cmd.body.as_ref().or(existing.as_ref()),
-    );
+    let kind = match classify(tenant.version, cmd.resource_type, cmd.body.as_ref()) {
+        Kind::Other => classify(tenant.version, cmd.resource_type, prior.as_ref()),
+        k => k,
+    };
     if kind == Kind::Subscription
         && actor == Actor::Client
         && let Some(body) = &cmd.body
@@ -118,7 +121,7 @@ pub async fn write_as(
                 }
                 (None, Kind::Topic) => {
                     guard_builtin_topic(cmd.resource_type, cmd.id, actor)?;
-                    if let Some(t) = existing
+                    if let Some(t) = prior
                         .as_ref()
                         .and_then(|e| parse_topic(tenant.version, e).ok())
                     {
@@ -128,18 +131,10 @@ pub async fn write_as(
                 }
                 (None, _) => None,
             };
-            let replaced_topic = existing
+            let previous_topic = prior
                 .as_ref()
                 .filter(|_| kind == Kind::Topic)
                 .and_then(|e| parse_topic(tenant.version, e).ok());
-            let previous_topic = match (kind, cmd.kind) {
-                (Kind::Topic, WriteKind::Upsert) => state
-                    .store
-                    .current(&tenant.name, cmd.resource_type, cmd.id)?
-                    .and_then(|s| s.resource)
-                    .and_then(|e| parse_topic(tenant.version, &e).ok()),
-                _ => replaced_topic,
-            };
             let mut hook = |c: &Change<'_>| -> Result<Vec<EventDraft>, String> {
                 engine.events_for(c, &related)
             };

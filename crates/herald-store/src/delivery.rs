@@ -116,23 +116,6 @@ impl Store {
         Ok(())
     }
 
-    /// Every stored delivery state as (tenant, subscription, state).
-    pub fn delivery_states(&self) -> Result<Vec<(String, String, DeliveryState)>> {
-        let mut out = Vec::new();
-        for kv in self.delivery.iter() {
-            let (k, v) = kv?;
-            let Some(pos) = k.iter().position(|b| *b == 0) else {
-                continue;
-            };
-            let tenant = String::from_utf8_lossy(&k[..pos]).into_owned();
-            let sub = String::from_utf8_lossy(&k[pos + 1..]).into_owned();
-            let state =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push((tenant, sub, state));
-        }
-        Ok(out)
-    }
-
     /// Appends an attempt to the delivery log.
     pub fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
         let mut key = attempt.at_ms.to_be_bytes().to_vec();

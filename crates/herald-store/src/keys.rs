@@ -51,22 +51,6 @@ pub fn event_prefix(tenant: &str, subscription_id: &str) -> Vec<u8> {
     k
 }
 
-/// Reads the trailing big-endian u64 of a key.
-pub fn trailing_u64(key: &[u8]) -> Option<u64> {
-    let start = key.len().checked_sub(8)?;
-    let bytes: [u8; 8] = key[start..].try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
-}
-
-/// Splits a `resources` key back into (tenant, type, id).
-pub fn split_resource(key: &[u8]) -> Option<(String, String, String)> {
-    let mut parts = key.splitn(3, |b| *b == SEP);
-    let t = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    let ty = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    let id = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    Some((t, ty, id))
-}
-
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, p) in parts.iter().enumerate() {
@@ -108,15 +92,5 @@ mod tests {
         let k = resource("r4", "TaskX", "1");
         assert!(!k.starts_with(&resource_type_prefix("r4", "Task")));
         assert!(resource("r4", "Task", "1").starts_with(&resource_type_prefix("r4", "Task")));
-    }
-
-    #[test]
-    fn resource_key_round_trips() {
-        let k = resource("r5", "Patient", "p-1");
-        assert_eq!(
-            split_resource(&k),
-            Some(("r5".into(), "Patient".into(), "p-1".into()))
-        );
-        assert_eq!(trailing_u64(&event("r4", "s", 42)), Some(42));
     }
 }

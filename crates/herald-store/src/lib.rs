@@ -153,11 +153,6 @@ impl Store {
         })
     }
 
-    /// The durability mode this store was opened with.
-    pub fn durability(&self) -> Durability {
-        self.durability
-    }
-
     /// Flushes everything and stops the flusher. Call once at shutdown.
     pub fn close(&self) -> Result<()> {
         self.db.flush()?;
