@@ -86,6 +86,9 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt(_) | StoreError::Engine(_) => {
                 ApiError::internal("accessing the store", msg)
             }
+            StoreError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", msg)
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod capability;
+pub mod committer;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -26,6 +27,7 @@ use axum::routing::{get, post};
 use herald_fhir::FhirVersion;
 use herald_store::{Store, StoreError};
 
+use crate::committer::Committer;
 use crate::engine::Engine;
 use herald_delivery::{DeliveryConfig, Dispatcher};
 
@@ -69,6 +71,8 @@ pub struct AppState {
     pub delivery: DeliveryConfig,
     /// The delivery dispatcher, told about subscription changes and committed events.
     pub dispatcher: Dispatcher,
+    /// Applies resource writes in batches (see [`committer`]).
+    pub committer: Committer,
 }
 
 impl AppState {
@@ -99,7 +103,10 @@ impl AppState {
                 }),
             );
         }
+        let committer = Committer::start(Arc::clone(&store))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the committer: {e}")))?;
         Ok(Arc::new(AppState {
+            committer,
             store,
             tenants,
             config,

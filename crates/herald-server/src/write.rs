@@ -13,6 +13,9 @@ use herald_subscriptions::{
 };
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use crate::committer::Pending;
 use crate::engine::{Kind, Related, classify, subscription_error};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, Tenant};
@@ -45,7 +48,7 @@ pub enum Actor {
 /// Runs a client write (resource + triggered events) and returns once it is durable.
 pub async fn write(
     state: &AppState,
-    tenant: &Tenant,
+    tenant: &Arc<Tenant>,
     cmd: WriteCommand<'_>,
 ) -> ApiResult<WriteOutcome> {
     write_as(state, tenant, cmd, Actor::Client).await
@@ -54,7 +57,7 @@ pub async fn write(
 /// Runs a write on behalf of `actor`.
 pub async fn write_as(
     state: &AppState,
-    tenant: &Tenant,
+    tenant: &Arc<Tenant>,
     cmd: WriteCommand<'_>,
     actor: Actor,
 ) -> ApiResult<WriteOutcome> {
@@ -90,10 +93,20 @@ pub async fn write_as(
         if_match: cmd.if_match,
     };
     let outcome = match kind {
+        // The common case: batched with concurrent writes, one transaction for all.
         Kind::Other => {
-            let engine = tenant.engine();
-            let mut hook = |c: &Change<'_>| engine.events_for(c, &related);
-            blocking(state, || state.store.apply(request(cmd.body), &mut hook))?
+            state
+                .committer
+                .apply(Pending {
+                    tenant: Arc::clone(tenant),
+                    resource_type: cmd.resource_type.to_owned(),
+                    id: cmd.id.to_owned(),
+                    kind: cmd.kind,
+                    body: cmd.body,
+                    if_match: cmd.if_match,
+                    related,
+                })
+                .await?
         }
         Kind::Subscription | Kind::Topic => {
             // Subscription state changes hold the engine's write lock across the transaction,

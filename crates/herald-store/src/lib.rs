@@ -116,6 +116,11 @@ pub struct WriteOutcome {
 pub type Hook<'h> =
     &'h mut (dyn FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String> + Send);
 
+/// The write hook of [`Store::apply_batch`]: like [`Hook`], told which write of the batch (by
+/// index) the change belongs to.
+pub type BatchHook<'h> =
+    &'h mut (dyn FnMut(usize, &Change<'_>) -> std::result::Result<Vec<EventDraft>, String> + Send);
+
 /// The sled-backed store.
 pub struct Store {
     db: sled::Db,
@@ -222,103 +227,58 @@ impl Store {
     /// [`Store::make_durable`] returns (which [`Store::write`] does). Split from `write` so a
     /// caller can hold a lock across the transaction without holding it across the fsync.
     pub fn apply(&self, req: WriteRequest<'_>, hook: Hook<'_>) -> Result<WriteOutcome> {
+        let mut one = |_: usize, c: &Change<'_>| hook(c);
+        self.apply_batch(std::slice::from_ref(&req), &mut one)?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("a batch of one gave no result".into())))
+    }
+
+    /// Applies several writes in **one** transaction, in order, each seeing the ones before it
+    /// (two updates of one resource in a batch get consecutive versions; events are numbered
+    /// in batch order). Each write succeeds or fails on its own — a version conflict, an
+    /// existing id, or a hook refusal leaves that write out and the others in — and the outer
+    /// error is a storage failure, in which case nothing was written.
+    ///
+    /// Why batch: every sled 0.34 transaction takes the global lock exclusively and seals the
+    /// in-memory log twice, each seal a `pwrite` + `sync_file_range` on sled's IO threads. One
+    /// transaction per write made that the dominant per-write cost; a batch pays it once.
+    /// Like [`Store::apply`], nothing is durable until [`Store::make_durable`].
+    pub fn apply_batch(
+        &self,
+        reqs: &[WriteRequest<'_>],
+        hook: BatchHook<'_>,
+    ) -> Result<Vec<Result<WriteOutcome>>> {
         let _applying = self.group.as_ref().map(GroupCommit::applying);
-        let key = keys::resource(req.tenant, req.resource_type, req.id);
+        let keys: Vec<Vec<u8>> = reqs
+            .iter()
+            .map(|r| keys::resource(r.tenant, r.resource_type, r.id))
+            .collect();
         // sled runs the transaction closure as `Fn` (it may retry it on conflict).
         let hook = std::cell::RefCell::new(hook);
-        let result = (&self.resources, &self.history, &self.counters, &self.events).transaction(
-            |(resources, history, counters, events)| {
-                let previous = match resources.get(&key)? {
-                    Some(bytes) => Some(decode_version(&bytes).map_err(abort)?),
-                    None => None,
-                };
-                let prev_live = previous.as_ref().filter(|p| !p.is_deleted());
-                let prev_version = previous.as_ref().map_or(0, |p| p.version);
-                if let Some(expected) = req.if_match {
-                    let current = prev_live.map_or(0, |p| p.version);
-                    if expected != current {
-                        return Err(abort(StoreError::VersionConflict {
-                            resource_type: req.resource_type.into(),
-                            id: req.id.into(),
-                            expected,
-                            current,
-                        }));
-                    }
+        let results = (&self.resources, &self.history, &self.counters, &self.events)
+            .transaction(|trees| {
+                let mut out = Vec::with_capacity(reqs.len());
+                for (i, (req, key)) in reqs.iter().zip(&keys).enumerate() {
+                    let mut one = |c: &Change<'_>| (hook.borrow_mut())(i, c);
+                    out.push(apply_one(trees, req, key, &mut one)?);
                 }
-                let interaction = match (req.kind, prev_live) {
-                    (WriteKind::Create, Some(_)) => {
-                        return Err(abort(StoreError::AlreadyExists {
-                            resource_type: req.resource_type.into(),
-                            id: req.id.into(),
-                        }));
-                    }
-                    (WriteKind::Delete, None) => {
-                        return Ok(unchanged(previous.clone(), &req));
-                    }
-                    (WriteKind::Delete, Some(_)) => Interaction::Delete,
-                    (_, Some(_)) => Interaction::Update,
-                    (_, None) => Interaction::Create,
-                };
-                let version = prev_version + 1;
-                let last_updated = now_instant();
-                let current = match &req.body {
-                    Some(body) if interaction != Interaction::Delete => {
-                        if let Some(prev) = prev_live.and_then(|p| p.resource.as_ref())
-                            && same_content(prev, body)
-                        {
-                            return Ok(unchanged(previous.clone(), &req));
-                        }
-                        Some(with_meta(body, req.id, version, &last_updated))
-                    }
-                    _ => None,
-                };
-                if interaction != Interaction::Delete && current.is_none() {
-                    return Err(abort(StoreError::Hook(
-                        "a create or update needs a body".into(),
-                    )));
-                }
-                let stored = StoredVersion {
-                    resource_type: req.resource_type.to_owned(),
-                    id: req.id.to_owned(),
-                    version,
-                    last_updated: last_updated.clone(),
-                    interaction,
-                    resource: current,
-                };
-                let change = Change {
-                    tenant: req.tenant,
-                    resource_type: req.resource_type,
-                    id: req.id,
-                    interaction,
-                    previous: prev_live.and_then(|p| p.resource.as_ref()),
-                    current: stored.resource.as_ref(),
-                    version,
-                    last_updated: &last_updated,
-                };
-                let drafts =
-                    (hook.borrow_mut())(&change).map_err(|e| abort(StoreError::Hook(e)))?;
-                let bytes = encode_version(&stored).map_err(abort)?;
-                resources.insert(key.as_slice(), bytes.as_slice())?;
-                history.insert(
-                    keys::history(req.tenant, req.resource_type, req.id, version),
-                    bytes,
-                )?;
-                let recorded = record_events(counters, events, &req, &stored, drafts)?;
-                Ok(WriteOutcome {
-                    stored,
-                    changed: true,
-                    events: recorded,
-                })
-            },
-        );
-        let outcome = result?;
-        match outcome.stored.version {
-            0 => Err(StoreError::NotFound {
-                resource_type: req.resource_type.into(),
-                id: req.id.into(),
-            }),
-            _ => Ok(outcome),
-        }
+                Ok(out)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(e) => e,
+                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+            })?;
+        Ok(results
+            .into_iter()
+            .zip(reqs)
+            .map(|(r, req)| match r {
+                Ok(o) if o.stored.version == 0 => Err(StoreError::NotFound {
+                    resource_type: req.resource_type.into(),
+                    id: req.id.into(),
+                }),
+                other => other,
+            })
+            .collect())
     }
 
     /// The current version of a resource, including deletion tombstones.
@@ -463,6 +423,104 @@ impl Drop for Store {
             g.stop();
         }
     }
+}
+
+type Trees<'t> = (
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+);
+
+/// One write of a batch inside the transaction: `Ok(Err(..))` refuses this write alone (nothing
+/// of it is written); the outer error is sled's (conflict or storage) and aborts the batch.
+fn apply_one(
+    (resources, history, counters, events): &Trees<'_>,
+    req: &WriteRequest<'_>,
+    key: &[u8],
+    hook: &mut dyn FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String>,
+) -> std::result::Result<Result<WriteOutcome>, ConflictableTransactionError<StoreError>> {
+    let previous = match resources.get(key)? {
+        Some(bytes) => Some(decode_version(&bytes).map_err(abort)?),
+        None => None,
+    };
+    let prev_live = previous.as_ref().filter(|p| !p.is_deleted());
+    let prev_version = previous.as_ref().map_or(0, |p| p.version);
+    if let Some(expected) = req.if_match {
+        let current = prev_live.map_or(0, |p| p.version);
+        if expected != current {
+            return Ok(Err(StoreError::VersionConflict {
+                resource_type: req.resource_type.into(),
+                id: req.id.into(),
+                expected,
+                current,
+            }));
+        }
+    }
+    let interaction = match (req.kind, prev_live) {
+        (WriteKind::Create, Some(_)) => {
+            return Ok(Err(StoreError::AlreadyExists {
+                resource_type: req.resource_type.into(),
+                id: req.id.into(),
+            }));
+        }
+        (WriteKind::Delete, None) => return Ok(Ok(unchanged(previous.clone(), req))),
+        (WriteKind::Delete, Some(_)) => Interaction::Delete,
+        (_, Some(_)) => Interaction::Update,
+        (_, None) => Interaction::Create,
+    };
+    let version = prev_version + 1;
+    let last_updated = now_instant();
+    let current = match &req.body {
+        Some(body) if interaction != Interaction::Delete => {
+            if let Some(prev) = prev_live.and_then(|p| p.resource.as_ref())
+                && same_content(prev, body)
+            {
+                return Ok(Ok(unchanged(previous.clone(), req)));
+            }
+            Some(with_meta(body, req.id, version, &last_updated))
+        }
+        _ => None,
+    };
+    if interaction != Interaction::Delete && current.is_none() {
+        return Ok(Err(StoreError::Hook(
+            "a create or update needs a body".into(),
+        )));
+    }
+    let stored = StoredVersion {
+        resource_type: req.resource_type.to_owned(),
+        id: req.id.to_owned(),
+        version,
+        last_updated: last_updated.clone(),
+        interaction,
+        resource: current,
+    };
+    let change = Change {
+        tenant: req.tenant,
+        resource_type: req.resource_type,
+        id: req.id,
+        interaction,
+        previous: prev_live.and_then(|p| p.resource.as_ref()),
+        current: stored.resource.as_ref(),
+        version,
+        last_updated: &last_updated,
+    };
+    let drafts = match hook(&change) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(StoreError::Hook(e))),
+    };
+    let bytes = encode_version(&stored).map_err(abort)?;
+    resources.insert(key, bytes.as_slice())?;
+    history.insert(
+        keys::history(req.tenant, req.resource_type, req.id, version),
+        bytes,
+    )?;
+    let recorded = record_events(counters, events, req, &stored, drafts)?;
+    Ok(Ok(WriteOutcome {
+        stored,
+        changed: true,
+        events: recorded,
+    }))
 }
 
 fn record_events(

@@ -312,6 +312,150 @@ async fn a_failing_hook_writes_nothing() {
     assert!(store.current("r4", "Task", "t1").expect("read").is_none());
 }
 
+fn draft(sub: &str) -> EventDraft {
+    EventDraft {
+        subscription_id: sub.into(),
+        topic: "t".into(),
+        additional_context: vec![],
+    }
+}
+
+#[test]
+fn a_batch_applies_in_order_and_later_writes_see_earlier_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::Off);
+    let reqs = [
+        req(
+            WriteKind::Create,
+            "t1",
+            Some(json!({"resourceType":"Task","status":"requested"})),
+        ),
+        req(
+            WriteKind::Upsert,
+            "t1",
+            Some(json!({"resourceType":"Task","status":"accepted"})),
+        ),
+        req(
+            WriteKind::Create,
+            "t2",
+            Some(json!({"resourceType":"Task","status":"requested"})),
+        ),
+        req(WriteKind::Delete, "t1", None),
+    ];
+    let mut seen = Vec::new();
+    let mut hook = |i: usize, c: &Change<'_>| {
+        seen.push((i, c.id.to_owned(), c.version, c.previous.is_some()));
+        Ok(vec![draft("a")])
+    };
+    let out = store.apply_batch(&reqs, &mut hook).expect("batch");
+    let versions: Vec<u64> = out
+        .iter()
+        .map(|r| r.as_ref().expect("each write succeeds").stored.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2, 1, 3]);
+    // The hook saw each change with its index, and the update saw the create before it.
+    assert_eq!(
+        seen,
+        vec![
+            (0, "t1".to_string(), 1, false),
+            (1, "t1".to_string(), 2, true),
+            (2, "t2".to_string(), 1, false),
+            (3, "t1".to_string(), 3, true),
+        ]
+    );
+    // Events are numbered in batch order, one counter across the batch.
+    let numbers: Vec<u64> = out
+        .iter()
+        .flat_map(|r| r.as_ref().expect("ok").events.iter().map(|(_, n)| *n))
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4]);
+    let events = store.events("r4", "a", None, None).expect("events");
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.focus_reference())
+            .collect::<Vec<_>>(),
+        vec![
+            "Task/t1/_history/1",
+            "Task/t1/_history/2",
+            "Task/t2/_history/1",
+            "Task/t1/_history/3"
+        ]
+    );
+    assert!(
+        store
+            .current("r4", "Task", "t1")
+            .expect("read")
+            .expect("tombstone")
+            .is_deleted()
+    );
+}
+
+#[test]
+fn a_refused_write_in_a_batch_leaves_only_itself_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::Off);
+    let mut stale = req(
+        WriteKind::Upsert,
+        "t1",
+        Some(json!({"resourceType":"Task","status":"x"})),
+    );
+    stale.if_match = Some(7);
+    let reqs = [
+        req(
+            WriteKind::Create,
+            "t1",
+            Some(json!({"resourceType":"Task"})),
+        ),
+        req(
+            WriteKind::Create,
+            "t1",
+            Some(json!({"resourceType":"Task","status":"dup"})),
+        ),
+        stale,
+        req(
+            WriteKind::Create,
+            "boom",
+            Some(json!({"resourceType":"Task"})),
+        ),
+        req(WriteKind::Delete, "never", None),
+        req(
+            WriteKind::Create,
+            "t2",
+            Some(json!({"resourceType":"Task"})),
+        ),
+    ];
+    let mut hook = |_: usize, c: &Change<'_>| {
+        if c.id == "boom" {
+            Err("refused".to_string())
+        } else {
+            Ok(vec![draft("a")])
+        }
+    };
+    let out = store.apply_batch(&reqs, &mut hook).expect("batch");
+    assert_eq!(out.len(), 6);
+    assert!(out[0].is_ok());
+    assert!(matches!(out[1], Err(StoreError::AlreadyExists { .. })));
+    assert!(matches!(
+        out[2],
+        Err(StoreError::VersionConflict {
+            expected: 7,
+            current: 1,
+            ..
+        })
+    ));
+    assert!(matches!(out[3], Err(StoreError::Hook(_))));
+    assert!(matches!(out[4], Err(StoreError::NotFound { .. })));
+    assert_eq!(
+        out[5].as_ref().expect("t2").events,
+        vec![("a".to_string(), 2)]
+    );
+    // Nothing of the refused writes was stored, and their events were not counted.
+    assert!(store.current("r4", "Task", "boom").expect("read").is_none());
+    assert_eq!(store.history("r4", "Task", "t1").expect("history").len(), 1);
+    assert_eq!(store.event_count("r4", "a").expect("count"), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_group_commit_writers_all_complete_with_distinct_versions() {
     let dir = tempfile::tempdir().expect("tempdir");
