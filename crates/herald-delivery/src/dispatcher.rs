@@ -30,10 +30,6 @@ use crate::resthook::{RestHook, Sent};
 
 type Key = (String, String);
 
-/// How long a moved delivery cursor waits to ride along with another writer's flush before it
-/// asks for one of its own.
-const CURSOR_PATIENCE: Duration = Duration::from_millis(2);
-
 /// A request from the dispatcher to change a Subscription's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
@@ -562,9 +558,9 @@ impl Router {
             let store = self.store.clone();
             let done_tx = self.done_tx.clone();
             tokio::spawn(async move {
-                // Under write load another writer's flush covers the cursor for free; when
-                // idle, a flush of its own after a few milliseconds.
-                if let Err(e) = store.make_durable_lazily(CURSOR_PATIENCE).await {
+                // A log sync does not hold up writers: under write load the cursor rides
+                // along with the sync their writes need anyway; when idle it gets its own.
+                if let Err(e) = store.make_durable().await {
                     tracing::error!(error = %e, "cannot flush the delivery cursor");
                 }
                 let _ = done_tx.send(Report::CursorDurable(key));

@@ -102,18 +102,15 @@ fn commit(store: &Store, mut batch: Vec<Job>) {
     let mut tenants: Vec<&Arc<Tenant>> = Vec::new();
     let slot: Vec<usize> = batch
         .iter()
-        .map(|j| {
-            match tenants
-                .iter()
-                .position(|t| Arc::ptr_eq(t, &j.write.tenant))
-            {
+        .map(
+            |j| match tenants.iter().position(|t| Arc::ptr_eq(t, &j.write.tenant)) {
                 Some(i) => i,
                 None => {
                     tenants.push(&j.write.tenant);
                     tenants.len() - 1
                 }
-            }
-        })
+            },
+        )
         .collect();
     let engines: Vec<std::sync::RwLockReadGuard<'_, Engine>> =
         tenants.iter().map(|t| t.engine()).collect();
@@ -146,7 +143,9 @@ fn commit(store: &Store, mut batch: Vec<Job>) {
             tracing::error!(error = %e, writes = batch.len(), "a write batch failed; none of it was applied");
             let message = e.to_string();
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::Unavailable(message.clone())));
+                let _ = job
+                    .reply
+                    .send(Err(StoreError::Unavailable(message.clone())));
             }
         }
     }

@@ -83,7 +83,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "duplicate", msg)
             }
             StoreError::Hook(m) => ApiError::unprocessable(m),
-            StoreError::Corrupt(_) | StoreError::Engine(_) => {
+            StoreError::Corrupt(_) | StoreError::Engine(_) | StoreError::Io(_) => {
                 ApiError::internal("accessing the store", msg)
             }
             StoreError::Unavailable(_) => {

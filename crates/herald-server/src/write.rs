@@ -151,7 +151,7 @@ pub async fn write_as(
             let mut hook = |c: &Change<'_>| -> Result<Vec<EventDraft>, String> {
                 engine.events_for(c, &related)
             };
-            let outcome = blocking(state, || state.store.apply(request(body), &mut hook))?;
+            let outcome = state.store.apply(request(body), &mut hook)?;
             if outcome.changed {
                 if let Some(old) = previous_topic {
                     engine.remove_topic(&old.url);
@@ -201,24 +201,6 @@ pub async fn write_as(
         }
     }
     Ok(outcome)
-}
-
-/// Runs a store transaction, as blocking work when it would wait. sled applies a transaction
-/// under its global lock, which a running flush also holds until its fsync returns: then, on the
-/// multi-threaded runtime, the worker hands its other tasks over, HTTP keeps being served, and
-/// every waiting writer queues for the next group commit instead of only as many as there are
-/// workers. With no flush running the transaction takes microseconds and runs in place (the
-/// hand-over costs more than it saves).
-fn blocking<T>(state: &AppState, f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h)
-            if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                && state.store.may_block() =>
-        {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
 }
 
 /// The egress guard at creation: a rest-hook endpoint that is (or resolves to) an internal

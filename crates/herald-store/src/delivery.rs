@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
+use crate::wal::{Op, TreeId};
 use crate::{Store, keys};
 
 /// Delivery state of one subscription.
@@ -104,16 +105,19 @@ impl Store {
         state: &DeliveryState,
     ) -> Result<()> {
         let bytes = serde_json::to_vec(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.delivery
-            .insert(keys::subscription(tenant, subscription), bytes)?;
-        Ok(())
+        self.wal.put(vec![Op::Put(
+            TreeId::Delivery,
+            keys::subscription(tenant, subscription),
+            bytes,
+        )])
     }
 
     /// Forgets a subscription's delivery state (when it is deleted).
     pub fn remove_delivery_state(&self, tenant: &str, subscription: &str) -> Result<()> {
-        self.delivery
-            .remove(keys::subscription(tenant, subscription))?;
-        Ok(())
+        self.wal.put(vec![Op::Remove(
+            TreeId::Delivery,
+            keys::subscription(tenant, subscription),
+        )])
     }
 
     /// Appends an attempt to the delivery log.
@@ -121,8 +125,7 @@ impl Store {
         let mut key = attempt.at_ms.to_be_bytes().to_vec();
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         let bytes = serde_json::to_vec(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.attempts.insert(key, bytes)?;
-        Ok(())
+        self.wal.put(vec![Op::Put(TreeId::Attempts, key, bytes)])
     }
 
     /// Attempts matching `filter`, newest first: (total matching, the page).
@@ -162,12 +165,13 @@ impl Store {
         if len <= keep {
             return Ok(0);
         }
-        let mut dropped = 0;
+        let mut ops = Vec::with_capacity(len - keep);
         for kv in self.attempts.iter().take(len - keep) {
             let (k, _) = kv?;
-            self.attempts.remove(k)?;
-            dropped += 1;
+            ops.push(Op::Remove(TreeId::Attempts, k.to_vec()));
         }
+        let dropped = ops.len();
+        self.wal.put(ops)?;
         Ok(dropped)
     }
 }

@@ -63,6 +63,9 @@ pub enum StoreError {
     /// The storage engine failed.
     #[error("storage engine error: {0}")]
     Engine(#[from] sled::Error),
+    /// Reading or writing the write-ahead log failed.
+    #[error("write-ahead log I/O error: {0}")]
+    Io(String),
     /// The write could not be applied now (the batch it was part of failed in storage, or the
     /// server is stopping); nothing of it was written, and retrying later is safe.
     #[error("the write could not be applied: {0}")]

@@ -1,12 +1,13 @@
-//! Herald's durable state on sled: resources and their history, per-subscription event logs and
-//! counters, and the group commit that makes an acknowledged write durable.
+//! Herald's durable state: resources and their history, per-subscription event logs and
+//! counters, delivery bookkeeping, kept in sled and made durable by Herald's own write-ahead log.
 //!
-//! One write is one sled transaction over several trees: the new version (current + history),
-//! and, for every subscription the write hook says matched, the bumped event counter and the
-//! numbered event. Nothing of a write is visible as acknowledged before the group commit has
-//! flushed it (design invariant 1). sled 0.34 transactions cannot range-scan, so everything a
-//! transaction reads is a single key; matching therefore runs on in-memory indexes held by the
-//! caller and handed in as the hook.
+//! One write (or a batch of them) is one log record holding every key it changes: the new
+//! version (current + history) and, for every subscription the write hook says matched, the
+//! bumped event counter and the numbered event. The record is appended before sled is touched
+//! and the write is acknowledged only once the group commit has synced it (design invariant 1);
+//! at start-up the log is re-applied to sled (`wal.rs`). Writes are applied under the log's
+//! lock, so reads made while computing a write see no other write half-done; readers outside
+//! may see a write's keys appear one by one, and before it is durable.
 #![forbid(unsafe_code)]
 
 mod commit;
@@ -14,20 +15,23 @@ mod delivery;
 mod error;
 pub mod keys;
 mod record;
+mod wal;
 
 use std::path::Path;
 use std::time::SystemTime;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde_json::Value;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 pub use commit::Durability;
 pub use delivery::{AttemptFilter, AttemptRecord, DeliveryState};
 pub use error::{Result, StoreError};
 pub use record::{EventDraft, EventRecord, Interaction, StoredVersion};
 
-use commit::GroupCommit;
+use commit::{Checkpointer, GroupCommit};
+use wal::{Op, TreeId, Trees, Wal};
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -130,37 +134,46 @@ pub struct Store {
     events: sled::Tree,
     delivery: sled::Tree,
     attempts: sled::Tree,
+    wal: Arc<Wal>,
     durability: Durability,
     group: Option<GroupCommit>,
+    checkpointer: Checkpointer,
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, re-applying what the write-ahead log holds.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
             .open()?;
+        let trees = Trees::open(&db)?;
+        let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone())?);
         let group = match options.durability {
-            Durability::GroupCommit => Some(GroupCommit::start(db.clone())),
+            Durability::GroupCommit => Some(GroupCommit::start(Arc::clone(&wal))),
             _ => None,
         };
+        let [resources, history, counters, events, delivery, attempts] = trees.0;
         Ok(Store {
-            resources: db.open_tree("resources")?,
-            history: db.open_tree("history")?,
-            counters: db.open_tree("counters")?,
-            events: db.open_tree("events")?,
-            delivery: db.open_tree("delivery")?,
-            attempts: db.open_tree("attempts")?,
+            resources,
+            history,
+            counters,
+            events,
+            delivery,
+            attempts,
+            checkpointer: Checkpointer::start(Arc::clone(&wal)),
+            wal,
             db,
             durability: options.durability,
             group,
         })
     }
 
-    /// Flushes everything and stops the flusher. Call once at shutdown.
+    /// Makes everything durable in sled (a checkpoint) and stops the background threads. Call
+    /// once at shutdown.
     pub fn close(&self) -> Result<()> {
-        self.db.flush()?;
+        self.checkpointer.stop();
+        self.wal.checkpoint()?;
         if let Some(g) = &self.group {
             g.stop();
         }
@@ -176,56 +189,25 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Would a transaction started now have to wait for a flush's fsync (sled's flush holds the
-    /// lock a transaction needs)? Callers on an async runtime use it to decide whether to run
-    /// [`Store::apply`] as blocking work.
-    pub fn may_block(&self) -> bool {
-        match (&self.group, self.durability) {
-            (Some(g), _) => g.flushing(),
-            (None, Durability::FlushPerWrite) => true,
-            _ => false,
-        }
-    }
-
-    /// Waits until every write applied so far is durable, preferably by riding along with the
-    /// next flush other writers cause; only if none comes within `patience` does it ask for a
-    /// flush of its own. For bookkeeping that must be durable before the caller goes on but is
-    /// not worth an fsync of its own under load (the delivery cursor).
-    pub async fn make_durable_lazily(&self, patience: std::time::Duration) -> Result<()> {
-        match &self.group {
-            Some(g) => {
-                let ticket = g.passive_ticket();
-                match tokio::time::timeout(patience, g.wait(ticket)).await {
-                    Ok(r) => r,
-                    Err(_) => g.wait(g.ticket()).await,
-                }
-            }
-            None => self.make_durable().await,
-        }
-    }
-
     /// Waits until every write applied so far is durable, per the configured mode.
     pub async fn make_durable(&self) -> Result<()> {
         match (&self.group, self.durability) {
             (Some(g), _) => g.wait(g.ticket()).await,
             (None, Durability::FlushPerWrite) => {
-                // Not `flush_async`: it runs on sled's small IO pool, whose threads can end up
-                // blocked behind waiting transactions while the flush itself waits for that
-                // pool — a deadlock at 16+ concurrent writers. A blocking-pool thread has no
-                // such dependency.
-                let db = self.db.clone();
-                tokio::task::spawn_blocking(move || db.flush())
+                // The file is taken after the caller's append (see `Wal::current_file`).
+                let file = self.wal.current_file();
+                tokio::task::spawn_blocking(move || file.sync_data())
                     .await
-                    .map_err(|e| StoreError::Corrupt(format!("flush task failed: {e}")))??;
-                Ok(())
+                    .map_err(|e| StoreError::Unavailable(format!("sync task failed: {e}")))?
+                    .map_err(|e| StoreError::Io(e.to_string()))
             }
             _ => Ok(()),
         }
     }
 
-    /// Applies a write in one transaction. It is **not yet durable**: acknowledge it only after
+    /// Applies a write. It is **not yet durable**: acknowledge it only after
     /// [`Store::make_durable`] returns (which [`Store::write`] does). Split from `write` so a
-    /// caller can hold a lock across the transaction without holding it across the fsync.
+    /// caller can hold a lock across the write without holding it across the fsync.
     pub fn apply(&self, req: WriteRequest<'_>, hook: Hook<'_>) -> Result<WriteOutcome> {
         let mut one = |_: usize, c: &Change<'_>| hook(c);
         self.apply_batch(std::slice::from_ref(&req), &mut one)?
@@ -233,41 +215,28 @@ impl Store {
             .unwrap_or_else(|| Err(StoreError::Corrupt("a batch of one gave no result".into())))
     }
 
-    /// Applies several writes in **one** transaction, in order, each seeing the ones before it
+    /// Applies several writes as **one** log record, in order, each seeing the ones before it
     /// (two updates of one resource in a batch get consecutive versions; events are numbered
     /// in batch order). Each write succeeds or fails on its own — a version conflict, an
     /// existing id, or a hook refusal leaves that write out and the others in — and the outer
     /// error is a storage failure, in which case nothing was written.
     ///
-    /// Why batch: every sled 0.34 transaction takes the global lock exclusively and seals the
-    /// in-memory log twice, each seal a `pwrite` + `sync_file_range` on sled's IO threads. One
-    /// transaction per write made that the dominant per-write cost; a batch pays it once.
-    /// Like [`Store::apply`], nothing is durable until [`Store::make_durable`].
+    /// Batching pays the log append (one `write(2)`) and the lock once for many writes. Like
+    /// [`Store::apply`], nothing is durable until [`Store::make_durable`].
     pub fn apply_batch(
         &self,
         reqs: &[WriteRequest<'_>],
         hook: BatchHook<'_>,
     ) -> Result<Vec<Result<WriteOutcome>>> {
-        let _applying = self.group.as_ref().map(GroupCommit::applying);
-        let keys: Vec<Vec<u8>> = reqs
-            .iter()
-            .map(|r| keys::resource(r.tenant, r.resource_type, r.id))
-            .collect();
-        // sled runs the transaction closure as `Fn` (it may retry it on conflict).
-        let hook = std::cell::RefCell::new(hook);
-        let results = (&self.resources, &self.history, &self.counters, &self.events)
-            .transaction(|trees| {
-                let mut out = Vec::with_capacity(reqs.len());
-                for (i, (req, key)) in reqs.iter().zip(&keys).enumerate() {
-                    let mut one = |c: &Change<'_>| (hook.borrow_mut())(i, c);
-                    out.push(apply_one(trees, req, key, &mut one)?);
-                }
-                Ok(out)
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Abort(e) => e,
-                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
-            })?;
+        let results = self.wal.write(|trees| {
+            let mut pending = Pending::new(trees);
+            let mut out = Vec::with_capacity(reqs.len());
+            for (i, req) in reqs.iter().enumerate() {
+                let mut one = |c: &Change<'_>| hook(i, c);
+                out.push(apply_one(&mut pending, req, &mut one)?);
+            }
+            Ok((out, pending.ops))
+        })?;
         Ok(results
             .into_iter()
             .zip(reqs)
@@ -419,29 +388,53 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        self.checkpointer.stop();
         if let Some(g) = &self.group {
             g.stop();
         }
     }
 }
 
-type Trees<'t> = (
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-);
+/// The ops of a batch being computed, and a view of the trees that sees them (a later write of
+/// the batch reads what an earlier one wrote).
+struct Pending<'t> {
+    trees: &'t Trees,
+    ops: Vec<Op>,
+    written: HashMap<(TreeId, Vec<u8>), Vec<u8>>,
+}
 
-/// One write of a batch inside the transaction: `Ok(Err(..))` refuses this write alone (nothing
-/// of it is written); the outer error is sled's (conflict or storage) and aborts the batch.
+impl<'t> Pending<'t> {
+    fn new(trees: &'t Trees) -> Self {
+        Pending {
+            trees,
+            ops: Vec::new(),
+            written: HashMap::new(),
+        }
+    }
+
+    fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.written.get(&(tree, key.to_vec())) {
+            return Ok(Some(v.clone()));
+        }
+        Ok(self.trees.get(tree).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&mut self, tree: TreeId, key: Vec<u8>, value: Vec<u8>) {
+        self.written.insert((tree, key.clone()), value.clone());
+        self.ops.push(Op::Put(tree, key, value));
+    }
+}
+
+/// One write of a batch: `Ok(Err(..))` refuses this write alone (nothing of it is written); the
+/// outer error is a storage failure and fails the batch.
 fn apply_one(
-    (resources, history, counters, events): &Trees<'_>,
+    pending: &mut Pending<'_>,
     req: &WriteRequest<'_>,
-    key: &[u8],
     hook: &mut dyn FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String>,
-) -> std::result::Result<Result<WriteOutcome>, ConflictableTransactionError<StoreError>> {
-    let previous = match resources.get(key)? {
-        Some(bytes) => Some(decode_version(&bytes).map_err(abort)?),
+) -> Result<Result<WriteOutcome>> {
+    let key = keys::resource(req.tenant, req.resource_type, req.id);
+    let previous = match pending.get(TreeId::Resources, &key)? {
+        Some(bytes) => Some(decode_version(&bytes)?),
         None => None,
     };
     let prev_live = previous.as_ref().filter(|p| !p.is_deleted());
@@ -509,13 +502,14 @@ fn apply_one(
         Ok(d) => d,
         Err(e) => return Ok(Err(StoreError::Hook(e))),
     };
-    let bytes = encode_version(&stored).map_err(abort)?;
-    resources.insert(key, bytes.as_slice())?;
-    history.insert(
+    let bytes = encode_version(&stored)?;
+    pending.put(
+        TreeId::History,
         keys::history(req.tenant, req.resource_type, req.id, version),
-        bytes,
-    )?;
-    let recorded = record_events(counters, events, req, &stored, drafts)?;
+        bytes.clone(),
+    );
+    pending.put(TreeId::Resources, key, bytes);
+    let recorded = record_events(pending, req, &stored, drafts)?;
     Ok(Ok(WriteOutcome {
         stored,
         changed: true,
@@ -524,17 +518,16 @@ fn apply_one(
 }
 
 fn record_events(
-    counters: &TransactionalTree,
-    events: &TransactionalTree,
+    pending: &mut Pending<'_>,
     req: &WriteRequest<'_>,
     stored: &StoredVersion,
     drafts: Vec<EventDraft>,
-) -> std::result::Result<Vec<(String, u64)>, ConflictableTransactionError<StoreError>> {
+) -> Result<Vec<(String, u64)>> {
     let mut recorded = Vec::with_capacity(drafts.len());
     for d in drafts {
         let ckey = keys::subscription(req.tenant, &d.subscription_id);
-        let number = keys::decode_u64(counters.get(&ckey)?.as_deref()) + 1;
-        counters.insert(ckey, &keys::encode_u64(number))?;
+        let number = keys::decode_u64(pending.get(TreeId::Counters, &ckey)?.as_deref()) + 1;
+        pending.put(TreeId::Counters, ckey, keys::encode_u64(number).to_vec());
         let event = EventRecord {
             number,
             timestamp: stored.last_updated.clone(),
@@ -545,9 +538,12 @@ fn record_events(
             interaction: stored.interaction,
             additional_context: d.additional_context,
         };
-        let bytes =
-            serde_json::to_vec(&event).map_err(|e| abort(StoreError::Corrupt(e.to_string())))?;
-        events.insert(keys::event(req.tenant, &d.subscription_id, number), bytes)?;
+        let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        pending.put(
+            TreeId::Events,
+            keys::event(req.tenant, &d.subscription_id, number),
+            bytes,
+        );
         recorded.push((d.subscription_id, number));
     }
     Ok(recorded)
@@ -566,10 +562,6 @@ fn unchanged(previous: Option<StoredVersion>, req: &WriteRequest<'_>) -> WriteOu
         changed: false,
         events: Vec::new(),
     }
-}
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
 }
 
 fn encode_version(v: &StoredVersion) -> Result<Vec<u8>> {

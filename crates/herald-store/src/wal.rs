@@ -1,0 +1,529 @@
+//! Herald's write-ahead log: what makes a write durable.
+//!
+//! Every mutation of the store is a list of puts and removes on named trees. It is appended to
+//! the log as one checksummed record *before* it is applied to sled, under one lock, so the log
+//! order is the apply order. Durability is an `fdatasync` of the log file (the group commit in
+//! `commit.rs` shares one between concurrent writers); sled is written without transactions and
+//! without waiting, and catches up on disk at a **checkpoint**: the log moves to a new segment,
+//! sled is flushed and its file fsynced, and the older segments are deleted. At start-up every
+//! record still in the log is re-applied to sled (puts and removes of whole values are
+//! idempotent), so sled ends up holding every acknowledged write, whatever it had flushed when the
+//! process died.
+//!
+//! Why not sled's own transactions and flush: in sled 0.34 each transaction seals sled's
+//! in-memory log twice (each a `pwrite` + `sync_file_range` on its IO threads) and, once any
+//! transaction has run, every read goes through a global lock that a flush holds until its disk
+//! write returns. That made a write cost several disk round trips and serialised writers behind
+//! every flush. Here a write costs one `write(2)` into the page cache, and the flush that makes
+//! it durable runs while the next writers keep appending.
+//!
+//! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`; payload: `count: u32`, then
+//! per op `kind: u8 (1 put, 2 remove) | tree: u8 | key_len: u32 | key | [value_len: u32 | value]`.
+//! A record that is short or fails its checksum ends the log (a torn tail from a crash while
+//! appending); it can only be the last one, since nothing was acknowledged after it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Result, StoreError};
+
+/// The trees of the store, in the order their ids are written to the log (never reorder).
+pub(crate) const TREE_NAMES: [&str; 6] = [
+    "resources",
+    "history",
+    "counters",
+    "events",
+    "delivery",
+    "attempts",
+];
+
+/// A tree's id in log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TreeId {
+    Resources = 0,
+    History = 1,
+    Counters = 2,
+    Events = 3,
+    Delivery = 4,
+    Attempts = 5,
+}
+
+/// One mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    Put(TreeId, Vec<u8>, Vec<u8>),
+    Remove(TreeId, Vec<u8>),
+}
+
+/// The sled trees, indexed by [`TreeId`].
+#[derive(Clone)]
+pub(crate) struct Trees(pub(crate) [sled::Tree; 6]);
+
+impl Trees {
+    pub(crate) fn open(db: &sled::Db) -> Result<Trees> {
+        let mut trees = Vec::with_capacity(TREE_NAMES.len());
+        for name in TREE_NAMES {
+            trees.push(db.open_tree(name)?);
+        }
+        let trees: [sled::Tree; 6] = trees
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("tree list".into()))?;
+        Ok(Trees(trees))
+    }
+
+    pub(crate) fn get(&self, id: TreeId) -> &sled::Tree {
+        &self.0[id as usize]
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<()> {
+        for op in ops {
+            match op {
+                Op::Put(t, k, v) => {
+                    self.get(*t).insert(k.as_slice(), v.as_slice())?;
+                }
+                Op::Remove(t, k) => {
+                    self.get(*t).remove(k.as_slice())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tree_id(b: u8) -> Option<TreeId> {
+    Some(match b {
+        0 => TreeId::Resources,
+        1 => TreeId::History,
+        2 => TreeId::Counters,
+        3 => TreeId::Events,
+        4 => TreeId::Delivery,
+        5 => TreeId::Attempts,
+        _ => return None,
+    })
+}
+
+/// Appends one framed record holding `ops` to `out`.
+pub(crate) fn encode(ops: &[Op], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 8]); // length and checksum, filled in below
+    put_u32(out, ops.len());
+    for op in ops {
+        match op {
+            Op::Put(t, k, v) => {
+                out.push(1);
+                out.push(*t as u8);
+                put_u32(out, k.len());
+                out.extend_from_slice(k);
+                put_u32(out, v.len());
+                out.extend_from_slice(v);
+            }
+            Op::Remove(t, k) => {
+                out.push(2);
+                out.push(*t as u8);
+                put_u32(out, k.len());
+                out.extend_from_slice(k);
+            }
+        }
+    }
+    let payload_len = out.len() - start - 8;
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+/// The records of one segment, and the length of its valid prefix (shorter than `bytes` when
+/// the tail is torn).
+pub(crate) fn decode(bytes: &[u8]) -> (Vec<Vec<Op>>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some((ops, next)) = decode_one(bytes, at) {
+        records.push(ops);
+        at = next;
+    }
+    (records, at)
+}
+
+fn decode_one(bytes: &[u8], at: usize) -> Option<(Vec<Op>, usize)> {
+    let len = read_u32(bytes, at)? as usize;
+    let crc = read_u32(bytes, at + 4)?;
+    let payload = bytes.get(at + 8..(at + 8).checked_add(len)?)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let mut p = 0;
+    let count = read_u32(payload, p)?;
+    p += 4;
+    let mut ops = Vec::with_capacity(count.min(1 << 16) as usize);
+    for _ in 0..count {
+        let kind = *payload.get(p)?;
+        let tree = tree_id(*payload.get(p + 1)?)?;
+        p += 2;
+        let key = read_bytes(payload, &mut p)?;
+        ops.push(match kind {
+            1 => Op::Put(tree, key, read_bytes(payload, &mut p)?),
+            2 => Op::Remove(tree, key),
+            _ => return None,
+        });
+    }
+    (p == payload.len()).then_some((ops, at + 8 + len))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+fn read_bytes(bytes: &[u8], p: &mut usize) -> Option<Vec<u8>> {
+    let len = read_u32(bytes, *p)? as usize;
+    let v = bytes.get(*p + 4..(*p + 4).checked_add(len)?)?.to_vec();
+    *p += 4 + len;
+    Some(v)
+}
+
+/// The segment being appended to.
+struct Segment {
+    number: u64,
+    file: Arc<File>,
+    len: u64,
+    /// Set when an append failed and the file could not be brought back to its last record:
+    /// appending after an unknown tail could hide later records behind it at recovery.
+    broken: bool,
+}
+
+/// The log: the current segment, the trees it applies to, and the sled database they live in.
+pub(crate) struct Wal {
+    dir: PathBuf,
+    db_file: PathBuf,
+    segment: Mutex<Segment>,
+    trees: Trees,
+    db: sled::Db,
+}
+
+/// Segment files are `wal/{number:020}.log` inside the store directory.
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}.log"))
+}
+
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let number = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(n) = number {
+            out.push((n, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+fn create_segment(dir: &Path, number: u64) -> Result<Segment> {
+    let file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(segment_path(dir, number))
+        .map_err(io)?;
+    sync_dir(dir)?;
+    Ok(Segment {
+        number,
+        file: Arc::new(file),
+        len: 0,
+        broken: false,
+    })
+}
+
+/// sled's flush writes its log with `sync_file_range`, which flushes neither the device cache
+/// nor file metadata; an fsync of its data file does.
+fn persist_sled(db: &sled::Db, db_file: &Path) -> Result<()> {
+    db.flush()?;
+    File::open(db_file).and_then(|f| f.sync_all()).map_err(io)
+}
+
+impl Wal {
+    /// Opens the log in `store_dir/wal`, re-applies every record it holds to `trees`, checkpoints
+    /// (so the replayed state is on disk in sled) and starts a fresh segment.
+    pub(crate) fn open(store_dir: &Path, db: sled::Db, trees: Trees) -> Result<Wal> {
+        let dir = store_dir.join("wal");
+        fs::create_dir_all(&dir).map_err(io)?;
+        let found = segments(&dir)?;
+        let last = found.last().map_or(0, |(n, _)| *n);
+        let mut replayed = 0usize;
+        for (i, (number, path)) in found.iter().enumerate() {
+            let mut bytes = Vec::new();
+            File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io)?;
+            let (records, valid) = decode(&bytes);
+            if valid < bytes.len() {
+                if i + 1 < found.len() {
+                    // Only the newest segment can end in a torn record: older ones were fsynced
+                    // whole before the next was started.
+                    return Err(StoreError::Corrupt(format!(
+                        "write-ahead log segment {number} is damaged at byte {valid} and is not the newest"
+                    )));
+                }
+                tracing::warn!(
+                    segment = number,
+                    at = valid,
+                    dropped = bytes.len() - valid,
+                    "write-ahead log ends in a torn record (a crash while appending); it was never acknowledged"
+                );
+            }
+            for ops in &records {
+                trees.apply(ops)?;
+            }
+            replayed += records.len();
+        }
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                segments = found.len(),
+                "write-ahead log replayed"
+            );
+        }
+        let db_file = store_dir.join("db");
+        persist_sled(&db, &db_file)?;
+        // Replayed state is on disk in sled: the segments can go, then a fresh one starts (in
+        // this order, so a crash in between never leaves a torn segment behind an empty one).
+        for (_, path) in found {
+            fs::remove_file(path).map_err(io)?;
+        }
+        sync_dir(&dir)?;
+        Ok(Wal {
+            segment: Mutex::new(create_segment(&dir, last + 1)?),
+            dir,
+            db_file,
+            trees,
+            db,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Segment> {
+        self.segment.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` under the log lock (so what it reads is not changed underneath it), then logs and
+    /// applies the ops it returns. Not durable until the log is synced (see `commit.rs`).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Trees) -> Result<(T, Vec<Op>)>) -> Result<T> {
+        let mut seg = self.lock();
+        if seg.broken {
+            return Err(StoreError::Io(
+                "the write-ahead log could not be repaired after a failed append; restart the server".into(),
+            ));
+        }
+        let (out, ops) = f(&self.trees)?;
+        if ops.is_empty() {
+            return Ok(out);
+        }
+        let mut buf = Vec::with_capacity(256);
+        encode(&ops, &mut buf);
+        if let Err(e) = seg.file.write_all_at(&buf, seg.len) {
+            // Nothing of this write was applied; cut off whatever part of it reached the file
+            // so the next record follows the last good one.
+            if seg.file.set_len(seg.len).is_err() {
+                seg.broken = true;
+            }
+            return Err(io(e));
+        }
+        seg.len += buf.len() as u64;
+        self.trees.apply(&ops)?;
+        Ok(out)
+    }
+
+    /// Logs and applies `ops`.
+    pub(crate) fn put(&self, ops: Vec<Op>) -> Result<()> {
+        self.write(|_| Ok(((), ops)))
+    }
+
+    /// The file to fsync to make everything appended so far durable. Take it only *after* the
+    /// writes to cover were appended: a checkpoint that moved to a new segment in between synced
+    /// the old one first.
+    pub(crate) fn current_file(&self) -> Arc<File> {
+        Arc::clone(&self.lock().file)
+    }
+
+    /// Moves the log to a new segment, makes sled durable and deletes the older segments. The
+    /// old segment is synced before the switch (its waiters are then durable too).
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let old = {
+            let mut seg = self.lock();
+            if seg.len == 0 {
+                return Ok(());
+            }
+            seg.file.sync_data().map_err(io)?;
+            let next = create_segment(&self.dir, seg.number + 1)?;
+            std::mem::replace(&mut *seg, next)
+        };
+        // Everything in the old segment was applied to sled before the switch.
+        self.persist_sled()?;
+        fs::remove_file(segment_path(&self.dir, old.number)).map_err(io)?;
+        Ok(())
+    }
+
+    fn persist_sled(&self) -> Result<()> {
+        persist_sled(&self.db, &self.db_file)
+    }
+
+    /// Bytes appended to the current segment (checkpoints start a new one).
+    pub(crate) fn segment_len(&self) -> u64 {
+        self.lock().len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Op> {
+        vec![
+            Op::Put(
+                TreeId::Resources,
+                b"r4\0Task\0a".to_vec(),
+                b"{\"v\":1}".to_vec(),
+            ),
+            Op::Remove(TreeId::Delivery, b"k".to_vec()),
+            Op::Put(TreeId::Attempts, Vec::new(), Vec::new()),
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_in_order() {
+        let mut buf = Vec::new();
+        encode(&sample(), &mut buf);
+        encode(
+            &[Op::Put(TreeId::Events, b"e".to_vec(), b"1".to_vec())],
+            &mut buf,
+        );
+        let (records, valid) = decode(&buf);
+        assert_eq!(valid, buf.len());
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0], sample());
+        assert_eq!(
+            records[1][0],
+            Op::Put(TreeId::Events, b"e".to_vec(), b"1".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_torn_or_corrupted_tail_ends_the_log_at_the_last_whole_record() {
+        let mut buf = Vec::new();
+        encode(&sample(), &mut buf);
+        let first = buf.len();
+        encode(&sample(), &mut buf);
+        for cut in first + 1..buf.len() {
+            let (records, valid) = decode(&buf[..cut]);
+            assert_eq!((records.len(), valid), (1, first), "cut at {cut}");
+        }
+        let mut flipped = buf.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        let (records, valid) = decode(&flipped);
+        assert_eq!((records.len(), valid), (1, first));
+    }
+
+    fn open_store_dir(dir: &Path) -> (sled::Db, Trees) {
+        let db = sled::Config::new().path(dir).open().expect("sled");
+        let trees = Trees::open(&db).expect("trees");
+        (db, trees)
+    }
+
+    #[test]
+    fn records_left_in_the_log_are_reapplied_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A log segment as a crash leaves it: records appended, never applied to sled, and a
+        // torn record after them.
+        fs::create_dir_all(dir.path().join("wal")).expect("mkdir");
+        let mut buf = Vec::new();
+        encode(
+            &[Op::Put(TreeId::Resources, b"a".to_vec(), b"1".to_vec())],
+            &mut buf,
+        );
+        encode(
+            &[
+                Op::Put(TreeId::Resources, b"a".to_vec(), b"2".to_vec()),
+                Op::Put(TreeId::Counters, b"c".to_vec(), b"9".to_vec()),
+            ],
+            &mut buf,
+        );
+        let whole = buf.len();
+        encode(&[Op::Remove(TreeId::Resources, b"a".to_vec())], &mut buf);
+        buf.truncate(whole + 5);
+        fs::write(segment_path(&dir.path().join("wal"), 7), &buf).expect("write");
+        let (db, trees) = open_store_dir(dir.path());
+        let wal = Wal::open(dir.path(), db, trees.clone()).expect("open");
+        let get = |t: TreeId, k: &[u8]| trees.get(t).get(k).expect("get").map(|v| v.to_vec());
+        assert_eq!(get(TreeId::Resources, b"a"), Some(b"2".to_vec()));
+        assert_eq!(get(TreeId::Counters, b"c"), Some(b"9".to_vec()));
+        // Replayed state is checkpointed: the old segment is gone, a new one follows it.
+        let left: Vec<u64> = segments(&dir.path().join("wal"))
+            .expect("list")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(left, vec![8]);
+        assert_eq!(wal.segment_len(), 0);
+    }
+
+    #[test]
+    fn a_damaged_segment_that_is_not_the_newest_refuses_to_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal_dir = dir.path().join("wal");
+        fs::create_dir_all(&wal_dir).expect("mkdir");
+        let mut buf = Vec::new();
+        encode(&sample(), &mut buf);
+        buf.push(0xff);
+        fs::write(segment_path(&wal_dir, 1), &buf).expect("write");
+        fs::write(segment_path(&wal_dir, 2), b"").expect("write");
+        let (db, trees) = open_store_dir(dir.path());
+        assert!(matches!(
+            Wal::open(dir.path(), db, trees),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_checkpoint_starts_a_new_segment_and_keeps_what_was_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, trees) = open_store_dir(dir.path());
+        let wal = Wal::open(dir.path(), db, trees.clone()).expect("open");
+        wal.put(vec![Op::Put(
+            TreeId::Delivery,
+            b"k".to_vec(),
+            b"v".to_vec(),
+        )])
+        .expect("put");
+        assert!(wal.segment_len() > 0);
+        wal.checkpoint().expect("checkpoint");
+        assert_eq!(wal.segment_len(), 0);
+        assert_eq!(
+            trees
+                .get(TreeId::Delivery)
+                .get(b"k")
+                .expect("get")
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+        let left = segments(&dir.path().join("wal")).expect("list");
+        assert_eq!(left.len(), 1);
+    }
+}
