@@ -1,19 +1,18 @@
 //! The committer: one thread that applies concurrent resource writes in batches, one store
-//! transaction per batch.
+//! write (one log record, one pass under the log lock) per batch.
 //!
-//! Why: a sled 0.34 transaction takes sled's global lock exclusively and seals its in-memory log
-//! twice (each a `pwrite` + `sync_file_range` on sled's IO threads, whatever the durability
-//! mode). Paid per write, that was most of a write's cost and serialised the writers anyway.
-//! Here writers hand their write to this thread and await the outcome; the thread takes every
-//! write waiting (up to [`MAX_BATCH`]), applies them in order in one transaction
-//! ([`herald_store::Store::apply_batch`]) with the tenant's matcher as the hook, and answers
-//! each. Durability is unchanged: each writer then waits for the group commit as before, so the
-//! writes of a batch share one flush.
+//! Why: a write's fixed costs — taking the store's log lock, the `write(2)` of its log record,
+//! the engine read lock — are paid once per batch instead of once per write, and writers never
+//! contend for those locks among themselves. Writers hand their write to this thread and await
+//! the outcome; the thread takes every write waiting (up to [`MAX_BATCH`]), applies them in order
+//! ([`herald_store::Store::apply_batch`]) with the tenant's matcher as the hook, and answers each.
+//! Durability is unchanged: each writer then waits for the group commit, so the writes of a
+//! batch share one log sync.
 //!
 //! Only writes that leave subscription state alone come here. A Subscription or topic write
 //! changes the matcher itself and runs on its own under the engine's write lock
 //! (`crate::write`). Lock order is engine, then store, on both paths: the committer takes the
-//! engines' read locks *before* opening the transaction, never inside it.
+//! engines' read locks *before* calling the store, never inside it.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -26,11 +25,11 @@ use tokio::sync::oneshot;
 use crate::Tenant;
 use crate::engine::{Engine, Related};
 
-/// Most writes applied in one transaction. Bounds the time a batch holds sled's lock (and so
-/// the latency the first write of a batch pays for the others).
+/// Most writes applied in one batch. Bounds the time a batch holds the log lock (and so the
+/// latency the first write of a batch pays for the others).
 pub const MAX_BATCH: usize = 256;
 
-/// A write handed to the committer, owning what the transaction needs.
+/// A write handed to the committer, owning what applying it needs.
 pub struct Pending {
     /// The tenant written to.
     pub tenant: Arc<Tenant>,
@@ -44,7 +43,7 @@ pub struct Pending {
     pub body: Option<Value>,
     /// `If-Match` version.
     pub if_match: Option<u64>,
-    /// Related resources the matcher may need, read before the transaction.
+    /// Related resources the matcher may need, read before the write is applied.
     pub related: Related,
 }
 

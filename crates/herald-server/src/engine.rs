@@ -1,7 +1,7 @@
 //! Per-tenant subscription state: the topic catalog and the [`Matcher`] built from the stored
 //! topics and Subscriptions, their loading at start-up (seeding the built-in topics), the
 //! classification and validation of writes that change them, and the write hook that turns a
-//! resource change into event drafts inside the store transaction.
+//! resource change into event drafts while the store applies the write.
 
 use herald_fhir::FhirVersion;
 use herald_matcher::{Change as MatchChange, Matcher};
@@ -195,9 +195,9 @@ impl Engine {
     }
 }
 
-/// Related resources for topic-defined filters, read from the store **before** the write's
-/// transaction: sled runs a transaction under its global lock, so the hook must never touch
-/// the store itself.
+/// Related resources for topic-defined filters, read from the store **before** the write is
+/// applied: the hook runs under the store's log lock, which every writer waits for, so it only
+/// looks at what it is handed.
 pub struct Related {
     service_request: Option<String>,
     tasks: Vec<Value>,

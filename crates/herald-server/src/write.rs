@@ -1,8 +1,9 @@
 //! The one write path. Every create, update and delete — from REST, conditional create, or the
 //! server itself (subscription status changes) — goes through [`write`]: validate what changes
-//! subscription state, run the store transaction with the matcher as its hook (so events are
-//! recorded atomically with the version, design invariant 1), update the in-memory engine, and
-//! return once the group commit has made it durable.
+//! subscription state, apply the write with the matcher as the store's hook (so events are
+//! logged in the same record as the version, design invariant 1) — batched with other writes by
+//! the [`crate::committer`] unless it changes subscription state — update the in-memory engine,
+//! and return once the group commit has made it durable.
 
 use axum::http::StatusCode;
 use herald_fhir::FhirVersion;
@@ -93,7 +94,7 @@ pub async fn write_as(
         if_match: cmd.if_match,
     };
     let outcome = match kind {
-        // The common case: batched with concurrent writes, one transaction for all.
+        // The common case: batched with concurrent writes, one log record for all.
         Kind::Other => {
             state
                 .committer
@@ -109,7 +110,7 @@ pub async fn write_as(
                 .await?
         }
         Kind::Subscription | Kind::Topic => {
-            // Subscription state changes hold the engine's write lock across the transaction,
+            // Subscription state changes hold the engine's write lock across the store write,
             // so no concurrent write can match against a half-updated index.
             let mut engine = tenant.engine_mut();
             let body = match (&cmd.body, kind) {

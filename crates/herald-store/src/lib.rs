@@ -80,7 +80,7 @@ pub struct WriteRequest<'a> {
     pub if_match: Option<u64>,
 }
 
-/// The change a write makes, as the write hook sees it inside the transaction.
+/// The change a write makes, as the write hook sees it.
 #[derive(Debug)]
 pub struct Change<'a> {
     /// Tenant name.
@@ -112,11 +112,11 @@ pub struct WriteOutcome {
     pub events: Vec<(String, u64)>,
 }
 
-/// The write hook: called inside the transaction (possibly more than once if sled retries it),
-/// returns the events to record. An `Err` aborts the write.
+/// The write hook: called while the write is applied, under the log lock, and returns the
+/// events to record. An `Err` refuses the write (nothing of it is written).
 ///
-/// sled 0.34 runs a transaction body under its global concurrency lock, so the hook must be
-/// quick and must **never call the store** (any read would deadlock): read what it needs first.
+/// Every writer waits for that lock, so the hook must be quick and must **never write to the
+/// store** (that would deadlock): read what it needs first.
 pub type Hook<'h> =
     &'h mut (dyn FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String> + Send);
 

@@ -14,6 +14,9 @@ use clap::{Parser, Subcommand};
 use herald_store::{Store, StoreOptions};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Herald: a FHIR subscription notification broker (R4 Subscriptions Backport and R5).
 #[derive(Parser, Debug)]
 #[command(name = "herald", version, about, long_about = None)]
