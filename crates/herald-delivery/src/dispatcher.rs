@@ -30,6 +30,10 @@ use crate::resthook::{RestHook, Sent};
 
 type Key = (String, String);
 
+/// How long a moved delivery cursor waits to ride along with a writer's log sync before it
+/// asks for one of its own.
+const CURSOR_PATIENCE: Duration = Duration::from_millis(1);
+
 /// A request from the dispatcher to change a Subscription's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
@@ -558,9 +562,9 @@ impl Router {
             let store = self.store.clone();
             let done_tx = self.done_tx.clone();
             tokio::spawn(async move {
-                // A log sync does not hold up writers: under write load the cursor rides
-                // along with the sync their writes need anyway; when idle it gets its own.
-                if let Err(e) = store.make_durable().await {
+                // Under write load the cursor rides along with the sync the writers need
+                // anyway; when idle, a sync of its own after a moment.
+                if let Err(e) = store.make_durable_lazily(CURSOR_PATIENCE).await {
                     tracing::error!(error = %e, "cannot flush the delivery cursor");
                 }
                 let _ = done_tx.send(Report::CursorDurable(key));

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 
-use herald_store::{Change, EventDraft, Store, StoreError, WriteKind, WriteOutcome, WriteRequest};
+use herald_store::{
+    Change, EventDraft, Store, StoreError, SyncRequest, WriteKind, WriteOutcome, WriteRequest,
+};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -49,7 +51,7 @@ pub struct Pending {
 
 struct Job {
     write: Pending,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    reply: oneshot::Sender<Result<(WriteOutcome, SyncRequest), StoreError>>,
 }
 
 /// The handle writers use; the thread stops when the last handle is dropped.
@@ -67,9 +69,9 @@ impl Committer {
         Ok(Committer { jobs })
     }
 
-    /// Applies `write` (not yet durable: the caller waits for the group commit, as after
-    /// [`Store::apply`]).
-    pub async fn apply(&self, write: Pending) -> Result<WriteOutcome, StoreError> {
+    /// Applies `write` and asks for the sync that makes it durable: the caller waits for it with
+    /// [`Store::wait_synced`] before acknowledging.
+    pub async fn apply(&self, write: Pending) -> Result<(WriteOutcome, SyncRequest), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { write, reply })
@@ -133,7 +135,10 @@ fn commit(store: &Store, mut batch: Vec<Job>) {
     drop(engines);
     match results {
         Ok(results) => {
+            // One sync for the batch, asked for before any writer is woken.
+            let sync = store.request_sync();
             for (job, result) in batch.into_iter().zip(results) {
+                let result = result.map(|outcome| (outcome, sync));
                 // A writer that went away (client disconnected) no longer needs its answer.
                 let _ = job.reply.send(result);
             }

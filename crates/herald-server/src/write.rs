@@ -85,6 +85,7 @@ pub async fn write_as(
     }
     let related = Related::prefetch(&state.store, &tenant.name, cmd.resource_type, cmd.id);
     let mut changed_subscription: Option<Option<herald_subscriptions::Subscription>> = None;
+    let mut synced = None;
     let request = |body| WriteRequest {
         tenant: &tenant.name,
         resource_type: cmd.resource_type,
@@ -96,7 +97,7 @@ pub async fn write_as(
     let outcome = match kind {
         // The common case: batched with concurrent writes, one log record for all.
         Kind::Other => {
-            state
+            let (outcome, sync) = state
                 .committer
                 .apply(Pending {
                     tenant: Arc::clone(tenant),
@@ -107,7 +108,9 @@ pub async fn write_as(
                     if_match: cmd.if_match,
                     related,
                 })
-                .await?
+                .await?;
+            synced = Some(sync);
+            outcome
         }
         Kind::Subscription | Kind::Topic => {
             // Subscription state changes hold the engine's write lock across the store write,
@@ -181,7 +184,10 @@ pub async fn write_as(
         }
     };
     if outcome.changed {
-        state.store.make_durable().await?;
+        match synced {
+            Some(sync) => state.store.wait_synced(sync).await?,
+            None => state.store.make_durable().await?,
+        }
         // Only now, with the change durable, may delivery see it.
         match changed_subscription {
             Some(Some(sub)) => state.dispatcher.upsert(&tenant.name, tenant.version, sub),

@@ -1,13 +1,17 @@
 //! Durability of acknowledged writes: group commit on the write-ahead log, and checkpoints.
 //!
 //! A write is durable once the log segment it was appended to has been `fdatasync`ed, and one
-//! sync covers *everything appended so far*. So one flusher thread commits many writers at
-//! once: each writer, after its record is appended, takes a ticket; the flusher notes the
-//! highest ticket issued, syncs, and publishes that ticket as durable. There is no batching
-//! window: an idle flusher syncs the moment the first ticket arrives, so a lone writer waits for
-//! exactly one sync, while writers that append during a sync share the next one. Appending never
-//! waits for a sync (the log lock is not held across it), so writers keep going while the disk
-//! works.
+//! sync covers *everything appended before it started*. So a flusher commits many writers at
+//! once: each writer, after its record is appended, takes a ticket; a flusher notes the highest
+//! ticket issued, syncs, and publishes that ticket as durable. There is no batching window: an
+//! idle flusher syncs the moment the first ticket arrives, so a lone writer waits for exactly one
+//! sync, while writers that append during a sync share the next one. Appending never waits for a
+//! sync (the log lock is not held across it), so writers keep going while the disk works.
+//!
+//! [`FLUSHERS`] flusher threads share the tickets, so the next sync can start while one is still
+//! running: the kernel and the disk overlap them (a single flusher left the disk idle between
+//! syncs and measured slower than one sync per writer). A sync that ends publishes its target
+//! only if it is higher than what is durable already, since syncs may finish out of order.
 //!
 //! The checkpointer thread bounds the log: every [`CHECKPOINT_EVERY`] (or sooner once a
 //! segment passes [`CHECKPOINT_BYTES`]) it moves the log to a new segment and makes sled
@@ -38,6 +42,9 @@ pub enum Durability {
     Off,
 }
 
+/// Syncs that may run at once (see the module doc).
+const FLUSHERS: usize = 3;
+
 /// Longest time between checkpoints while anything was written.
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 /// A segment this large is checkpointed at once (it bounds the replay at start-up).
@@ -45,35 +52,43 @@ pub(crate) const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 #[derive(Default)]
 struct Tickets {
+    /// Highest ticket handed out.
     issued: u64,
+    /// Highest ticket a sync has started for (covered once that sync ends).
+    started: u64,
     stopping: bool,
 }
 
-/// The flusher: one OS thread that turns issued tickets into durable tickets.
+/// The flushers: OS threads that turn issued tickets into durable tickets.
 pub(crate) struct GroupCommit {
     tickets: Arc<(Mutex<Tickets>, Condvar)>,
     durable: watch::Receiver<u64>,
-    thread: Mutex<Option<thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
 impl GroupCommit {
     pub(crate) fn start(wal: Arc<Wal>) -> Self {
         let tickets = Arc::new((Mutex::new(Tickets::default()), Condvar::new()));
         let (tx, rx) = watch::channel(0u64);
-        let shared = Arc::clone(&tickets);
-        let handle = thread::Builder::new()
-            .name("herald-group-commit".into())
-            .spawn(move || flusher(&wal, &shared, &tx))
-            .ok();
-        if handle.is_none() {
-            tracing::error!(
-                "could not start the group-commit thread; writes will not be acknowledged"
-            );
+        let tx = Arc::new(tx);
+        let mut threads = Vec::with_capacity(FLUSHERS);
+        for i in 0..FLUSHERS {
+            let (wal, shared, tx) = (Arc::clone(&wal), Arc::clone(&tickets), Arc::clone(&tx));
+            match thread::Builder::new()
+                .name(format!("herald-flush-{i}"))
+                .spawn(move || flusher(&wal, &shared, &tx))
+            {
+                Ok(h) => threads.push(h),
+                Err(e) => tracing::error!(error = %e, "could not start a group-commit thread"),
+            }
+        }
+        if threads.is_empty() {
+            tracing::error!("no group-commit thread runs; writes will not be acknowledged");
         }
         GroupCommit {
             tickets,
             durable: rx,
-            thread: Mutex::new(handle),
+            threads: Mutex::new(threads),
         }
     }
 
@@ -83,8 +98,20 @@ impl GroupCommit {
         let mut t = lock.lock().unwrap_or_else(|p| p.into_inner());
         t.issued += 1;
         let ticket = t.issued;
-        cv.notify_one();
+        // Only wake a flusher when no started sync covers this ticket yet.
+        if t.started < ticket {
+            cv.notify_one();
+        }
         ticket
+    }
+
+    /// A ticket that the *next* sync to start will cover, without asking for one: for writes
+    /// that can ride along with other writers' syncs. (The next ticket issued is this number;
+    /// whichever sync covers it started after this write was appended.)
+    pub(crate) fn passive_ticket(&self) -> u64 {
+        let (lock, _) = &*self.tickets;
+        let t = lock.lock().unwrap_or_else(|p| p.into_inner());
+        t.issued + 1
     }
 
     /// Waits until `ticket` is durable.
@@ -101,10 +128,10 @@ impl GroupCommit {
             let (lock, cv) = &*self.tickets;
             let mut t = lock.lock().unwrap_or_else(|p| p.into_inner());
             t.stopping = true;
-            cv.notify_one();
+            cv.notify_all();
         }
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in threads {
             let _ = h.join();
         }
     }
@@ -112,16 +139,16 @@ impl GroupCommit {
 
 fn flusher(wal: &Wal, tickets: &(Mutex<Tickets>, Condvar), durable: &watch::Sender<u64>) {
     let (lock, cv) = tickets;
-    let mut done = 0u64;
     loop {
         let target = {
             let mut t = lock.lock().unwrap_or_else(|p| p.into_inner());
-            while t.issued == done && !t.stopping {
+            while t.issued == t.started && !t.stopping {
                 t = cv.wait(t).unwrap_or_else(|p| p.into_inner());
             }
-            if t.stopping && t.issued == done {
-                return;
+            if t.issued == t.started {
+                return; // stopping, and every ticket is covered
             }
+            t.started = t.issued;
             t.issued
         };
         // Every write holding a ticket <= target was appended before its ticket was issued, so
@@ -129,13 +156,21 @@ fn flusher(wal: &Wal, tickets: &(Mutex<Tickets>, Condvar), durable: &watch::Send
         // checkpoint synced before moving on.
         match wal.current_file().sync_data() {
             Ok(()) => {
-                done = target;
-                durable.send_replace(target);
+                durable.send_if_modified(|d| {
+                    let newer = target > *d;
+                    if newer {
+                        *d = target;
+                    }
+                    newer
+                });
             }
             Err(e) => {
-                // Never acknowledge what is not on disk: keep the waiters waiting and retry.
+                // Never acknowledge what is not on disk: hand the target back for a retry.
                 tracing::error!(error = %e, "write-ahead log sync failed; retrying");
                 thread::sleep(Duration::from_millis(100));
+                let mut t = lock.lock().unwrap_or_else(|p| p.into_inner());
+                t.started = t.started.min(*durable.borrow());
+                cv.notify_one();
             }
         }
     }

@@ -101,6 +101,10 @@ pub struct Change<'a> {
     pub last_updated: &'a str,
 }
 
+/// A pending sync (see [`Store::request_sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRequest(Option<u64>);
+
 /// The result of a write, once durable.
 #[derive(Debug, Clone)]
 pub struct WriteOutcome {
@@ -189,11 +193,41 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Waits until every write applied so far is durable, preferably by riding along with the
+    /// next sync other writers cause; only if none starts within `patience` does it ask for a
+    /// sync of its own. For bookkeeping that must be durable before the caller goes on but is
+    /// not worth a disk round trip of its own under load (the delivery cursor: under a steady
+    /// write load every delivery would otherwise add a sync to the writers' own).
+    pub async fn make_durable_lazily(&self, patience: std::time::Duration) -> Result<()> {
+        match &self.group {
+            Some(g) => {
+                let ticket = g.passive_ticket();
+                match tokio::time::timeout(patience, g.wait(ticket)).await {
+                    Ok(r) => r,
+                    Err(_) => g.wait(g.ticket()).await,
+                }
+            }
+            None => self.make_durable().await,
+        }
+    }
+
     /// Waits until every write applied so far is durable, per the configured mode.
     pub async fn make_durable(&self) -> Result<()> {
-        match (&self.group, self.durability) {
-            (Some(g), _) => g.wait(g.ticket()).await,
-            (None, Durability::FlushPerWrite) => {
+        self.wait_synced(self.request_sync()).await
+    }
+
+    /// Asks for a sync covering every write applied so far, without waiting for it: the group
+    /// commit can start on it while the writer is still being told. Wait with
+    /// [`Store::wait_synced`].
+    pub fn request_sync(&self) -> SyncRequest {
+        SyncRequest(self.group.as_ref().map(GroupCommit::ticket))
+    }
+
+    /// Waits until the writes a [`SyncRequest`] covers are durable, per the configured mode.
+    pub async fn wait_synced(&self, request: SyncRequest) -> Result<()> {
+        match (&self.group, request.0, self.durability) {
+            (Some(g), Some(ticket), _) => g.wait(ticket).await,
+            (_, _, Durability::FlushPerWrite) => {
                 // The file is taken after the caller's append (see `Wal::current_file`).
                 let file = self.wal.current_file();
                 tokio::task::spawn_blocking(move || file.sync_data())

@@ -575,3 +575,49 @@ async fn delivery_state_and_attempt_log_round_trip_with_filters_and_retention() 
         "oldest dropped first"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_durability_rides_along_with_another_writers_flush_or_asks_for_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(open(dir.path(), Durability::GroupCommit));
+    // Idle: after its patience it asks for a flush of its own.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.make_durable_lazily(std::time::Duration::from_millis(1)),
+    )
+    .await
+    .expect("an idle lazy wait must force its own sync")
+    .expect("durable");
+    // Patient: another writer's sync is enough.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .make_durable_lazily(std::time::Duration::from_secs(3600))
+                .await
+        })
+    };
+    // Keep writing (each write syncs) until the waiter is released; a waiter that needed a
+    // flush of its own would sit out its hour and fail the bound below.
+    let released = async {
+        let mut n = 0u32;
+        while !waiter.is_finished() {
+            n += 1;
+            let id = format!("t{n}");
+            store
+                .write(
+                    req(WriteKind::Create, &id, Some(json!({"resourceType":"Task"}))),
+                    &mut no_events(),
+                )
+                .await
+                .expect("write");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        waiter.await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), released)
+        .await
+        .expect("other writers' syncs must release the patient waiter")
+        .expect("join")
+        .expect("durable");
+}
