@@ -1,5 +1,6 @@
 //! The `notify` scenario: end-to-end notifications per second and write→receipt latency through
-//! the real binary, against a relay baseline measured in the same run.
+//! the real binary, against two relay baselines (one plain, one durable) measured in the same
+//! run.
 //!
 //! * **Receiver**: an axum server in this process (its own runtime thread) that answers every
 //!   POST with 200 and notes, per Task id, when it first saw it. Herald's notifications are
@@ -19,18 +20,31 @@
 //!   thread) that forwards each POSTed body to the receiver with one keep-alive reqwest client
 //!   and answers 201 once the forward has completed. The clients send a Task-sized body whose
 //!   `id` they chose.
+//! * **Durable relay**: the relay plus what any durable broker must pay on this disk: before
+//!   forwarding a body it appends it (and a newline) to a log file in a temporary directory and
+//!   makes it durable with `fdatasync` (`File::sync_data`); it answers 201 only once both the
+//!   sync and the forward have completed (forwarding only what is durable, as Herald delivers
+//!   only durable events). Syncs are group-committed the way a competent durable broker would:
+//!   a dedicated committer thread takes every append pending, writes them with one write and
+//!   syncs once for all of them; an idle committer syncs at once (no batching window). Every
+//!   Herald write is `fdatasync`ed before it is acknowledged while the plain relay never touches
+//!   the disk, so Herald/relay mixes two costs; the durable relay separates the cost of
+//!   durability on this disk (durable relay/relay) from Herald's own work (Herald/durable
+//!   relay).
 //!
 //! Each measurement: `warmup` of unmeasured load, `duration` measured, then up to `drain` for
 //! outstanding notifications. *Notifications/s* is the number of events the receiver got within
 //! the measured window divided by its length (the delivery rate, which a growing backlog cannot
 //! inflate); latency is over the writes sent within the window. Writes whose notification had
 //! not arrived by the end of the drain are reported as missing. Every S is set up first (one
-//! process each, kept running); then, round by round, every (S, C) is measured with Herald and
-//! the relay back to back (alternating which goes first, and the order of S reversed every other
-//! round), so that noise from other work on the machine falls on all of them alike. Rounds are
-//! merged (counts added, latency samples pooled).
+//! process each, kept running); then, round by round, every (S, C) is measured with Herald, the
+//! relay and the durable relay back to back (their order rotated from one measurement to the
+//! next so that none is always first, and the order of S reversed every other round), so that
+//! noise from other work on the machine falls on all of them alike. Rounds are merged (counts
+//! added, latency samples pooled).
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,6 +55,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::latency::{Latencies, ms};
 use crate::process::HeraldProcess;
@@ -80,8 +95,11 @@ pub struct NotifyConfig {
     pub setup_timeout: Duration,
     /// Whether to measure the relay baseline.
     pub relay: bool,
+    /// Whether to measure the durable relay baseline (the relay plus a group-committed,
+    /// `fdatasync`ed log of every body).
+    pub durable_relay: bool,
     /// Times every (S, C) pair is measured; odd rounds reverse the order of S, and Herald and
-    /// relay alternate which goes first.
+    /// the relays rotate which goes first.
     pub rounds: usize,
 }
 
@@ -182,6 +200,11 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    let durable_relay = if cfg.durable_relay {
+        Some(DurableRelay::start(&receiver.url())?)
+    } else {
+        None
+    };
     println!(
         "notify: herald {} ({}), subscriptions {:?}, clients {:?}, {} s measured after {} s warm-up, drain <= {} s",
         cfg.herald_bin.display(),
@@ -192,8 +215,15 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
         cfg.warmup.as_secs_f64(),
         cfg.drain.as_secs_f64()
     );
+    if let Some(r) = &durable_relay {
+        println!(
+            "durable relay: appends + fdatasync (group commit) to {}",
+            r.log_path().display()
+        );
+    }
     let mut herald_results: BTreeMap<(usize, usize), Sample> = BTreeMap::new();
     let mut relay_results: BTreeMap<(usize, usize), Sample> = BTreeMap::new();
+    let mut durable_results: BTreeMap<(usize, usize), Sample> = BTreeMap::new();
     let mut setups = Vec::new();
     // Every subscription count gets its own process, set up first and kept running, so that
     // the measurements of all counts can be interleaved round by round.
@@ -224,7 +254,15 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
             println!("S={subs}: skipped: not every subscription became active");
         }
     }
-    let mut flip = false;
+    let mut targets = vec![Target::Herald];
+    if relay.is_some() {
+        targets.push(Target::Relay);
+    }
+    if durable_relay.is_some() {
+        targets.push(Target::DurableRelay);
+    }
+    // Which of the targets goes first rotates from one (S, C) measurement to the next.
+    let mut turn = 0usize;
     for round in 0..cfg.rounds {
         for &clients in &cfg.clients {
             let mut order: Vec<usize> = (0..heralds.len()).collect();
@@ -235,23 +273,25 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
                 let (subs, herald) = &heralds[i];
                 let subs = *subs;
                 let herald_url = format!("{}/Task", herald.fhir("r4"));
-                let mut pair = vec![true, false];
-                if flip {
-                    pair.reverse();
-                }
-                flip = !flip;
-                for is_herald in pair {
-                    let (label, url, results) = if is_herald {
-                        ("herald", herald_url.clone(), &mut herald_results)
-                    } else {
-                        match &relay {
+                let mut lineup = targets.clone();
+                lineup.rotate_left(turn % targets.len());
+                turn += 1;
+                for target in lineup {
+                    let (label, url, results) = match target {
+                        Target::Herald => ("herald", herald_url.clone(), &mut herald_results),
+                        Target::Relay => match &relay {
                             Some(r) => ("relay", r.url(), &mut relay_results),
                             None => continue,
-                        }
+                        },
+                        Target::DurableRelay => match &durable_relay {
+                            Some(r) => ("d-relay", r.url(), &mut durable_results),
+                            None => continue,
+                        },
                     };
+                    let is_herald = target == Target::Herald;
                     let mut s = measure(cfg, &receiver, &url, clients, is_herald).await?;
                     println!(
-                        "  round {} S={subs:<6} C={clients:<3} {label:<6} {:>8.0} notif/s  p50 {:>8} ms  p99 {:>8} ms  writes {:>6.0}/s (201 p50 {} ms, p99 {} ms)  {:>5.1} ev/notif  missing {}  errors {}  drain {:.2} s",
+                        "  round {} S={subs:<6} C={clients:<3} {label:<7} {:>8.0} notif/s  p50 {:>8} ms  p99 {:>8} ms  writes {:>6.0}/s (201 p50 {} ms, p99 {} ms)  {:>5.1} ev/notif  missing {}  errors {}  drain {:.2} s",
                         round + 1,
                         s.rate(),
                         ms(s.latencies.quantile(0.50)),
@@ -271,8 +311,26 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
     }
     drop(heralds);
     drop(relay);
-    report(cfg, &setups, &mut herald_results, &mut relay_results);
+    drop(durable_relay);
+    report(
+        cfg,
+        &setups,
+        &mut herald_results,
+        &mut relay_results,
+        &mut durable_results,
+    );
     Ok(())
+}
+
+/// What one measurement is run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The Herald process of the subscription count being measured.
+    Herald,
+    /// The plain relay.
+    Relay,
+    /// The durable relay.
+    DurableRelay,
 }
 
 /// Creates `subs` subscriptions (at most `setup_concurrency` in flight) and waits until every
@@ -424,7 +482,7 @@ struct Sent {
 }
 
 /// One measurement: `clients` connections POSTing Tasks owned by `org-0` back to back to
-/// `url` (Herald, or the relay when `!herald`), then the drain.
+/// `url` (Herald, or one of the relays when `!herald`), then the drain.
 async fn measure(
     cfg: &NotifyConfig,
     receiver: &Receiver,
@@ -731,16 +789,177 @@ async fn relay(State(state): State<RelayState>, body: Bytes) -> (StatusCode, Hea
         Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
         Err(_) => false,
     };
+    if ok {
+        (StatusCode::CREATED, fhir_json_headers(), body)
+    } else {
+        (StatusCode::BAD_GATEWAY, fhir_json_headers(), Bytes::new())
+    }
+}
+
+fn fhir_json_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/fhir+json"),
     );
-    if ok {
-        (StatusCode::CREATED, headers, body)
-    } else {
-        (StatusCode::BAD_GATEWAY, headers, Bytes::new())
+    headers
+}
+
+/// The durable baseline: the relay, except that every body is first appended (with a newline)
+/// to a log file and made durable with `fdatasync`, group-committed by a dedicated thread; it
+/// answers 201 once both the sync and the forward have completed. The log lives in a temporary
+/// directory, removed when the relay is dropped.
+struct DurableRelay {
+    /// `None` once stopped (in `drop`, before the committer is joined).
+    server: Option<ServerThread>,
+    /// The committer thread; it ends once every sender (held by the server's handlers) is gone.
+    committer: Option<std::thread::JoinHandle<CommitStats>>,
+    log: PathBuf,
+    /// Dropped (removed) after `drop` has stopped the server and joined the committer.
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone)]
+struct DurableRelayState {
+    relay: RelayState,
+    log: mpsc::UnboundedSender<Append>,
+}
+
+/// One body waiting to be appended to the durable log and synced.
+struct Append {
+    /// The body (the committer adds the newline).
+    body: Bytes,
+    /// Answered once the batch holding this body is synced (or failed to be).
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// What the committer did, for tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct CommitStats {
+    /// `fdatasync` calls (one per batch).
+    syncs: u64,
+    /// Bodies appended.
+    appends: u64,
+}
+
+impl DurableRelay {
+    fn start(target: &str) -> anyhow::Result<DurableRelay> {
+        let dir = tempfile::tempdir().context("temporary directory for the durable relay")?;
+        let log = dir.path().join("relay.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let committer = std::thread::Builder::new()
+            .name("notify-durable-log".into())
+            .spawn(move || commit_loop(file, rx))
+            .context("starting the durable relay's committer thread")?;
+        let state = DurableRelayState {
+            relay: RelayState {
+                http: client(1024)?,
+                target: Arc::from(target),
+            },
+            log: tx,
+        };
+        let app = axum::Router::new()
+            .route("/fhir/r4/Task", axum::routing::post(durable_relay))
+            .with_state(state);
+        Ok(DurableRelay {
+            server: Some(ServerThread::start("notify-d-relay", app)?),
+            committer: Some(committer),
+            log,
+            _dir: dir,
+        })
     }
+
+    fn url(&self) -> String {
+        match &self.server {
+            Some(server) => format!("http://{}/fhir/r4/Task", server.addr),
+            None => String::new(),
+        }
+    }
+
+    /// The durable log: every body acknowledged so far, one per line.
+    fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+}
+
+impl Drop for DurableRelay {
+    fn drop(&mut self) {
+        // Stopping the server drops its runtime and with it every sender of appends, which ends
+        // the committer (and closes the log) before the directory goes.
+        drop(self.server.take());
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
+}
+
+async fn durable_relay(
+    State(state): State<DurableRelayState>,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let (done, synced) = oneshot::channel();
+    let append = Append {
+        body: body.clone(),
+        done,
+    };
+    let durable = state.log.send(append).is_ok() && matches!(synced.await, Ok(Ok(())));
+    if !durable {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            fhir_json_headers(),
+            Bytes::new(),
+        );
+    }
+    relay(State(state.relay), body).await
+}
+
+/// The durable relay's committer (a dedicated thread, so that no file I/O runs on an async
+/// worker): waits for an append, takes every other one pending, writes them all with one write,
+/// `fdatasync`s once, then answers each waiter. Appends arriving during a sync form the next
+/// batch; an idle committer syncs a lone append at once. After an I/O error every later append
+/// fails too (what reached the disk is unknown). Returns when every sender is gone.
+fn commit_loop(
+    mut file: std::fs::File,
+    mut pending: mpsc::UnboundedReceiver<Append>,
+) -> CommitStats {
+    let mut stats = CommitStats::default();
+    let mut batch: Vec<Append> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut failed: Option<String> = None;
+    while let Some(first) = pending.blocking_recv() {
+        batch.push(first);
+        while let Ok(more) = pending.try_recv() {
+            batch.push(more);
+        }
+        let outcome = match &failed {
+            Some(e) => Err(e.clone()),
+            None => {
+                buf.clear();
+                for a in &batch {
+                    buf.extend_from_slice(&a.body);
+                    buf.push(b'\n');
+                }
+                stats.syncs += 1;
+                file.write_all(&buf)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| format!("durable relay log: {e}"))
+            }
+        };
+        if let Err(e) = &outcome {
+            failed.get_or_insert_with(|| e.clone());
+        } else {
+            stats.appends += batch.len() as u64;
+        }
+        for a in batch.drain(..) {
+            let _ = a.done.send(outcome.clone());
+        }
+    }
+    stats
 }
 
 fn report(
@@ -748,6 +967,7 @@ fn report(
     setups: &[SetupReport],
     herald: &mut BTreeMap<(usize, usize), Sample>,
     relay: &mut BTreeMap<(usize, usize), Sample>,
+    durable: &mut BTreeMap<(usize, usize), Sample>,
 ) {
     println!();
     println!(
@@ -771,7 +991,11 @@ fn report(
             }
         );
     }
-    for (title, results) in [("herald", &mut *herald), ("relay", &mut *relay)] {
+    for (title, results) in [
+        ("herald", &mut *herald),
+        ("relay", &mut *relay),
+        ("durable relay", &mut *durable),
+    ] {
         if results.is_empty() {
             continue;
         }
@@ -807,30 +1031,68 @@ fn report(
             );
         }
     }
-    if relay.is_empty() {
-        return;
-    }
-    println!();
-    println!("herald/relay (relay measured alongside each S; targets: rate >= 0.50, p99 <= 3.0x):");
-    println!(
-        "{:>6} {:>4} {:>11} {:>11} {:>11}",
-        "S", "C", "rate", "p50", "p99"
-    );
-    for (key, h) in herald.iter_mut() {
-        let Some(r) = relay.get_mut(key) else {
-            continue;
-        };
-        let rate = ratio(h.rate(), r.rate());
-        let p50 = quantile_ratio(h, r, 0.50);
-        let p99 = quantile_ratio(h, r, 0.99);
+    if !relay.is_empty() {
+        println!();
+        println!(
+            "herald/relay (relay measured alongside each S; targets: rate >= 0.50, p99 <= 3.0x):"
+        );
         println!(
             "{:>6} {:>4} {:>11} {:>11} {:>11}",
-            key.0,
-            key.1,
-            verdict_cell(rate, rate.map(|x| x >= 0.50)),
-            verdict_cell(p50, None),
-            verdict_cell(p99, p99.map(|x| x <= 3.0)),
+            "S", "C", "rate", "p50", "p99"
         );
+        for (key, h) in herald.iter_mut() {
+            let Some(r) = relay.get_mut(key) else {
+                continue;
+            };
+            let rate = ratio(h.rate(), r.rate());
+            let p50 = quantile_ratio(h, r, 0.50);
+            let p99 = quantile_ratio(h, r, 0.99);
+            println!(
+                "{:>6} {:>4} {:>11} {:>11} {:>11}",
+                key.0,
+                key.1,
+                verdict_cell(rate, rate.map(|x| x >= 0.50)),
+                verdict_cell(p50, None),
+                verdict_cell(p99, p99.map(|x| x <= 3.0)),
+            );
+        }
+    }
+    if !durable.is_empty() {
+        println!();
+        println!("herald/durable relay (context, no target):");
+        println!(
+            "{:>6} {:>4} {:>11} {:>11} {:>11}",
+            "S", "C", "rate", "p50", "p99"
+        );
+        for (key, h) in herald.iter_mut() {
+            let Some(d) = durable.get_mut(key) else {
+                continue;
+            };
+            println!(
+                "{:>6} {:>4} {:>11} {:>11} {:>11}",
+                key.0,
+                key.1,
+                verdict_cell(ratio(h.rate(), d.rate()), None),
+                verdict_cell(quantile_ratio(h, d, 0.50), None),
+                verdict_cell(quantile_ratio(h, d, 0.99), None),
+            );
+        }
+        if !relay.is_empty() {
+            println!();
+            println!("durable relay/relay (what durability alone costs on this machine):");
+            for (key, d) in durable.iter_mut() {
+                let Some(r) = relay.get_mut(key) else {
+                    continue;
+                };
+                println!(
+                    "  S={:<6} C={:<3} rate {}  p99 {}",
+                    key.0,
+                    key.1,
+                    verdict_cell(ratio(d.rate(), r.rate()), None),
+                    verdict_cell(quantile_ratio(d, r, 0.99), None),
+                );
+            }
+        }
     }
     let (Some(&few), Some(&many)) = (cfg.subs.iter().min(), cfg.subs.iter().max()) else {
         return;
@@ -935,5 +1197,87 @@ mod tests {
             Some("Task?owner=Organization/org-7")
         );
         assert_eq!(s["criteria"], TOPIC);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_durable_relay_logs_durably_every_body_it_forwards() {
+        let receiver = Receiver::start().unwrap();
+        let relay = DurableRelay::start(&receiver.url()).unwrap();
+        let log = relay.log_path().to_path_buf();
+        let http = client(8).unwrap();
+        let bodies: Vec<String> = (0..8)
+            .map(|i| {
+                format!(
+                    r#"{{"resourceType":"Task","id":"durable-{i}","status":"requested","intent":"order"}}"#
+                )
+            })
+            .collect();
+        let posts: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let request = http
+                    .post(relay.url())
+                    .header("content-type", "application/fhir+json")
+                    .body(body.clone());
+                tokio::spawn(async move { request.send().await.unwrap().status() })
+            })
+            .collect();
+        for post in posts {
+            assert_eq!(post.await.unwrap(), reqwest::StatusCode::CREATED);
+        }
+        // A 201 means both the forward and the sync are done.
+        let seen = receiver.snapshot();
+        let logged = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = logged.lines().collect();
+        assert_eq!(lines.len(), bodies.len(), "one line per body: {logged}");
+        for (i, body) in bodies.iter().enumerate() {
+            assert!(
+                seen.first.contains_key(&format!("durable-{i}")),
+                "durable-{i} was forwarded"
+            );
+            assert!(lines.contains(&body.as_str()), "durable-{i} is in the log");
+        }
+        drop(relay);
+        assert!(
+            !log.exists(),
+            "the log's directory is removed with the relay"
+        );
+    }
+
+    #[test]
+    fn the_durable_log_writes_every_pending_append_with_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let waiters: Vec<_> = (0..5)
+            .map(|i| {
+                let (done, synced) = oneshot::channel();
+                let body = Bytes::from(format!("body-{i}"));
+                assert!(tx.send(Append { body, done }).is_ok());
+                synced
+            })
+            .collect();
+        drop(tx);
+        // Everything is already pending when the committer starts: one batch, one sync.
+        let stats = commit_loop(file, rx);
+        assert_eq!(
+            stats,
+            CommitStats {
+                syncs: 1,
+                appends: 5
+            }
+        );
+        for synced in waiters {
+            assert_eq!(synced.blocking_recv().unwrap(), Ok(()));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "body-0\nbody-1\nbody-2\nbody-3\nbody-4\n"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! `herald-loadgen`: load against the real `herald` binary on loopback, one subcommand per
 //! scenario. `writes` measures Task creates per second and latency per durability mode;
 //! `notify` measures end-to-end notifications per second and write→receipt latency (write →
-//! matched → delivered to a local receiver) against a relay doing the same two HTTP hops.
+//! matched → delivered to a local receiver) against a relay doing the same two HTTP hops, and a
+//! durable relay that also appends and `fdatasync`s each body (group commit) before forwarding.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -29,9 +30,10 @@ enum Command {
     /// PASS/MISS against the targets. Exits 0 whatever the figures.
     Writes(WritesArgs),
     /// End-to-end notifications/s and write→receipt latency p50/p99 for S subscriptions (one
-    /// matching) and C clients, against a relay that forwards each POST to the same receiver;
-    /// prints Herald/relay ratios and PASS/MISS against the targets. Exits 0 whatever the
-    /// figures.
+    /// matching) and C clients, against a relay that forwards each POST to the same receiver
+    /// and a durable relay that also logs and fdatasyncs each body first; prints Herald/relay
+    /// ratios and PASS/MISS against the targets, and Herald/durable relay and durable
+    /// relay/relay ratios for context. Exits 0 whatever the figures.
     Notify(NotifyArgs),
 }
 
@@ -68,6 +70,9 @@ struct NotifyArgs {
     /// Skip the relay baseline.
     #[arg(long)]
     no_relay: bool,
+    /// Skip the durable relay baseline (the relay plus a group-committed, fdatasynced log).
+    #[arg(long)]
+    no_durable_relay: bool,
     /// How many times to measure every (S, C) pair (interleaved; merged in the summary).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
@@ -146,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
                 setup_concurrency: a.setup_concurrency.clamp(1, 256),
                 setup_timeout: a.setup_timeout,
                 relay: !a.no_relay,
+                durable_relay: !a.no_durable_relay,
                 rounds: a.rounds.max(1),
             })
             .await?;
