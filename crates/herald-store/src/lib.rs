@@ -321,25 +321,30 @@ impl Store {
         id: &str,
         version: u64,
     ) -> Result<StoredVersion> {
-        match self
-            .history
-            .get(keys::history(tenant, resource_type, id, version))?
-        {
-            Some(b) => decode_version(&b),
-            None => {
-                if self.current(tenant, resource_type, id)?.is_none() {
-                    Err(StoreError::NotFound {
-                        resource_type: resource_type.into(),
-                        id: id.into(),
-                    })
-                } else {
-                    Err(StoreError::VersionNotFound {
-                        resource_type: resource_type.into(),
-                        id: id.into(),
-                        version,
-                    })
-                }
+        let key = keys::history(tenant, resource_type, id, version);
+        if let Some(b) = self.history.get(&key)? {
+            return decode_version(&b);
+        }
+        // The current version lives in `resources` only (see `apply_one`).
+        let current = self.current(tenant, resource_type, id)?;
+        match current {
+            Some(c) if c.version == version => Ok(c),
+            // An update moved it to `history` between the two reads.
+            Some(c)
+                if c.version > version
+                    && let Some(b) = self.history.get(&key)? =>
+            {
+                decode_version(&b)
             }
+            Some(_) => Err(StoreError::VersionNotFound {
+                resource_type: resource_type.into(),
+                id: id.into(),
+                version,
+            }),
+            None => Err(StoreError::NotFound {
+                resource_type: resource_type.into(),
+                id: id.into(),
+            }),
         }
     }
 
@@ -350,14 +355,42 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<Vec<StoredVersion>> {
-        let mut out = self.scan_history(&keys::history_prefix(tenant, resource_type, id))?;
+        // Current first, then the older versions below it: a consistent list even when an
+        // update moves the current version into `history` in between.
+        let Some(current) = self.current(tenant, resource_type, id)? else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<StoredVersion> = self
+            .scan_history(&keys::history_prefix(tenant, resource_type, id))?
+            .into_iter()
+            .filter(|v| v.version < current.version)
+            .collect();
+        out.push(current);
         out.reverse();
         Ok(out)
     }
 
     /// All versions of all resources of one type, newest first.
     pub fn type_history(&self, tenant: &str, resource_type: &str) -> Result<Vec<StoredVersion>> {
-        let mut out = self.scan_history(&keys::resource_type_prefix(tenant, resource_type))?;
+        let prefix = keys::resource_type_prefix(tenant, resource_type);
+        let currents = self
+            .resources
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                kv.map_err(StoreError::from)
+                    .and_then(|(_, v)| decode_version(&v))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let latest: HashMap<&str, u64> = currents
+            .iter()
+            .map(|c| (c.id.as_str(), c.version))
+            .collect();
+        let mut out: Vec<StoredVersion> = self
+            .scan_history(&prefix)?
+            .into_iter()
+            .filter(|v| latest.get(v.id.as_str()).is_some_and(|n| v.version < *n))
+            .collect();
+        out.extend(currents);
         out.sort_by(|a, b| {
             b.last_updated
                 .cmp(&a.last_updated)
@@ -467,8 +500,9 @@ fn apply_one(
     hook: &mut dyn FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String>,
 ) -> Result<Result<WriteOutcome>> {
     let key = keys::resource(req.tenant, req.resource_type, req.id);
-    let previous = match pending.get(TreeId::Resources, &key)? {
-        Some(bytes) => Some(decode_version(&bytes)?),
+    let previous_bytes = pending.get(TreeId::Resources, &key)?;
+    let previous = match &previous_bytes {
+        Some(bytes) => Some(decode_version(bytes)?),
         None => None,
     };
     let prev_live = previous.as_ref().filter(|p| !p.is_deleted());
@@ -536,13 +570,16 @@ fn apply_one(
         Ok(d) => d,
         Err(e) => return Ok(Err(StoreError::Hook(e))),
     };
-    let bytes = encode_version(&stored)?;
-    pending.put(
-        TreeId::History,
-        keys::history(req.tenant, req.resource_type, req.id, version),
-        bytes.clone(),
-    );
-    pending.put(TreeId::Resources, key, bytes);
+    // The current version is kept once, in `resources`; the one it replaces moves to
+    // `history` (as stored, not re-encoded). A create, the common write, stores its body once.
+    if let Some(prev) = previous_bytes {
+        pending.put(
+            TreeId::History,
+            keys::history(req.tenant, req.resource_type, req.id, prev_version),
+            prev,
+        );
+    }
+    pending.put(TreeId::Resources, key, encode_version(&stored)?);
     let recorded = record_events(pending, req, &stored, drafts)?;
     Ok(Ok(WriteOutcome {
         stored,

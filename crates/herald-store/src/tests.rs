@@ -621,3 +621,65 @@ async fn lazy_durability_rides_along_with_another_writers_flush_or_asks_for_its_
         .expect("join")
         .expect("durable");
 }
+
+#[tokio::test]
+async fn every_version_is_readable_once_whether_current_or_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    for (id, status) in [("a", "requested"), ("a", "accepted"), ("b", "requested")] {
+        store
+            .write(
+                req(
+                    WriteKind::Upsert,
+                    id,
+                    Some(json!({"resourceType":"Task","status":status})),
+                ),
+                &mut no_events(),
+            )
+            .await
+            .expect("upsert");
+    }
+    store
+        .write(req(WriteKind::Delete, "b", None), &mut no_events())
+        .await
+        .expect("delete");
+    // The current version (2) and the replaced one (1) both read by version.
+    let v1 = store.read_version("r4", "Task", "a", 1).expect("v1");
+    assert_eq!(v1.resource.expect("body")["status"], "requested");
+    let v2 = store.read_version("r4", "Task", "a", 2).expect("v2");
+    assert_eq!(v2.resource.expect("body")["status"], "accepted");
+    assert!(matches!(
+        store.read_version("r4", "Task", "a", 3),
+        Err(StoreError::VersionNotFound { version: 3, .. })
+    ));
+    // A deletion is the current version of b; its create moved to history.
+    assert!(
+        store
+            .read_version("r4", "Task", "b", 2)
+            .expect("tombstone")
+            .is_deleted()
+    );
+    assert!(
+        !store
+            .read_version("r4", "Task", "b", 1)
+            .expect("create")
+            .is_deleted()
+    );
+    // Type history lists each version exactly once.
+    let mut seen: Vec<(String, u64)> = store
+        .type_history("r4", "Task")
+        .expect("type history")
+        .into_iter()
+        .map(|v| (v.id, v.version))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("a".to_string(), 1),
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("b".to_string(), 2)
+        ]
+    );
+}
