@@ -62,6 +62,17 @@ pub struct Registry {
     defs: Vec<SearchParamDef>,
     /// base resource type → indices into `defs`.
     by_base: HashMap<String, Vec<usize>>,
+    /// Per resource type, the definitions that apply (resolved once: every write's validation
+    /// asks for them).
+    resolved: OnceLock<HashMap<String, Resolved>>,
+}
+
+/// The definitions that apply to one resource type.
+#[derive(Debug)]
+struct Resolved {
+    /// Sorted by code.
+    sorted: Vec<usize>,
+    by_code: HashMap<String, usize>,
 }
 
 static R4_BUNDLE: &str = include_str!("../../data/r4/search-parameters-workflow.json");
@@ -108,6 +119,7 @@ impl Registry {
         let mut reg = Registry {
             defs: Vec::new(),
             by_base: HashMap::new(),
+            resolved: OnceLock::new(),
         };
         for r in resources {
             if r.get("resourceType").and_then(Value::as_str) != Some("SearchParameter") {
@@ -165,44 +177,73 @@ impl Registry {
         })
     }
 
-    fn specific(&self, base: &str, code: &str) -> Option<&SearchParamDef> {
+    fn specific(&self, base: &str, code: &str) -> Option<usize> {
         // When several definitions share a code for a type (a multi-resource one and a
         // type-specific one), the most specific (fewest bases) wins.
         self.by_base
             .get(base)?
             .iter()
-            .filter_map(|&i| self.defs.get(i))
-            .filter(|d| d.code == code)
-            .min_by_key(|d| d.base.len())
+            .copied()
+            .filter(|&i| self.defs.get(i).is_some_and(|d| d.code == code))
+            .min_by_key(|&i| self.defs.get(i).map_or(usize::MAX, |d| d.base.len()))
     }
 
-    /// The definition of `code` for `resource_type`, including Resource-level ones (`_id`,
-    /// `_lastUpdated`, …).
-    pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParamDef> {
+    fn get_index(&self, resource_type: &str, code: &str) -> Option<usize> {
         self.specific(resource_type, code)
             .or_else(|| self.specific("DomainResource", code))
             .or_else(|| self.specific("Resource", code))
     }
 
-    /// All definitions that apply to `resource_type` (one per code), sorted by code.
-    pub fn for_resource(&self, resource_type: &str) -> Vec<&SearchParamDef> {
-        let mut by_code: HashMap<&str, &SearchParamDef> = HashMap::new();
+    fn resolve(&self, resource_type: &str) -> Resolved {
+        let mut by_code: HashMap<String, usize> = HashMap::new();
         for base in [resource_type, "DomainResource", "Resource"] {
-            for def in self
-                .by_base
-                .get(base)
-                .into_iter()
-                .flatten()
-                .filter_map(|&i| self.defs.get(i))
-            {
-                by_code
-                    .entry(def.code.as_str())
-                    .or_insert_with(|| self.get(resource_type, &def.code).unwrap_or(def));
+            for &i in self.by_base.get(base).into_iter().flatten() {
+                let Some(def) = self.defs.get(i) else {
+                    continue;
+                };
+                if !by_code.contains_key(&def.code) {
+                    let chosen = self.get_index(resource_type, &def.code).unwrap_or(i);
+                    by_code.insert(def.code.clone(), chosen);
+                }
             }
         }
-        let mut out: Vec<&SearchParamDef> = by_code.into_values().collect();
-        out.sort_by(|a, b| a.code.cmp(&b.code));
-        out
+        let mut sorted: Vec<usize> = by_code.values().copied().collect();
+        sorted.sort_by(|&a, &b| self.defs[a].code.cmp(&self.defs[b].code));
+        Resolved { sorted, by_code }
+    }
+
+    fn resolved(&self, resource_type: &str) -> Option<&Resolved> {
+        self.resolved
+            .get_or_init(|| {
+                self.by_base
+                    .keys()
+                    .map(|t| (t.clone(), self.resolve(t)))
+                    .collect()
+            })
+            .get(resource_type)
+    }
+
+    /// The definition of `code` for `resource_type`, including Resource-level ones (`_id`,
+    /// `_lastUpdated`, …).
+    pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParamDef> {
+        let index = match self.resolved(resource_type) {
+            Some(r) => r.by_code.get(code).copied(),
+            None => self.get_index(resource_type, code),
+        };
+        index.and_then(|i| self.defs.get(i))
+    }
+
+    /// All definitions that apply to `resource_type` (one per code), sorted by code.
+    pub fn for_resource(&self, resource_type: &str) -> Vec<&SearchParamDef> {
+        let resolved;
+        let r = match self.resolved(resource_type) {
+            Some(r) => r,
+            None => {
+                resolved = self.resolve(resource_type);
+                &resolved
+            }
+        };
+        r.sorted.iter().filter_map(|&i| self.defs.get(i)).collect()
     }
 }
 
