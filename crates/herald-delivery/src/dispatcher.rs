@@ -549,6 +549,7 @@ impl Router {
             }
         }
         persist(&self.store, &key, &e.state);
+        let acked = e.state.acked;
         // A delivered batch moved the cursor: make that durable before the next batch goes, so
         // a crash can redeliver at most the batch that was in flight.
         let cursor_moved = done.sent.failure.is_none() && matches!(done.job, Job::Events(..));
@@ -561,10 +562,21 @@ impl Router {
         if cursor_moved {
             let store = self.store.clone();
             let done_tx = self.done_tx.clone();
+            // Events already recorded beyond the cursor (durable or still syncing) wait for
+            // this cursor: sync it now, alongside their writes' syncs. Otherwise the next batch
+            // is a write away; the cursor rides along with that write's sync, or after a moment
+            // gets one of its own.
+            let waiting = self
+                .store
+                .event_count(&key.0, &key.1)
+                .is_ok_and(|n| n > acked);
             tokio::spawn(async move {
-                // Under write load the cursor rides along with the sync the writers need
-                // anyway; when idle, a sync of its own after a moment.
-                if let Err(e) = store.make_durable_lazily(CURSOR_PATIENCE).await {
+                let synced = if waiting {
+                    store.make_durable().await
+                } else {
+                    store.make_durable_lazily(CURSOR_PATIENCE).await
+                };
+                if let Err(e) = synced {
                     tracing::error!(error = %e, "cannot flush the delivery cursor");
                 }
                 let _ = done_tx.send(Report::CursorDurable(key));
