@@ -346,6 +346,8 @@ impl Wal {
             return Err(io(e));
         }
         seg.len += buf.len() as u64;
+        // Should sled fail here, the caller gets the error although the record is logged:
+        // the write is then applied at the next start-up (as a write whose answer was lost).
         self.trees.apply(&ops)?;
         Ok(out)
     }
@@ -376,7 +378,14 @@ impl Wal {
         };
         // Everything in the old segment was applied to sled before the switch.
         self.persist_sled()?;
-        fs::remove_file(segment_path(&self.dir, old.number)).map_err(io)?;
+        // Every older segment goes, not only the one just closed: one left behind by a failed
+        // checkpoint would otherwise be replayed at start-up *without* the newer records that
+        // overwrite its keys, turning them back to old values.
+        for (number, path) in segments(&self.dir)? {
+            if number <= old.number {
+                fs::remove_file(path).map_err(io)?;
+            }
+        }
         Ok(())
     }
 
@@ -525,5 +534,32 @@ mod tests {
         );
         let left = segments(&dir.path().join("wal")).expect("list");
         assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn a_checkpoint_removes_every_older_segment_so_none_can_be_replayed_out_of_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, trees) = open_store_dir(dir.path());
+        let wal = Wal::open(dir.path(), db, trees).expect("open");
+        // A segment a failed checkpoint left behind, older than the current one (1).
+        let mut stale = Vec::new();
+        encode(
+            &[Op::Put(TreeId::Counters, b"c".to_vec(), b"1".to_vec())],
+            &mut stale,
+        );
+        fs::write(segment_path(&dir.path().join("wal"), 0), &stale).expect("write");
+        wal.put(vec![Op::Put(
+            TreeId::Counters,
+            b"c".to_vec(),
+            b"2".to_vec(),
+        )])
+        .expect("put");
+        wal.checkpoint().expect("checkpoint");
+        let left: Vec<u64> = segments(&dir.path().join("wal"))
+            .expect("list")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(left, vec![2]);
     }
 }
