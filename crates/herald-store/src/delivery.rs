@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
+use std::sync::atomic::Ordering;
+
 use crate::wal::{Op, TreeId};
 use crate::{Store, keys};
 
@@ -125,7 +127,9 @@ impl Store {
         let mut key = attempt.at_ms.to_be_bytes().to_vec();
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         let bytes = serde_json::to_vec(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.wal.put(vec![Op::Put(TreeId::Attempts, key, bytes)])
+        self.wal.put(vec![Op::Put(TreeId::Attempts, key, bytes)])?;
+        self.attempts_len.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Attempts matching `filter`, newest first: (total matching, the page).
@@ -161,7 +165,7 @@ impl Store {
 
     /// Drops the oldest attempts beyond `keep`; returns how many were dropped.
     pub fn prune_attempts(&self, keep: usize) -> Result<usize> {
-        let len = self.attempts.len();
+        let len = self.attempts_len.load(Ordering::Relaxed);
         if len <= keep {
             return Ok(0);
         }
@@ -172,6 +176,7 @@ impl Store {
         }
         let dropped = ops.len();
         self.wal.put(ops)?;
+        self.attempts_len.fetch_sub(dropped, Ordering::Relaxed);
         Ok(dropped)
     }
 }

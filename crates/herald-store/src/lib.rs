@@ -138,6 +138,8 @@ pub struct Store {
     events: sled::Tree,
     delivery: sled::Tree,
     attempts: sled::Tree,
+    /// Entries in `attempts` (sled's `len` is a full scan; pruning needs the count often).
+    attempts_len: std::sync::atomic::AtomicUsize,
     wal: Arc<Wal>,
     durability: Durability,
     group: Option<GroupCommit>,
@@ -159,6 +161,7 @@ impl Store {
         };
         let [resources, history, counters, events, delivery, attempts] = trees.0;
         Ok(Store {
+            attempts_len: std::sync::atomic::AtomicUsize::new(attempts.len()),
             resources,
             history,
             counters,
