@@ -828,3 +828,79 @@ async fn data_survives_a_graceful_restart() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// Concurrent writes are applied in batches (the committer); each must still succeed or fail on
+/// its own: of 24 simultaneous `If-Match: W/"1"` updates of one Task exactly one wins, the others
+/// get 412, and the history holds exactly the winner as version 2. Concurrent creates alongside
+/// them all succeed with distinct ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_conditional_updates_let_exactly_one_win_while_other_writes_go_through() {
+    let h = Herald::start();
+    let c = client();
+    let base = h.fhir("r4");
+    let created = json_of(post(&c, &format!("{base}/Task"), &task("Organization/o")).await).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut updates = Vec::new();
+    for i in 0..24 {
+        let (c, url) = (c.clone(), format!("{base}/Task/{id}"));
+        let mut body = task("Organization/o");
+        body["id"] = json!(id);
+        body["description"] = json!(format!("writer {i}"));
+        updates.push(tokio::spawn(async move {
+            let r = c
+                .put(&url)
+                .header("content-type", FHIR)
+                .header("if-match", "W/\"1\"")
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("request");
+            (i, r.status())
+        }));
+    }
+    let mut creates = Vec::new();
+    for _ in 0..24 {
+        let (c, url) = (c.clone(), format!("{base}/Task"));
+        creates.push(tokio::spawn(async move {
+            let r = post(&c, &url, &task("Organization/p")).await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+            json_of(r).await["id"].as_str().unwrap().to_string()
+        }));
+    }
+    let mut winners = Vec::new();
+    for u in updates {
+        let (i, status) = u.await.unwrap();
+        match status {
+            StatusCode::OK => winners.push(i),
+            StatusCode::PRECONDITION_FAILED => {}
+            other => panic!("writer {i}: unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one If-Match update wins: {winners:?}"
+    );
+    let mut ids = Vec::new();
+    for t in creates {
+        ids.push(t.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 24, "every concurrent create got its own id");
+    let hist = json_of(
+        c.get(format!("{base}/Task/{id}/_history"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(hist["total"], 2, "{hist}");
+    let current = json_of(c.get(format!("{base}/Task/{id}")).send().await.unwrap()).await;
+    assert_eq!(current["meta"]["versionId"], "2");
+    assert_eq!(
+        current["description"],
+        format!("writer {}", winners[0]),
+        "the stored version 2 is the winner's"
+    );
+}
