@@ -152,6 +152,9 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
+            // sled's own periodic flush (every 500 ms by default) is redundant with the
+            // write-ahead log's checkpoints and competes with the log's syncs for the disk.
+            .flush_every_ms(None)
             .open()?;
         let trees = Trees::open(&db)?;
         let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone())?);
