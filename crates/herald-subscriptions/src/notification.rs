@@ -272,12 +272,15 @@ pub fn build_notification(input: &NotificationInput) -> Value {
             } else {
                 "$status"
             };
-            entries.push(json!({
-                "fullUrl": format!("urn:uuid:{status_id}"),
-                "resource": r4_status(&status, &status_id),
-                "request": { "method": "GET", "url": format!("Subscription/{}/{op}", sub.id) },
-                "response": { "status": "200" },
-            }));
+            entries.push(obj([
+                ("fullUrl", Value::String(format!("urn:uuid:{status_id}"))),
+                ("resource", r4_status(&status, &status_id)),
+                (
+                    "request",
+                    json!({ "method": "GET", "url": format!("Subscription/{}/{op}", sub.id) }),
+                ),
+                ("response", json!({ "status": "200" })),
+            ]));
             bundle.insert(
                 "meta".into(),
                 json!({ "profile": [BACKPORT_NOTIFICATION_PROFILE_R4] }),
@@ -285,10 +288,10 @@ pub fn build_notification(input: &NotificationInput) -> Value {
             bundle.insert("type".into(), json!("history"));
         }
         FhirVersion::R5 => {
-            entries.push(json!({
-                "fullUrl": format!("urn:uuid:{status_id}"),
-                "resource": r5_status(&status, &status_id),
-            }));
+            entries.push(obj([
+                ("fullUrl", Value::String(format!("urn:uuid:{status_id}"))),
+                ("resource", r5_status(&status, &status_id)),
+            ]));
             bundle.insert("type".into(), json!("subscription-notification"));
         }
     }
@@ -324,11 +327,11 @@ pub fn build_status_bundle(
                 FhirVersion::R4 => r4_status(&data, &status_id),
                 FhirVersion::R5 => r5_status(&data, &status_id),
             };
-            json!({
-                "fullUrl": format!("urn:uuid:{status_id}"),
-                "resource": resource,
-                "search": { "mode": "match" },
-            })
+            obj([
+                ("fullUrl", Value::String(format!("urn:uuid:{status_id}"))),
+                ("resource", resource),
+                ("search", json!({ "mode": "match" })),
+            ])
         })
         .collect();
     let mut bundle = Map::new();
@@ -435,11 +438,17 @@ fn resource_reference(base: &str, r: &ResourceAtVersion) -> Value {
     json!({ "reference": url, "type": r.resource_type })
 }
 
+/// A JSON object from owned values, in order. (`json!` serialises every value it embeds, which
+/// deep-copies a `Value`: for a notification that was most of the cost of building it.)
+fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
 fn r4_status(data: &StatusData, status_id: &str) -> Value {
-    let mut params = vec![json!({
-        "name": "subscription",
-        "valueReference": subscription_reference(data.sub),
-    })];
+    let mut params = vec![obj([
+        ("name", json!("subscription")),
+        ("valueReference", subscription_reference(data.sub)),
+    ])];
     if let Some(topic) = data.topic() {
         params.push(json!({ "name": "topic", "valueCanonical": topic }));
     }
@@ -458,28 +467,34 @@ fn r4_status(data: &StatusData, status_id: &str) -> Value {
             parts.push(json!({ "name": "timestamp", "valueInstant": event.timestamp }));
         }
         if data.content != PayloadContent::Empty {
-            parts.push(json!({
-                "name": "focus",
-                "valueReference": resource_reference(data.base(), &event.focus),
-            }));
+            parts.push(obj([
+                ("name", json!("focus")),
+                (
+                    "valueReference",
+                    resource_reference(data.base(), &event.focus),
+                ),
+            ]));
             for ctx in &event.additional_context {
-                parts.push(json!({
-                    "name": "additional-context",
-                    "valueReference": resource_reference(data.base(), ctx),
-                }));
+                parts.push(obj([
+                    ("name", json!("additional-context")),
+                    ("valueReference", resource_reference(data.base(), ctx)),
+                ]));
             }
         }
-        params.push(json!({ "name": "notification-event", "part": parts }));
+        params.push(obj([
+            ("name", json!("notification-event")),
+            ("part", Value::Array(parts)),
+        ]));
     }
     for error in data.errors {
         params.push(json!({ "name": "error", "valueCodeableConcept": error }));
     }
-    json!({
-        "resourceType": "Parameters",
-        "id": status_id,
-        "meta": { "profile": [BACKPORT_STATUS_PROFILE_R4] },
-        "parameter": params,
-    })
+    obj([
+        ("resourceType", json!("Parameters")),
+        ("id", json!(status_id)),
+        ("meta", json!({ "profile": [BACKPORT_STATUS_PROFILE_R4] })),
+        ("parameter", Value::Array(params)),
+    ])
 }
 
 fn r5_status(data: &StatusData, status_id: &str) -> Value {
