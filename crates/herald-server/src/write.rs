@@ -5,6 +5,8 @@
 //! the [`crate::committer`] unless it changes subscription state — update the in-memory engine,
 //! and return once the group commit has made it durable.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use herald_fhir::FhirVersion;
 use herald_store::{Change, EventDraft, WriteKind, WriteOutcome, WriteRequest};
@@ -13,8 +15,6 @@ use herald_subscriptions::{
     validate_topic,
 };
 use serde_json::Value;
-
-use std::sync::Arc;
 
 use crate::committer::Pending;
 use crate::engine::{Kind, Related, classify, subscription_error};
