@@ -745,3 +745,69 @@ async fn loopback_endpoints_are_refused_at_creation_unless_private_endpoints_are
         assert_eq!(all["total"], 0, "nothing stored: {all}");
     }
 }
+
+/// `Subscription.end`: a subscription is notified until its end, then Herald turns it `off`
+/// (R5: "the time for the server to turn the subscription off"; R4 says delete, and the server
+/// may deviate: `off` keeps its `$status` readable) and a later change notifies nothing. One
+/// whose end has already passed is refused at creation, and `end` must be an instant.
+#[tokio::test]
+async fn a_subscription_is_turned_off_when_its_end_passes_and_then_notifies_nothing() {
+    let rx = Receiver::start().await;
+    let h = herald(3, &[]);
+    let c = client();
+    let base = h.fhir("r4");
+    let instant = |d: Duration| {
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() + d).to_string()
+    };
+    let past =
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_secs(60))
+            .to_string();
+    let mut ended = r4_sub(&rx.url("/ended"), "id-only", FHIR, &[], "ended");
+    ended["end"] = json!(past);
+    let (s, oo) = send(
+        &c,
+        reqwest::Method::POST,
+        &format!("{base}/Subscription"),
+        &ended,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+    assert!(
+        oo["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("end"),
+        "{oo}"
+    );
+    let mut garbled = r4_sub(&rx.url("/garbled"), "id-only", FHIR, &[], "garbled");
+    garbled["end"] = json!("soon");
+    let (s, oo) = send(
+        &c,
+        reqwest::Method::POST,
+        &format!("{base}/Subscription"),
+        &garbled,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+
+    let mut sub = r4_sub(&rx.url("/ending"), "id-only", FHIR, &[], "ending");
+    sub["end"] = json!(instant(Duration::from_secs(3)));
+    let id = subscribe(&c, &base, &sub).await;
+    wait_status(&c, &base, &id, "active").await;
+    create(&c, &base, "Task", &task("Organization/a")).await;
+    rx.wait_until("/ending", "one event", WAIT, |l| {
+        delivered_events(l) == vec![1]
+    })
+    .await;
+    let off = wait_status(&c, &base, &id, "off").await;
+    assert_eq!(off["end"], sub["end"], "the end is kept");
+    let (status, _) = status_op(&c, &base, &id).await;
+    assert_eq!(status, "off");
+    // A change after the end records no event and sends nothing.
+    create(&c, &base, "Task", &task("Organization/a")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = rx.on("/ending");
+    assert_eq!(delivered_events(&got), vec![1], "{}", summary(&got));
+    let (_, events) = status_op(&c, &base, &id).await;
+    assert_eq!(events, 1, "no event is counted after the end");
+}

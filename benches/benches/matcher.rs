@@ -116,6 +116,7 @@ fn change<'a>(versions: &'a (Value, Value)) -> Change<'a> {
         interaction: Interaction::Update,
         previous: Some(&versions.0),
         current: Some(&versions.1),
+        at_ms: None,
     }
 }
 

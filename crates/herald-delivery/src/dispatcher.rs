@@ -91,6 +91,8 @@ impl Dispatcher {
             durable: HashMap::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
+            ends: BTreeSet::new(),
+            end_of: HashMap::new(),
             logged: 0,
         };
         let handle = tokio::spawn(router.run(rx, done_rx));
@@ -184,6 +186,10 @@ struct Router {
     durable: HashMap<Key, u64>,
     timers: BTreeSet<(Instant, Key)>,
     timer_of: HashMap<Key, Instant>,
+    /// `Subscription.end` of each subscription that has one and is not off: when it passes the
+    /// dispatcher asks for `off` (a timer apart from the retry/heartbeat one).
+    ends: BTreeSet<(Instant, Key)>,
+    end_of: HashMap<Key, Instant>,
     logged: u64,
 }
 
@@ -201,7 +207,10 @@ impl Router {
         mut done_rx: mpsc::UnboundedReceiver<Report>,
     ) {
         loop {
-            let next = self.timers.first().map(|(t, _)| *t);
+            let next = match (self.timers.first(), self.ends.first()) {
+                (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
+                (a, b) => a.or(b).map(|(t, _)| *t),
+            };
             let sleep = async {
                 match next {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -292,12 +301,14 @@ impl Router {
                         }
                     }
                 }
+                self.schedule_end(&key);
                 self.consider(&key);
             }
             Command::Remove(key) => {
                 self.subs.remove(&key);
                 self.durable.remove(&key);
                 self.clear_timer(&key);
+                self.clear_end(&key);
                 if let Err(e) = self.store.remove_delivery_state(&key.0, &key.1) {
                     tracing::warn!(error = %e, "cannot remove delivery state");
                 }
@@ -335,8 +346,48 @@ impl Router {
         }
     }
 
+    /// (Re)arms the end timer of `key` from its `Subscription.end`; one already passed asks for
+    /// `off` at once.
+    fn schedule_end(&mut self, key: &Key) {
+        self.clear_end(key);
+        let Some(e) = self.subs.get(key) else { return };
+        if matches!(
+            e.sub.status,
+            SubscriptionStatus::Off | SubscriptionStatus::EnteredInError
+        ) {
+            return;
+        }
+        let Some(end_ms) = e.sub.end_ms() else { return };
+        let now = now_ms();
+        let end_ms = u64::try_from(end_ms).unwrap_or(0);
+        if end_ms <= now {
+            self.ask(key, SubscriptionStatus::Off, None);
+            return;
+        }
+        let at = Instant::now() + Duration::from_millis(end_ms - now);
+        self.ends.insert((at, key.clone()));
+        self.end_of.insert(key.clone(), at);
+    }
+
+    fn clear_end(&mut self, key: &Key) {
+        if let Some(old) = self.end_of.remove(key) {
+            self.ends.remove(&(old, key.clone()));
+        }
+    }
+
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        while let Some((t, _)) = self.ends.first() {
+            if *t > now {
+                break;
+            }
+            let Some((_, key)) = self.ends.pop_first() else {
+                break;
+            };
+            self.end_of.remove(&key);
+            tracing::info!(tenant = %key.0, subscription = %key.1, "Subscription.end has passed: turning it off");
+            self.ask(&key, SubscriptionStatus::Off, None);
+        }
         while let Some((t, _)) = self.timers.first() {
             if *t > now {
                 break;
@@ -363,6 +414,10 @@ impl Router {
             )
             || e.state.parked
         {
+            return;
+        }
+        if e.sub.end_ms().is_some_and(|end| end <= now as i64) {
+            // Past its end: nothing more is sent; the end timer asked for `off`.
             return;
         }
         if let Some(t) = e.state.next_attempt_at_ms

@@ -657,6 +657,11 @@ impl Matcher {
         if !entry.sub.status.receives_events() {
             return Ok(None);
         }
+        if let (Some(at), Some(end)) = (change.at_ms, entry.sub.end_ms())
+            && end <= at
+        {
+            return Ok(None);
+        }
         let Some(filters) = &entry.filters else {
             return Ok(None);
         };

@@ -50,6 +50,9 @@ pub struct Change<'a> {
     pub previous: Option<&'a Value>,
     /// The version after the change (`None` on delete).
     pub current: Option<&'a Value>,
+    /// When the change was committed (ms since the Unix epoch): a subscription whose `end` is
+    /// not after it is not notified. `None` skips that check.
+    pub at_ms: Option<i64>,
 }
 
 impl Change<'_> {

@@ -109,6 +109,7 @@ fn change<'a>(
         interaction,
         previous,
         current,
+        at_ms: None,
     }
 }
 
@@ -795,4 +796,25 @@ fn a_topic_that_fails_to_evaluate_does_not_silence_the_others() {
         m.matches(&c, &NoRelated).is_err(),
         "the strict form still fails"
     );
+}
+
+#[test]
+fn a_subscription_is_not_notified_of_changes_at_or_after_its_end() {
+    let mut ending = sub("ending", COW_TASK_CHANGED, &[]);
+    ending.end = Some("2030-01-01T00:00:00Z".to_owned());
+    let m = matcher(vec![ending, sub("open", COW_TASK_CHANGED, &[])]);
+    let t = task("t1", Some("Organization/a"), "requested");
+    let end_ms = herald_fhir::date::parse_range("2030-01-01T00:00:00Z")
+        .expect("instant")
+        .0
+        .start;
+    let at = |ms: i64| Change {
+        at_ms: Some(ms),
+        ..created(&t)
+    };
+    assert_eq!(ids(&m, &at(end_ms - 1)), vec!["ending", "open"]);
+    assert_eq!(ids(&m, &at(end_ms)), vec!["open"]);
+    assert_eq!(ids(&m, &at(end_ms + 60_000)), vec!["open"]);
+    // Without a commit time the end is not checked (pure evaluation).
+    assert_eq!(ids(&m, &created(&t)), vec!["ending", "open"]);
 }

@@ -124,6 +124,9 @@ pub async fn write_as(
                         Actor::Server => parse_subscription(tenant.version, b),
                     }
                     .map_err(subscription_error)?;
+                    if actor == Actor::Client {
+                        check_end(&sub)?;
+                    }
                     Some(prepare_subscription(
                         tenant.version,
                         b.clone(),
@@ -246,6 +249,26 @@ fn prepare_subscription(
     herald_subscriptions::set_subscription_status(version, &mut body, status, None)
         .map_err(subscription_error)?;
     Ok(body)
+}
+
+/// A Subscription asked to run must end in the future: the server turns it off when `end`
+/// passes, so one that has already ended could never notify anything.
+fn check_end(sub: &herald_subscriptions::Subscription) -> ApiResult<()> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match (sub.status, sub.end_ms()) {
+        (SubscriptionStatus::Off, _) | (_, None) => Ok(()),
+        (_, Some(end)) if end > now_ms => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "business-rule",
+            format!(
+                "Subscription.end ({}) has already passed; a subscription is turned off at its end",
+                sub.end.as_deref().unwrap_or_default()
+            ),
+        )),
+    }
 }
 
 fn guard_builtin_topic(resource_type: &str, id: &str, actor: Actor) -> ApiResult<()> {

@@ -444,3 +444,14 @@ pub struct Subscription {
     /// Why the subscription exists.
     pub reason: Option<String>,
 }
+
+impl Subscription {
+    /// `end` as milliseconds since the Unix epoch (`None` when absent or not a date/time).
+    /// A change at or after it notifies nothing (and the dispatcher turns the subscription off).
+    pub fn end_ms(&self) -> Option<i64> {
+        self.end
+            .as_deref()
+            .and_then(herald_fhir::date::parse_range)
+            .map(|(range, _)| range.start)
+    }
+}

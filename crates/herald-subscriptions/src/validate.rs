@@ -63,6 +63,14 @@ pub fn validate_subscription(
         check_filter(version, topic, f)?;
     }
     check_channel(version, &sub.channel)?;
+    if let Some(end) = &sub.end
+        && sub.end_ms().is_none()
+    {
+        return Err(SubscriptionError::Invalid {
+            element: "Subscription.end".to_owned(),
+            reason: format!("'{end}' is not an instant"),
+        });
+    }
     Ok(sub)
 }
 
