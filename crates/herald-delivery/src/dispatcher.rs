@@ -470,6 +470,7 @@ impl Router {
             sub: e.sub.clone(),
             job,
             durable: self.durable.get(key).copied().unwrap_or(0),
+            state: e.state.clone(),
             timeout: Duration::from_secs(
                 e.sub
                     .channel
@@ -623,7 +624,7 @@ impl Router {
             // gets one of its own.
             let waiting = self
                 .store
-                .event_count(&key.0, &key.1)
+                .recorded_event_count(&key.0, &key.1)
                 .is_ok_and(|n| n > acked);
             tokio::spawn(async move {
                 let synced = if waiting {
@@ -658,6 +659,9 @@ struct Attempt {
     job: Job,
     /// The durable event count when the attempt started.
     durable: u64,
+    /// The subscription's delivery state when the attempt started (its errors go into the
+    /// notification; the dispatcher's copy is the current one, the store's may lag a sync).
+    state: DeliveryState,
     timeout: Duration,
 }
 
@@ -704,7 +708,7 @@ impl Attempt {
             }
             _ => Vec::new(),
         };
-        let errors = error_concepts(self.sub.status, &self.store.delivery_state(tenant, id)?);
+        let errors = error_concepts(self.sub.status, &self.state);
         let mut sref = subscription_ref(&self.base_url, &self.sub);
         if matches!(self.job, Job::Handshake) {
             sref.status = SubscriptionStatus::Requested.code().to_owned();

@@ -152,9 +152,8 @@ fn flusher(wal: &Wal, tickets: &(Mutex<Tickets>, Condvar), durable: &watch::Send
             t.issued
         };
         // Every write holding a ticket <= target was appended before its ticket was issued, so
-        // before this point: the segment taken now holds it, or an older one that the
-        // checkpoint synced before moving on.
-        match wal.current_file().sync_data() {
+        // before this point: the sync covers it (and puts it into sled before it is published).
+        match wal.sync() {
             Ok(()) => {
                 durable.send_if_modified(|d| {
                     let newer = target > *d;

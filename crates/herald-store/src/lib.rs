@@ -3,11 +3,10 @@
 //!
 //! One write (or a batch of them) is one log record holding every key it changes: the new
 //! version (current + history) and, for every subscription the write hook says matched, the
-//! bumped event counter and the numbered event. The record is appended before sled is touched
-//! and the write is acknowledged only once the group commit has synced it (design invariant 1);
-//! at start-up the log is re-applied to sled (`wal.rs`). Writes are applied under the log's
-//! lock, so reads made while computing a write see no other write half-done; readers outside
-//! may see a write's keys appear one by one, and before it is durable.
+//! bumped event counter and the numbered event. The write is acknowledged only once the group
+//! commit has synced the record (design invariant 1), and only then does it reach sled, so
+//! readers see durable writes only (a write's keys appear together with its sync, one key at a
+//! time); at start-up the log is re-applied to sled (`wal.rs`).
 #![forbid(unsafe_code)]
 
 mod commit;
@@ -31,7 +30,7 @@ pub use error::{Result, StoreError};
 pub use record::{EventDraft, EventRecord, Interaction, StoredVersion};
 
 use commit::{Checkpointer, GroupCommit};
-use wal::{Op, TreeId, Trees, Wal};
+use wal::{Op, TreeId, Trees, View, Wal};
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -157,7 +156,8 @@ impl Store {
             .flush_every_ms(None)
             .open()?;
         let trees = Trees::open(&db)?;
-        let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone())?);
+        let defer = options.durability != Durability::Off;
+        let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone(), defer)?);
         let group = match options.durability {
             Durability::GroupCommit => Some(GroupCommit::start(Arc::clone(&wal))),
             _ => None,
@@ -234,12 +234,10 @@ impl Store {
         match (&self.group, request.0, self.durability) {
             (Some(g), Some(ticket), _) => g.wait(ticket).await,
             (_, _, Durability::FlushPerWrite) => {
-                // The file is taken after the caller's append (see `Wal::current_file`).
-                let file = self.wal.current_file();
-                tokio::task::spawn_blocking(move || file.sync_data())
+                let wal = Arc::clone(&self.wal);
+                tokio::task::spawn_blocking(move || wal.sync())
                     .await
                     .map_err(|e| StoreError::Unavailable(format!("sync task failed: {e}")))?
-                    .map_err(|e| StoreError::Io(e.to_string()))
             }
             _ => Ok(()),
         }
@@ -268,8 +266,8 @@ impl Store {
         reqs: &[WriteRequest<'_>],
         hook: BatchHook<'_>,
     ) -> Result<Vec<Result<WriteOutcome>>> {
-        let results = self.wal.write(|trees| {
-            let mut pending = Pending::new(trees);
+        let results = self.wal.write(|view| {
+            let mut pending = Pending::new(view);
             let mut out = Vec::with_capacity(reqs.len());
             for (i, req) in reqs.iter().enumerate() {
                 let mut one = |c: &Change<'_>| hook(i, c);
@@ -430,6 +428,21 @@ impl Store {
             .filter(|r| !matches!(r, Ok(v) if v.is_deleted()))
     }
 
+    /// Number of events recorded for a subscription, including those of writes whose log sync
+    /// is still running (they are durable in a moment or lost with their write). For deciding
+    /// whether more events are coming; what is reported uses [`Store::event_count`].
+    pub fn recorded_event_count(&self, tenant: &str, subscription_id: &str) -> Result<u64> {
+        Ok(keys::decode_u64(
+            self.wal
+                .view()
+                .get(
+                    TreeId::Counters,
+                    &keys::subscription(tenant, subscription_id),
+                )?
+                .as_deref(),
+        ))
+    }
+
     /// Number of events recorded so far for a subscription (`eventsSinceSubscriptionStart`).
     pub fn event_count(&self, tenant: &str, subscription_id: &str) -> Result<u64> {
         Ok(keys::decode_u64(
@@ -468,18 +481,18 @@ impl Drop for Store {
     }
 }
 
-/// The ops of a batch being computed, and a view of the trees that sees them (a later write of
+/// The ops of a batch being computed, and a view of the store that sees them (a later write of
 /// the batch reads what an earlier one wrote).
 struct Pending<'t> {
-    trees: &'t Trees,
+    view: &'t View<'t>,
     ops: Vec<Op>,
     written: HashMap<(TreeId, Vec<u8>), Vec<u8>>,
 }
 
 impl<'t> Pending<'t> {
-    fn new(trees: &'t Trees) -> Self {
+    fn new(view: &'t View<'t>) -> Self {
         Pending {
-            trees,
+            view,
             ops: Vec::new(),
             written: HashMap::new(),
         }
@@ -489,7 +502,7 @@ impl<'t> Pending<'t> {
         if let Some(v) = self.written.get(&(tree, key.to_vec())) {
             return Ok(Some(v.clone()));
         }
-        Ok(self.trees.get(tree).get(key)?.map(|v| v.to_vec()))
+        self.view.get(tree, key)
     }
 
     fn put(&mut self, tree: TreeId, key: Vec<u8>, value: Vec<u8>) {

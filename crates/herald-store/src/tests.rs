@@ -683,3 +683,32 @@ async fn every_version_is_readable_once_whether_current_or_replaced() {
         ]
     );
 }
+
+#[tokio::test]
+async fn readers_see_a_write_only_once_it_is_durable_while_later_writes_build_on_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    let body = |status: &str| Some(json!({"resourceType":"Task","status":status}));
+    let first = store
+        .apply(
+            req(WriteKind::Create, "t1", body("requested")),
+            &mut no_events(),
+        )
+        .expect("apply");
+    assert_eq!(first.stored.version, 1);
+    // Logged, not yet synced: readers do not see it (it could still be lost)...
+    assert!(store.current("r4", "Task", "t1").expect("read").is_none());
+    // ...but the next write of the same resource builds on it.
+    let second = store
+        .apply(
+            req(WriteKind::Upsert, "t1", body("accepted")),
+            &mut no_events(),
+        )
+        .expect("apply");
+    assert_eq!(second.stored.version, 2);
+    assert_eq!(second.stored.interaction, Interaction::Update);
+    store.make_durable().await.expect("durable");
+    let now = store.read("r4", "Task", "t1").expect("read");
+    assert_eq!(now.version, 2);
+    assert_eq!(store.history("r4", "Task", "t1").expect("history").len(), 2);
+}

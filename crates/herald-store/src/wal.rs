@@ -1,14 +1,16 @@
 //! Herald's write-ahead log: what makes a write durable.
 //!
 //! Every mutation of the store is a list of puts and removes on named trees. It is appended to
-//! the log as one checksummed record *before* it is applied to sled, under one lock, so the log
-//! order is the apply order. Durability is an `fdatasync` of the log file (the group commit in
-//! `commit.rs` shares one between concurrent writers); sled is written without transactions and
-//! without waiting, and catches up on disk at a **checkpoint**: the log moves to a new segment,
-//! sled is flushed and its file fsynced, and the older segments are deleted. At start-up every
-//! record still in the log is re-applied to sled (puts and removes of whole values are
-//! idempotent), so sled ends up holding every acknowledged write, whatever it had flushed when the
-//! process died.
+//! the log as one checksummed record, under one lock, so the log order is the order of writes.
+//! Durability is an `fdatasync` of the log file (the group commit in `commit.rs` shares one
+//! between concurrent writers, and several may run at once). Only a record that is durable is
+//! put into sled — in log order — so sled, and every reader, holds nothing that could still be
+//! lost; writes computed meanwhile read the pending records first ([`View`]). sled is written
+//! without transactions and without waiting, and catches up on disk at a **checkpoint**: the log
+//! moves to a new segment, sled is flushed and its file fsynced, and the older segments are
+//! deleted. At start-up every record still in the log is re-applied to sled (puts and removes of
+//! whole values are idempotent), so sled ends up holding every acknowledged write, whatever it had
+//! flushed when the process or the machine stopped.
 //!
 //! Why not sled's own transactions and flush: in sled 0.34 each transaction seals sled's
 //! in-memory log twice (each a `pwrite` + `sync_file_range` on its IO threads) and, once any
@@ -22,10 +24,12 @@
 //! A record that is short or fails its checksum ends the log (a torn tail from a crash while
 //! appending); it can only be the last one, since nothing was acknowledged after it.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Result, StoreError};
@@ -202,8 +206,57 @@ pub(crate) struct Wal {
     dir: PathBuf,
     db_file: PathBuf,
     segment: Mutex<Segment>,
+    /// Records appended so far (the last one's sequence number); changed under `segment`.
+    appended: AtomicU64,
+    /// Records appended but not yet put into sled (see [`Wal::write`]).
+    unsynced: Mutex<Unsynced>,
+    /// The sequence number up to which records are in sled; held while putting them there, so
+    /// records reach sled in log order.
+    applied: Mutex<u64>,
+    /// Put records into sled only once they are durable (false with durability `off`, where
+    /// nothing ever waits for a sync).
+    defer: bool,
     trees: Trees,
     db: sled::Db,
+}
+
+/// Records appended but not yet durable, in order, and the newest pending value of every key
+/// they touch (what the writers' own reads must see).
+#[derive(Default)]
+struct Unsynced {
+    queue: VecDeque<(u64, Vec<Op>)>,
+    /// The sequence number of the newest pending record that touches each key.
+    latest: HashMap<(TreeId, Vec<u8>), u64>,
+}
+
+impl Unsynced {
+    /// The pending value of a key: `None` when no pending record touches it, `Some(None)` when
+    /// the newest one removes it.
+    fn value(&self, tree: TreeId, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let seq = *self.latest.get(&(tree, key.to_vec()))?;
+        let at = self.queue.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        let (_, ops) = self.queue.get(at)?;
+        ops.iter().rev().find_map(|op| match op {
+            Op::Put(t, k, v) if *t == tree && k == key => Some(Some(v.clone())),
+            Op::Remove(t, k) if *t == tree && k == key => Some(None),
+            _ => None,
+        })
+    }
+}
+
+/// What a write reads while it is computed: pending (not yet durable) records first, then sled.
+pub(crate) struct View<'a> {
+    wal: &'a Wal,
+}
+
+impl View<'_> {
+    /// The value of `key` in `tree` as the log stands (durable or not).
+    pub(crate) fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.wal.unsynced().value(tree, key) {
+            return Ok(v);
+        }
+        Ok(self.wal.trees.get(tree).get(key)?.map(|v| v.to_vec()))
+    }
 }
 
 /// Segment files are `wal/{number:020}.log` inside the store directory.
@@ -262,7 +315,7 @@ fn persist_sled(db: &sled::Db, db_file: &Path) -> Result<()> {
 impl Wal {
     /// Opens the log in `store_dir/wal`, re-applies every record it holds to `trees`, checkpoints
     /// (so the replayed state is on disk in sled) and starts a fresh segment.
-    pub(crate) fn open(store_dir: &Path, db: sled::Db, trees: Trees) -> Result<Wal> {
+    pub(crate) fn open(store_dir: &Path, db: sled::Db, trees: Trees, defer: bool) -> Result<Wal> {
         let dir = store_dir.join("wal");
         fs::create_dir_all(&dir).map_err(io)?;
         let found = segments(&dir)?;
@@ -311,6 +364,10 @@ impl Wal {
         sync_dir(&dir)?;
         Ok(Wal {
             segment: Mutex::new(create_segment(&dir, last + 1)?),
+            appended: AtomicU64::new(0),
+            unsynced: Mutex::new(Unsynced::default()),
+            applied: Mutex::new(0),
+            defer,
             dir,
             db_file,
             trees,
@@ -322,16 +379,29 @@ impl Wal {
         self.segment.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` under the log lock (so what it reads is not changed underneath it), then logs and
-    /// applies the ops it returns. Not durable until the log is synced (see `commit.rs`).
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&Trees) -> Result<(T, Vec<Op>)>) -> Result<T> {
+    /// What writers read: pending records first, then sled.
+    pub(crate) fn view(&self) -> View<'_> {
+        View { wal: self }
+    }
+
+    fn unsynced(&self) -> MutexGuard<'_, Unsynced> {
+        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` under the log lock (so what it reads is not changed underneath it), then logs
+    /// the ops it returns. They reach sled — and so every reader — only once the record is
+    /// durable ([`Wal::sync`]): sled never holds a write that was not acknowledgeable, so a
+    /// machine crash cannot leave part of an unacknowledged write behind, and readers never see
+    /// a write that could still be lost. Until then `f`'s [`View`] shows them to later writes.
+    /// (With durability `off` the ops go to sled at once.)
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&View<'_>) -> Result<(T, Vec<Op>)>) -> Result<T> {
         let mut seg = self.lock();
         if seg.broken {
             return Err(StoreError::Io(
                 "the write-ahead log could not be repaired after a failed append; restart the server".into(),
             ));
         }
-        let (out, ops) = f(&self.trees)?;
+        let (out, ops) = f(&self.view())?;
         if ops.is_empty() {
             return Ok(out);
         }
@@ -346,10 +416,65 @@ impl Wal {
             return Err(io(e));
         }
         seg.len += buf.len() as u64;
-        // Should sled fail here, the caller gets the error although the record is logged:
-        // the write is then applied at the next start-up (as a write whose answer was lost).
-        self.trees.apply(&ops)?;
+        let seq = self.appended.load(Ordering::Acquire) + 1;
+        if self.defer {
+            let mut pending = self.unsynced();
+            for op in &ops {
+                let (Op::Put(t, k, _) | Op::Remove(t, k)) = op;
+                pending.latest.insert((*t, k.clone()), seq);
+            }
+            pending.queue.push_back((seq, ops));
+            self.appended.store(seq, Ordering::Release);
+        } else {
+            self.appended.store(seq, Ordering::Release);
+            // Should sled fail here, the caller gets the error although the record is logged:
+            // the write is then applied at the next start-up (as a write whose answer was lost).
+            self.trees.apply(&ops)?;
+        }
         Ok(out)
+    }
+
+    /// Makes every record appended so far durable (`fdatasync` of the segment they are in) and
+    /// puts them into sled. Concurrent calls overlap their syncs; records still reach sled in
+    /// order.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let (file, upto) = {
+            let seg = self.lock();
+            (Arc::clone(&seg.file), self.appended.load(Ordering::Acquire))
+        };
+        // Records of an older segment were synced by the checkpoint that closed it.
+        file.sync_data().map_err(io)?;
+        self.apply_through(upto)
+    }
+
+    /// Puts the durable records up to `upto` into sled, in order. The pending view is locked
+    /// meanwhile: a writer must find each key either still pending or already in sled.
+    fn apply_through(&self, upto: u64) -> Result<()> {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if *applied >= upto {
+            return Ok(());
+        }
+        let mut pending = self.unsynced();
+        let n = pending
+            .queue
+            .iter()
+            .take_while(|(seq, _)| *seq <= upto)
+            .count();
+        for (_, ops) in pending.queue.iter().take(n) {
+            self.trees.apply(ops)?;
+        }
+        let ready: Vec<(u64, Vec<Op>)> = pending.queue.drain(..n).collect();
+        for (_, ops) in &ready {
+            for op in ops {
+                let (Op::Put(t, k, _) | Op::Remove(t, k)) = op;
+                let key = (*t, k.clone());
+                if pending.latest.get(&key).is_some_and(|seq| *seq <= upto) {
+                    pending.latest.remove(&key);
+                }
+            }
+        }
+        *applied = upto;
+        Ok(())
     }
 
     /// Logs and applies `ops`.
@@ -357,26 +482,23 @@ impl Wal {
         self.write(|_| Ok(((), ops)))
     }
 
-    /// The file to fsync to make everything appended so far durable. Take it only *after* the
-    /// writes to cover were appended: a checkpoint that moved to a new segment in between synced
-    /// the old one first.
-    pub(crate) fn current_file(&self) -> Arc<File> {
-        Arc::clone(&self.lock().file)
-    }
-
     /// Moves the log to a new segment, makes sled durable and deletes the older segments. The
     /// old segment is synced before the switch (its waiters are then durable too).
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        let old = {
+        let (old, upto) = {
             let mut seg = self.lock();
             if seg.len == 0 {
                 return Ok(());
             }
             seg.file.sync_data().map_err(io)?;
             let next = create_segment(&self.dir, seg.number + 1)?;
-            std::mem::replace(&mut *seg, next)
+            (
+                std::mem::replace(&mut *seg, next),
+                self.appended.load(Ordering::Acquire),
+            )
         };
-        // Everything in the old segment was applied to sled before the switch.
+        // Everything in the old segment is durable now: into sled with it, then sled to disk.
+        self.apply_through(upto)?;
         self.persist_sled()?;
         // Every older segment goes, not only the one just closed: one left behind by a failed
         // checkpoint would otherwise be replayed at start-up *without* the newer records that
@@ -479,7 +601,7 @@ mod tests {
         buf.truncate(whole + 5);
         fs::write(segment_path(&dir.path().join("wal"), 7), &buf).expect("write");
         let (db, trees) = open_store_dir(dir.path());
-        let wal = Wal::open(dir.path(), db, trees.clone()).expect("open");
+        let wal = Wal::open(dir.path(), db, trees.clone(), true).expect("open");
         let get = |t: TreeId, k: &[u8]| trees.get(t).get(k).expect("get").map(|v| v.to_vec());
         assert_eq!(get(TreeId::Resources, b"a"), Some(b"2".to_vec()));
         assert_eq!(get(TreeId::Counters, b"c"), Some(b"9".to_vec()));
@@ -505,7 +627,7 @@ mod tests {
         fs::write(segment_path(&wal_dir, 2), b"").expect("write");
         let (db, trees) = open_store_dir(dir.path());
         assert!(matches!(
-            Wal::open(dir.path(), db, trees),
+            Wal::open(dir.path(), db, trees, true),
             Err(StoreError::Corrupt(_))
         ));
     }
@@ -514,7 +636,7 @@ mod tests {
     fn a_checkpoint_starts_a_new_segment_and_keeps_what_was_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (db, trees) = open_store_dir(dir.path());
-        let wal = Wal::open(dir.path(), db, trees.clone()).expect("open");
+        let wal = Wal::open(dir.path(), db, trees.clone(), true).expect("open");
         wal.put(vec![Op::Put(
             TreeId::Delivery,
             b"k".to_vec(),
@@ -540,7 +662,7 @@ mod tests {
     fn a_checkpoint_removes_every_older_segment_so_none_can_be_replayed_out_of_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (db, trees) = open_store_dir(dir.path());
-        let wal = Wal::open(dir.path(), db, trees).expect("open");
+        let wal = Wal::open(dir.path(), db, trees, true).expect("open");
         // A segment a failed checkpoint left behind, older than the current one (1).
         let mut stale = Vec::new();
         encode(
