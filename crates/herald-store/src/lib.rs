@@ -550,7 +550,7 @@ fn apply_one(
         (_, None) => Interaction::Create,
     };
     let version = prev_version + 1;
-    let last_updated = now_instant();
+    let last_updated = commit_instant();
     let current = match &req.body {
         Some(body) if interaction != Interaction::Delete => {
             if let Some(prev) = prev_live.and_then(|p| p.resource.as_ref())
@@ -665,6 +665,27 @@ fn decode_version(bytes: &[u8]) -> Result<StoredVersion> {
 /// Current time as a FHIR instant with millisecond precision, UTC.
 pub fn now_instant() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// A version's `meta.lastUpdated`: the current time with microsecond precision, and strictly
+/// after the one given to any earlier write in this process, so that "newest first" (type and
+/// system history) follows commit order even for writes within the same millisecond.
+fn commit_instant() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_MICROS: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let mut last = LAST_MICROS.load(Ordering::Relaxed);
+    let micros = loop {
+        let next = now.max(last + 1);
+        match LAST_MICROS.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(seen) => last = seen,
+        }
+    };
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
+    humantime::format_rfc3339_micros(at).to_string()
 }
 
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping the rest of `meta`.

@@ -712,3 +712,16 @@ async fn readers_see_a_write_only_once_it_is_durable_while_later_writes_build_on
     assert_eq!(now.version, 2);
     assert_eq!(store.history("r4", "Task", "t1").expect("history").len(), 2);
 }
+
+#[test]
+fn commit_instants_strictly_increase_even_within_one_millisecond() {
+    let stamps: Vec<String> = (0..1000).map(|_| commit_instant()).collect();
+    for pair in stamps.windows(2) {
+        assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+    }
+    assert!(
+        stamps
+            .iter()
+            .all(|s| s.ends_with('Z') && s.len() == "2026-11-29T00:00:00.000000Z".len())
+    );
+}
