@@ -811,3 +811,30 @@ async fn a_subscription_is_turned_off_when_its_end_passes_and_then_notifies_noth
     let (_, events) = status_op(&c, &base, &id).await;
     assert_eq!(events, 1, "no event is counted after the end");
 }
+
+/// An end that passes while Herald is down is honoured at start-up: the subscription comes back
+/// `off`, and changes after the restart notify nothing.
+#[tokio::test]
+async fn an_end_passed_while_herald_was_down_turns_the_subscription_off_at_start_up() {
+    let rx = Receiver::start().await;
+    let mut h = herald(3, &[]);
+    let c = client();
+    let end =
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_secs(2))
+            .to_string();
+    let mut sub = r4_sub(&rx.url("/down"), "id-only", FHIR, &[], "down");
+    sub["end"] = json!(end);
+    let id = subscribe(&c, &h.fhir("r4"), &sub).await;
+    wait_status(&c, &h.fhir("r4"), &id, "active").await;
+    assert!(h.terminate(), "graceful stop");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    h.restart();
+    let base = h.fhir("r4");
+    wait_status(&c, &base, &id, "off").await;
+    create(&c, &base, "Task", &task("Organization/a")).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = rx.on("/down");
+    assert!(delivered_events(&got).is_empty(), "{}", summary(&got));
+    let (_, events) = status_op(&c, &base, &id).await;
+    assert_eq!(events, 0);
+}
