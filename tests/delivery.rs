@@ -15,7 +15,9 @@ use herald_subscriptions::notification::{NotificationType, parse_status_bundle};
 use herald_tests::receiver::{
     Behaviour, Received, Receiver, delivered_events, has_all_events, of_kind, summary,
 };
-use herald_tests::{Herald, client, create, r4_subscription, r5_subscription, send, task};
+use herald_tests::{
+    Herald, client, create, post_refused, r4_subscription, r5_subscription, send, task,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -764,31 +766,12 @@ async fn a_subscription_is_turned_off_when_its_end_passes_and_then_notifies_noth
             .to_string();
     let mut ended = r4_sub(&rx.url("/ended"), "id-only", FHIR, &[], "ended");
     ended["end"] = json!(past);
-    let (s, oo) = send(
-        &c,
-        reqwest::Method::POST,
-        &format!("{base}/Subscription"),
-        &ended,
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
-    assert!(
-        oo["issue"][0]["diagnostics"]
-            .as_str()
-            .unwrap()
-            .contains("end"),
-        "{oo}"
-    );
+    let refused = [StatusCode::UNPROCESSABLE_ENTITY];
+    let url = format!("{base}/Subscription");
+    post_refused(&c, &url, &ended, &refused, "end").await;
     let mut garbled = r4_sub(&rx.url("/garbled"), "id-only", FHIR, &[], "garbled");
     garbled["end"] = json!("soon");
-    let (s, oo) = send(
-        &c,
-        reqwest::Method::POST,
-        &format!("{base}/Subscription"),
-        &garbled,
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+    post_refused(&c, &url, &garbled, &refused, "not an instant").await;
 
     let mut sub = r4_sub(&rx.url("/ending"), "id-only", FHIR, &[], "ending");
     sub["end"] = json!(instant(Duration::from_secs(3)));

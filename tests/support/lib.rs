@@ -246,6 +246,29 @@ pub async fn send(
     )
 }
 
+/// POSTs `body` to `url` and insists on a refusal: one of `statuses`, answered with an
+/// OperationOutcome whose diagnostics mention `needle` (case-insensitive). Returns the outcome.
+pub async fn post_refused(
+    c: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    statuses: &[reqwest::StatusCode],
+    needle: &str,
+) -> serde_json::Value {
+    let (s, oo) = send(c, reqwest::Method::POST, url, body).await;
+    assert!(statuses.contains(&s), "POST {url}: {s} {oo}");
+    assert_eq!(oo["resourceType"], "OperationOutcome", "{oo}");
+    let diag = oo["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        diag.contains(&needle.to_lowercase()),
+        "'{diag}' should mention '{needle}'"
+    );
+    oo
+}
+
 /// GET; returns the status and the parsed answer (`Null` when it is not JSON).
 pub async fn get(c: &reqwest::Client, url: &str) -> (reqwest::StatusCode, serde_json::Value) {
     let r = c.get(url).send().await.expect("request");
