@@ -177,7 +177,7 @@ impl Engine {
             interaction,
             previous: change.previous,
             current: change.current,
-            at_ms: herald_fhir::date::parse_range(change.last_updated).map(|(r, _)| r.start),
+            at_ms: Some(change.at_ms),
         };
         let (matches, errors) = self.matcher.matches_isolated(&mc, related);
         for e in errors {

@@ -3,7 +3,8 @@
 //! A write is durable once the log segment it was appended to has been `fdatasync`ed, and one
 //! sync covers *everything appended before it started*. So a flusher commits many writers at
 //! once: each writer, after its record is appended, takes a ticket; a flusher notes the highest
-//! ticket issued, syncs, and publishes that ticket as durable. There is no batching window: an
+//! ticket issued, syncs, puts the records the sync covered into sled (`Wal::sync`: readers
+//! see only durable writes) and publishes that ticket as durable. There is no batching window: an
 //! idle flusher syncs the moment the first ticket arrives, so a lone writer waits for exactly one
 //! sync, while writers that append during a sync share the next one. Appending never waits for a
 //! sync (the log lock is not held across it), so writers keep going while the disk works.

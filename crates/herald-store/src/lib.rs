@@ -98,6 +98,8 @@ pub struct Change<'a> {
     pub version: u64,
     /// The commit timestamp.
     pub last_updated: &'a str,
+    /// The same instant in milliseconds since the Unix epoch.
+    pub at_ms: i64,
 }
 
 /// A pending sync (see [`Store::request_sync`]).
@@ -550,7 +552,7 @@ fn apply_one(
         (_, None) => Interaction::Create,
     };
     let version = prev_version + 1;
-    let last_updated = commit_instant();
+    let (last_updated, at_ms) = commit_instant();
     let current = match &req.body {
         Some(body) if interaction != Interaction::Delete => {
             if let Some(prev) = prev_live.and_then(|p| p.resource.as_ref())
@@ -584,6 +586,7 @@ fn apply_one(
         current: stored.resource.as_ref(),
         version,
         last_updated: &last_updated,
+        at_ms,
     };
     let drafts = match hook(&change) {
         Ok(d) => d,
@@ -669,8 +672,9 @@ pub fn now_instant() -> String {
 
 /// A version's `meta.lastUpdated`: the current time with microsecond precision, and strictly
 /// after the one given to any earlier write in this process, so that "newest first" (type and
-/// system history) follows commit order even for writes within the same millisecond.
-fn commit_instant() -> String {
+/// system history) follows commit order even for writes within the same millisecond. Also
+/// returned in milliseconds since the Unix epoch.
+fn commit_instant() -> (String, i64) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_MICROS: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
@@ -685,7 +689,8 @@ fn commit_instant() -> String {
         }
     };
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
-    humantime::format_rfc3339_micros(at).to_string()
+    let ms = i64::try_from(micros / 1000).unwrap_or(i64::MAX);
+    (humantime::format_rfc3339_micros(at).to_string(), ms)
 }
 
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping the rest of `meta`.

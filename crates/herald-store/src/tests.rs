@@ -715,7 +715,7 @@ async fn readers_see_a_write_only_once_it_is_durable_while_later_writes_build_on
 
 #[test]
 fn commit_instants_strictly_increase_even_within_one_millisecond() {
-    let stamps: Vec<String> = (0..1000).map(|_| commit_instant()).collect();
+    let stamps: Vec<String> = (0..1000).map(|_| commit_instant().0).collect();
     for pair in stamps.windows(2) {
         assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
     }
