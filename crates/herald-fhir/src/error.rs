@@ -52,4 +52,8 @@ pub enum FhirError {
     /// FHIRPath construct outside Herald's supported subset (names the function/operator).
     #[error("FHIRPath construct not supported: {0}")]
     FhirPathUnsupported(String),
+    /// FHIRPath expression over one of Herald's limits (length, nesting, evaluation steps); the
+    /// message names the limit.
+    #[error("FHIRPath limit exceeded: {0}")]
+    FhirPathLimit(String),
 }

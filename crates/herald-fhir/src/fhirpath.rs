@@ -14,6 +14,7 @@ use crate::FhirError;
 use crate::date::{Precision, parse_range};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 
 // ---------------------------------------------------------------------------------------------
@@ -47,12 +48,40 @@ impl<'a> Context<'a> {
     }
 }
 
+/// Longest expression text accepted, in bytes. Topic criteria are written by clients, so everything
+/// an expression can cost is bounded; the longest official search-parameter expression Herald
+/// embeds (R5 `clinical-patient`) is under 3 000 bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 8192;
+
+/// Deepest expression tree accepted: nested parentheses, arguments and indexers, chained
+/// invocations (`.not().not()…`) and operator chains all count. Parsing and evaluation recurse
+/// along the tree, so this bounds their stack use; real criteria stay below 15.
+pub const MAX_DEPTH: usize = 64;
+
+/// Evaluation steps one evaluation may take (a step is a node visited or an item it handles;
+/// a pairwise comparison of n items costs n²). Nested `where`/`select` over large collections
+/// multiply; past the budget the evaluation fails instead of holding the write path (a few
+/// milliseconds of CPU at most). Real criteria and search expressions on real resources take
+/// well under 1 000.
+pub const MAX_STEPS: u64 = 100_000;
+
 /// Parses `text`; constructs outside the subset give `FhirPathUnsupported` naming them, syntax
-/// errors give `FhirPath`.
+/// errors give `FhirPath`, and an expression over [`MAX_EXPRESSION_BYTES`] or [`MAX_DEPTH`]
+/// gives `FhirPathLimit`.
 pub fn parse(text: &str) -> Result<Expression, FhirError> {
+    if text.len() > MAX_EXPRESSION_BYTES {
+        return Err(FhirError::FhirPathLimit(format!(
+            "the expression is {} bytes long; the limit is {MAX_EXPRESSION_BYTES}",
+            text.len()
+        )));
+    }
     let toks = lex(text)?;
-    let mut p = Parser { toks, pos: 0 };
-    let root = p.expr(0)?;
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        nesting: 0,
+    };
+    let (root, _) = p.expr(0)?;
     if let Some(t) = p.peek() {
         return Err(FhirError::FhirPath(format!(
             "unexpected {} in '{text}'",
@@ -83,7 +112,12 @@ impl Expression {
     /// Evaluates the expression, borrowing result items from the context where possible.
     pub fn evaluate_refs<'a>(&self, ctx: &Context<'a>) -> Result<Vec<Cow<'a, Value>>, FhirError> {
         let focus: Vec<Item<'a>> = ctx.resource.map(Item::borrowed).into_iter().collect();
-        let env = Env { ctx, this: &focus };
+        let steps = Cell::new(MAX_STEPS);
+        let env = Env {
+            ctx,
+            this: &focus,
+            steps: &steps,
+        };
         Ok(eval(&self.root, &focus, &env)?
             .into_iter()
             .map(|i| i.v)
@@ -116,9 +150,11 @@ impl Expression {
             })
             .cloned()
             .collect();
-        let root = kept
-            .into_iter()
-            .reduce(|a, b| Node::Bin(Op::Union, Box::new(a), Box::new(b)))?;
+        let root = match kept.len() {
+            0 => return None,
+            1 => kept.into_iter().next()?,
+            _ => Node::Union(kept),
+        };
         Some(Expression {
             root,
             text: self.text.clone(),
@@ -141,9 +177,10 @@ fn starts_upper(s: &str) -> bool {
 }
 
 fn split_union<'n>(n: &'n Node, out: &mut Vec<&'n Node>) {
-    if let Node::Bin(Op::Union, l, r) = n {
-        split_union(l, out);
-        split_union(r, out);
+    if let Node::Union(branches) = n {
+        for b in branches {
+            split_union(b, out);
+        }
     } else {
         out.push(n);
     }
@@ -157,6 +194,7 @@ fn leftmost_ident(n: &Node) -> Option<&str> {
             target: Some(t), ..
         } => leftmost_ident(t),
         Node::Bin(_, l, _) => leftmost_ident(l),
+        Node::Union(branches) => branches.first().and_then(leftmost_ident),
         _ => None,
     }
 }
@@ -243,12 +281,10 @@ fn lex(text: &str) -> Result<Vec<Tok>, FhirError> {
             }
             out.push(Tok::Num(chars[s..i].iter().collect()));
             // Quantity literals (`4 days`, `1 'mg'`) are outside the subset.
-            if chars.get(i) == Some(&' ') {
-                let rest: String = chars[i..].iter().collect();
-                let rest = rest.trim_start();
-                if rest.starts_with('\'') {
-                    return Err(FhirError::FhirPathUnsupported("quantity literal".into()));
-                }
+            if chars.get(i) == Some(&' ')
+                && chars[i..].iter().find(|c| !c.is_whitespace()) == Some(&'\'')
+            {
+                return Err(FhirError::FhirPathUnsupported("quantity literal".into()));
             }
         } else if c == '@' {
             let s = i + 1;
@@ -350,7 +386,6 @@ enum Op {
     Gt,
     Le,
     Ge,
-    Union,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,11 +471,35 @@ enum Node {
     },
     TypeOp(Box<Node>, TypeOp, String),
     Bin(Op, Box<Node>, Box<Node>),
+    /// `a | b | c`: the distinct items of every branch, in order.
+    Union(Vec<Node>),
 }
 
+/// Recursive-descent parser. Every method returns its node with the node's depth (the longest
+/// path to a leaf), and refuses a node deeper than [`MAX_DEPTH`] as soon as it would be built;
+/// `nesting` counts the recursion itself, which can run ahead of any node (`((((…`).
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    nesting: usize,
+}
+
+/// A parsed node and its depth.
+type Parsed = (Node, usize);
+
+fn too_deep() -> FhirError {
+    FhirError::FhirPathLimit(format!(
+        "the expression nests deeper than {MAX_DEPTH} levels"
+    ))
+}
+
+/// The depth of a node built over children of depth `child`, refused beyond [`MAX_DEPTH`].
+fn over(child: usize) -> Result<usize, FhirError> {
+    if child >= MAX_DEPTH {
+        Err(too_deep())
+    } else {
+        Ok(child + 1)
+    }
 }
 
 fn unsupported(what: &str) -> FhirError {
@@ -498,7 +557,7 @@ impl Parser {
                 ">" => (Infix::Op(Op::Gt), 6),
                 "<=" => (Infix::Op(Op::Le), 6),
                 ">=" => (Infix::Op(Op::Ge), 6),
-                "|" => (Infix::Op(Op::Union), 7),
+                "|" => (Infix::Union, 7),
                 "+" | "-" | "*" | "/" | "&" => return Err(unsupported(&format!("operator {s}"))),
                 _ => return Ok(None),
             },
@@ -506,25 +565,48 @@ impl Parser {
         }))
     }
 
-    fn expr(&mut self, min_prec: u8) -> Result<Node, FhirError> {
-        let mut left = self.postfix()?;
+    fn expr(&mut self, min_prec: u8) -> Result<Parsed, FhirError> {
+        if self.nesting >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        self.nesting += 1;
+        let parsed = self.expr_inner(min_prec);
+        self.nesting -= 1;
+        parsed
+    }
+
+    fn expr_inner(&mut self, min_prec: u8) -> Result<Parsed, FhirError> {
+        let (mut left, mut depth) = self.postfix()?;
         while let Some((op, prec)) = self.infix()? {
             if prec < min_prec {
                 break;
             }
             self.pos += 1;
-            left = match op {
+            (left, depth) = match op {
                 Infix::Type(t) => {
                     let ty = self.type_spec()?;
-                    Node::TypeOp(Box::new(left), t, ty)
+                    (Node::TypeOp(Box::new(left), t, ty), over(depth)?)
                 }
                 Infix::Op(o) => {
-                    let right = self.expr(prec + 1)?;
-                    Node::Bin(o, Box::new(left), Box::new(right))
+                    let (right, rd) = self.expr(prec + 1)?;
+                    (
+                        Node::Bin(o, Box::new(left), Box::new(right)),
+                        over(depth.max(rd))?,
+                    )
+                }
+                Infix::Union => {
+                    let (right, rd) = self.expr(prec + 1)?;
+                    match left {
+                        Node::Union(mut branches) => {
+                            branches.push(right);
+                            (Node::Union(branches), depth.max(over(rd)?))
+                        }
+                        single => (Node::Union(vec![single, right]), over(depth.max(rd))?),
+                    }
                 }
             };
         }
-        Ok(left)
+        Ok((left, depth))
     }
 
     fn type_spec(&mut self) -> Result<String, FhirError> {
@@ -550,8 +632,8 @@ impl Parser {
         Ok(name)
     }
 
-    fn postfix(&mut self) -> Result<Node, FhirError> {
-        let mut node = self.term()?;
+    fn postfix(&mut self) -> Result<Parsed, FhirError> {
+        let (mut node, mut depth) = self.term()?;
         loop {
             match self.peek() {
                 Some(Tok::Sym(".")) => {
@@ -566,25 +648,30 @@ impl Parser {
                         }
                     };
                     if self.peek() == Some(&Tok::Sym("(")) {
-                        node = self.call(Some(node), &name)?;
+                        (node, depth) = self.call(Some((node, depth)), &name)?;
                     } else {
                         node = Node::Member(Box::new(node), name);
+                        depth = over(depth)?;
                     }
                 }
                 Some(Tok::Sym("[")) => {
                     self.pos += 1;
-                    let idx = self.expr(0)?;
+                    let (idx, id) = self.expr(0)?;
                     self.expect("]")?;
                     node = Node::Index(Box::new(node), Box::new(idx));
+                    depth = over(depth.max(id))?;
                 }
-                _ => return Ok(node),
+                _ => return Ok((node, depth)),
             }
         }
     }
 
-    fn call(&mut self, target: Option<Node>, name: &str) -> Result<Node, FhirError> {
+    fn call(&mut self, target: Option<Parsed>, name: &str) -> Result<Parsed, FhirError> {
         self.expect("(")?;
-        let target = target.map(Box::new);
+        let (target, mut depth) = match target {
+            Some((t, d)) => (Some(Box::new(t)), d),
+            None => (None, 0),
+        };
         if matches!(name, "ofType" | "as" | "is") {
             let ty = self.type_spec()?;
             self.expect(")")?;
@@ -594,7 +681,7 @@ impl Parser {
                 _ => TypeOp::Is,
             };
             let t = target.map_or(Node::This, |b| *b);
-            return Ok(Node::TypeOp(Box::new(t), op, ty));
+            return Ok((Node::TypeOp(Box::new(t), op, ty), over(depth)?));
         }
         let Some((func, min, max)) = Func::lookup(name) else {
             return Err(unsupported(&format!("function {name}")));
@@ -602,7 +689,9 @@ impl Parser {
         let mut args = Vec::new();
         if self.peek() != Some(&Tok::Sym(")")) {
             loop {
-                args.push(self.expr(0)?);
+                let (a, ad) = self.expr(0)?;
+                depth = depth.max(ad);
+                args.push(a);
                 if self.peek() == Some(&Tok::Sym(",")) {
                     self.pos += 1;
                 } else {
@@ -617,10 +706,28 @@ impl Parser {
                 args.len()
             )));
         }
-        Ok(Node::Call { target, func, args })
+        Ok((Node::Call { target, func, args }, over(depth)?))
     }
 
-    fn term(&mut self) -> Result<Node, FhirError> {
+    fn term(&mut self) -> Result<Parsed, FhirError> {
+        match (self.peek(), self.toks.get(self.pos + 1)) {
+            (Some(Tok::Sym("(")), _) => {
+                self.pos += 1;
+                let e = self.expr(0)?;
+                self.expect(")")?;
+                Ok(e)
+            }
+            (Some(Tok::Ident(name)), Some(Tok::Sym("("))) => {
+                let name = name.clone();
+                self.pos += 1;
+                self.call(None, &name)
+            }
+            _ => Ok((self.leaf()?, 1)),
+        }
+    }
+
+    /// A term without sub-expressions.
+    fn leaf(&mut self) -> Result<Node, FhirError> {
         let Some(t) = self.next() else {
             return Err(FhirError::FhirPath("unexpected end of expression".into()));
         };
@@ -649,11 +756,6 @@ impl Parser {
                 "this" => Ok(Node::This),
                 other => Err(unsupported(&format!("${other}"))),
             },
-            Tok::Sym("(") => {
-                let e = self.expr(0)?;
-                self.expect(")")?;
-                Ok(e)
-            }
             Tok::Sym("{") => {
                 self.expect("}")?;
                 Ok(Node::Empty)
@@ -663,16 +765,11 @@ impl Parser {
                 _ => Err(unsupported("unary operator -")),
             },
             Tok::Sym("+") => Err(unsupported("unary operator +")),
-            Tok::Ident(name) => {
-                if self.peek() == Some(&Tok::Sym("(")) {
-                    return self.call(None, &name);
-                }
-                match name.as_str() {
-                    "true" => Ok(Node::Literal(Value::Bool(true), None)),
-                    "false" => Ok(Node::Literal(Value::Bool(false), None)),
-                    _ => Ok(Node::Ident(name)),
-                }
-            }
+            Tok::Ident(name) => match name.as_str() {
+                "true" => Ok(Node::Literal(Value::Bool(true), None)),
+                "false" => Ok(Node::Literal(Value::Bool(false), None)),
+                _ => Ok(Node::Ident(name)),
+            },
             Tok::QIdent(name) => Ok(Node::Ident(name)),
             Tok::Sym(s) => Err(FhirError::FhirPath(format!("unexpected '{s}'"))),
         }
@@ -682,6 +779,9 @@ impl Parser {
 enum Infix {
     Op(Op),
     Type(TypeOp),
+    /// `|`: chains into one n-ary node, so that the long unions of search-parameter
+    /// expressions (60+ resource types) are wide, not deep.
+    Union,
 }
 
 fn number_value(text: &str) -> Result<Value, FhirError> {
@@ -730,6 +830,27 @@ impl<'a> Item<'a> {
 struct Env<'c, 'a> {
     ctx: &'c Context<'a>,
     this: &'c [Item<'a>],
+    /// Steps left in this evaluation's budget ([`MAX_STEPS`]), shared by nested environments.
+    steps: &'c Cell<u64>,
+}
+
+impl Env<'_, '_> {
+    /// Takes `n` steps from the budget, failing once it is spent.
+    fn charge(&self, n: usize) -> Result<(), FhirError> {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        match self.steps.get().checked_sub(n) {
+            Some(left) => {
+                self.steps.set(left);
+                Ok(())
+            }
+            None => {
+                self.steps.set(0);
+                Err(FhirError::FhirPathLimit(format!(
+                    "the evaluation took more than {MAX_STEPS} steps"
+                )))
+            }
+        }
+    }
 }
 
 type Coll<'a> = Vec<Item<'a>>;
@@ -897,6 +1018,17 @@ fn member<'a>(focus: &[Item<'a>], name: &str, out: &mut Coll<'a>) {
 }
 
 fn eval<'a>(node: &Node, focus: &[Item<'a>], env: &Env<'_, 'a>) -> Result<Coll<'a>, FhirError> {
+    env.charge(1 + focus.len())?;
+    let out = eval_node(node, focus, env)?;
+    env.charge(out.len())?;
+    Ok(out)
+}
+
+fn eval_node<'a>(
+    node: &Node,
+    focus: &[Item<'a>],
+    env: &Env<'_, 'a>,
+) -> Result<Coll<'a>, FhirError> {
     match node {
         Node::Empty => Ok(Vec::new()),
         Node::Literal(v, ty) => Ok(vec![Item {
@@ -964,6 +1096,13 @@ fn eval<'a>(node: &Node, focus: &[Item<'a>], env: &Env<'_, 'a>) -> Result<Coll<'
             call(*func, input, args, env)
         }
         Node::Bin(op, l, r) => binary(*op, l, r, focus, env),
+        Node::Union(branches) => {
+            let mut all = Vec::new();
+            for b in branches {
+                all.extend(eval(b, focus, env)?);
+            }
+            distinct(all, env)
+        }
     }
 }
 
@@ -1031,6 +1170,7 @@ fn call<'a>(
         let sub = Env {
             ctx: env.ctx,
             this: &one,
+            steps: env.steps,
         };
         eval(node, &one, &sub)
     };
@@ -1083,7 +1223,7 @@ fn call<'a>(
             None => Vec::new(),
             Some(b) => Item::boolean(!b),
         },
-        Func::Distinct => distinct(input),
+        Func::Distinct => distinct(input, env)?,
         Func::HasValue => Item::boolean(
             matches!(input.as_slice(), [one] if !one.v.is_object() && !one.v.is_array()),
         ),
@@ -1115,7 +1255,7 @@ fn call<'a>(
         Func::Union => {
             let mut all = input;
             all.extend(arg(0)?);
-            distinct(all)
+            distinct(all, env)?
         }
         Func::Iif => {
             let cond = match args.first() {
@@ -1147,14 +1287,16 @@ fn call<'a>(
     })
 }
 
-fn distinct(items: Coll) -> Coll {
+/// Removes duplicates (pairwise comparison, so it is charged the square of the input's size).
+fn distinct<'a>(items: Coll<'a>, env: &Env<'_, 'a>) -> Result<Coll<'a>, FhirError> {
+    env.charge(items.len().saturating_mul(items.len()))?;
     let mut out: Coll = Vec::with_capacity(items.len());
     for i in items {
         if !out.iter().any(|o| values_equal(&o.v, &i.v) == Some(true)) {
             out.push(i);
         }
     }
-    out
+    Ok(out)
 }
 
 fn resolve<'a>(item: Item<'a>, ctx: &Context<'a>) -> Item<'a> {
@@ -1461,6 +1603,7 @@ fn binary<'a>(
             }
         }
         Op::Equiv | Op::NotEquiv => {
+            env.charge(lv.len().saturating_mul(rv.len()))?;
             let eq = lv.len() == rv.len()
                 && lv
                     .iter()
@@ -1490,11 +1633,6 @@ fn binary<'a>(
                 [n] => Item::boolean(hay.iter().any(|h| values_equal(&n.v, &h.v) == Some(true))),
                 _ => return Err(FhirError::FhirPath("membership needs a single item".into())),
             }
-        }
-        Op::Union => {
-            let mut all = lv;
-            all.extend(rv);
-            distinct(all)
         }
     })
 }

@@ -60,9 +60,13 @@ impl std::fmt::Display for FhirVersion {
     }
 }
 
-/// Is `id` a valid FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`?
+/// Is `id` a valid FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`, and not `.` or `..`? (Those two
+/// match the pattern, but as a path segment they name the parent or the collection itself:
+/// `Location: …/Task/../_history/1` resolves elsewhere in every URL library.)
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
+    id != "."
+        && id != ".."
+        && !id.is_empty()
         && id.len() <= 64
         && id
             .bytes()
@@ -106,5 +110,9 @@ mod tests {
         assert!(!is_valid_id("a_b"));
         assert!(!is_valid_id("a/b"));
         assert!(!is_valid_id("é"));
+        assert!(!is_valid_id("."));
+        assert!(!is_valid_id(".."));
+        assert!(is_valid_id("..."));
+        assert!(is_valid_id(".a"));
     }
 }

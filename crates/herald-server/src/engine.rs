@@ -10,9 +10,10 @@ use herald_store::{
 };
 use herald_subscriptions::{
     Interaction, RelatedLookup, Subscription, SubscriptionError, Topic, TopicCatalog, builtin,
-    parse_subscription, parse_topic,
+    check_subscription, parse_topic, validate_topic,
 };
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// Topics and subscriptions of one tenant, in memory.
 pub struct Engine {
@@ -20,6 +21,28 @@ pub struct Engine {
     pub catalog: TopicCatalog,
     /// The index the write hook matches against.
     pub matcher: Matcher,
+    /// Stored topics refused at start-up, by canonical URL, with the reason (so that their
+    /// Subscriptions can say why they are not loaded).
+    refused_topics: HashMap<String, String>,
+}
+
+/// What [`Engine::load`] found in the store.
+pub struct Loaded {
+    /// The tenant's engine.
+    pub engine: Engine,
+    /// The Subscriptions it loaded (for the dispatcher).
+    pub subscriptions: Vec<Subscription>,
+    /// Stored Subscriptions it refused, to be set to `error` with the reason.
+    pub refused: Vec<Refused>,
+}
+
+/// A stored Subscription that may not be loaded.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Its id.
+    pub id: String,
+    /// Why, for its `error` status and the log.
+    pub reason: String,
 }
 
 /// What a write touches, as far as subscription state is concerned.
@@ -71,7 +94,7 @@ impl Engine {
         store: &Store,
         tenant: &str,
         version: FhirVersion,
-    ) -> Result<(Engine, Vec<Subscription>), StoreError> {
+    ) -> Result<Loaded, StoreError> {
         let topic_type = match version {
             FhirVersion::R4 => "Basic",
             FhirVersion::R5 => "SubscriptionTopic",
@@ -96,8 +119,13 @@ impl Engine {
         let mut engine = Engine {
             catalog: TopicCatalog::new(),
             matcher: Matcher::new(version),
+            refused_topics: HashMap::new(),
         };
         let mut loaded = Vec::new();
+        let mut refused = Vec::new();
+        // Every stored topic and Subscription is held to today's acceptance rules and limits
+        // before the engine loads it: a body an older Herald accepted, or one written around
+        // the API, must not be able to stop start-up or every later write.
         for item in store.live_of_type(tenant, topic_type) {
             let stored = item?;
             let Some(body) = &stored.resource else {
@@ -106,10 +134,13 @@ impl Engine {
             if !is_topic(version, topic_type, Some(body)) {
                 continue;
             }
-            match parse_topic(version, body) {
+            match validate_topic(version, body) {
                 Ok(t) => engine.add_topic(t),
                 Err(e) => {
-                    tracing::warn!(tenant, id = %stored.id, error = %e, "stored topic cannot be loaded")
+                    tracing::warn!(tenant, id = %stored.id, reason = %e, "stored topic refused at start-up: not loaded");
+                    if let Ok(t) = parse_topic(version, body) {
+                        engine.refused_topics.insert(t.url, e.to_string());
+                    }
                 }
             }
         }
@@ -118,14 +149,18 @@ impl Engine {
             let Some(body) = &stored.resource else {
                 continue;
             };
-            match parse_subscription(version, body) {
+            match engine.admit(version, body) {
                 Ok(mut s) => {
                     s.id = stored.id.clone();
                     loaded.push(s.clone());
                     engine.upsert_subscription(s);
                 }
-                Err(e) => {
-                    tracing::warn!(tenant, id = %stored.id, error = %e, "stored Subscription cannot be loaded")
+                Err(reason) => {
+                    tracing::warn!(tenant, id = %stored.id, %reason, "stored Subscription refused at start-up: not loaded");
+                    refused.push(Refused {
+                        id: stored.id.clone(),
+                        reason,
+                    });
                 }
             }
         }
@@ -135,11 +170,29 @@ impl Engine {
             subscriptions = engine.matcher.subscription_count(),
             "subscription engine loaded"
         );
-        Ok((engine, loaded))
+        Ok(Loaded {
+            engine,
+            subscriptions: loaded,
+            refused,
+        })
+    }
+
+    /// Whether a stored Subscription body may be matched and delivered: the client's rules
+    /// except which statuses it may submit ([`check_subscription`]), against the topics loaded.
+    /// The reason names the topic's own refusal when that is why its topic is missing.
+    pub fn admit(&self, version: FhirVersion, body: &Value) -> Result<Subscription, String> {
+        check_subscription(version, body, &self.catalog).map_err(|e| match &e {
+            SubscriptionError::UnknownTopic { topic } => match self.refused_topics.get(topic) {
+                Some(why) => format!("its topic '{topic}' cannot be loaded: {why}"),
+                None => e.to_string(),
+            },
+            _ => e.to_string(),
+        })
     }
 
     /// Adds or replaces a topic.
     pub fn add_topic(&mut self, topic: Topic) {
+        self.refused_topics.remove(&topic.url);
         if let Err(e) = self.matcher.upsert_topic(topic.clone()) {
             tracing::warn!(url = %topic.url, error = %e, "topic cannot be matched");
         }
@@ -247,14 +300,4 @@ impl RelatedLookup for Related {
             Vec::new()
         }
     }
-}
-
-/// Maps a subscription-validation failure to its answer (always 422: the body is well-formed
-/// FHIR, but Herald cannot honour it).
-pub fn subscription_error(e: SubscriptionError) -> crate::error::ApiError {
-    crate::error::ApiError::new(
-        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-        e.issue_code(),
-        e.to_string(),
-    )
 }

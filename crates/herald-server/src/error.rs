@@ -3,9 +3,11 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use herald_delivery::egress::EgressError;
 use herald_fhir::FhirError;
 use herald_fhir::outcome::{Severity, operation_outcome};
 use herald_store::StoreError;
+use herald_subscriptions::SubscriptionError;
 
 /// An API failure: a status, an OperationOutcome issue code and a diagnostics text.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +110,28 @@ impl From<FhirError> for ApiError {
             | FhirError::FhirPathUnsupported(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "not-supported", msg)
             }
+            FhirError::FhirPathLimit(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "too-costly", msg)
+            }
         }
+    }
+}
+
+impl From<SubscriptionError> for ApiError {
+    /// Always 422: the body is well-formed FHIR, but Herald cannot honour it.
+    fn from(e: SubscriptionError) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.issue_code(),
+            e.to_string(),
+        )
+    }
+}
+
+impl From<EgressError> for ApiError {
+    /// 422 `security`: the endpoint is one Herald will not call.
+    fn from(e: EgressError) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "security", e.to_string())
     }
 }
 

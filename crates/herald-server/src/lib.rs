@@ -85,9 +85,12 @@ impl AppState {
         dispatcher: Dispatcher,
     ) -> Result<Arc<AppState>, StoreError> {
         let mut tenants = HashMap::new();
+        let mut refused = Vec::new();
         for t in &config.tenants {
-            let (engine, loaded) = Engine::load(&store, &t.name, t.fhir_version).await?;
-            for sub in loaded {
+            let loaded = Engine::load(&store, &t.name, t.fhir_version).await?;
+            let engine = loaded.engine;
+            refused.extend(loaded.refused.into_iter().map(|r| (t.name.clone(), r)));
+            for sub in loaded.subscriptions {
                 // What survived on disk is what may be delivered.
                 let durable = store.event_count(&t.name, &sub.id)?;
                 let id = sub.id.clone();
@@ -105,14 +108,19 @@ impl AppState {
         }
         let committer = Committer::start(Arc::clone(&store))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the committer: {e}")))?;
-        Ok(Arc::new(AppState {
+        let state = Arc::new(AppState {
             committer,
             store,
             tenants,
             config,
             delivery,
             dispatcher,
-        }))
+        });
+        // Subscriptions that may not be loaded say why, through their status.
+        for (tenant, r) in refused {
+            status::refuse_stored(&state, &tenant, &r).await;
+        }
+        Ok(state)
     }
 }
 

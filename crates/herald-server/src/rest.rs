@@ -53,7 +53,7 @@ fn check_id(id: &str) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "'{id}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"
+            "'{id}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - ., and not '.' or '..')"
         )))
     }
 }

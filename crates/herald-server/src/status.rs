@@ -36,6 +36,21 @@ pub async fn apply_status_changes(
     }
 }
 
+/// Sets a stored Subscription that start-up refused to load to `error`, with the reason. It
+/// stays out of the matcher and the dispatcher (the write path admits it no more than start-up
+/// did) until its client replaces it with one that passes.
+pub async fn refuse_stored(state: &AppState, tenant: &str, refused: &crate::engine::Refused) {
+    let change = StatusChange {
+        tenant: tenant.to_owned(),
+        subscription: refused.id.clone(),
+        status: SubscriptionStatus::Error,
+        error: Some(format!("not loaded: {}", refused.reason)),
+    };
+    if let Err(e) = apply(state, &change).await {
+        tracing::warn!(tenant, subscription = %refused.id, error = %e, "cannot set a refused Subscription to error");
+    }
+}
+
 async fn apply(state: &AppState, change: &StatusChange) -> crate::error::ApiResult<()> {
     let tenant = crate::rest::tenant(state, &change.tenant)?;
     let stored = state
@@ -45,7 +60,7 @@ async fn apply(state: &AppState, change: &StatusChange) -> crate::error::ApiResu
         return Ok(());
     };
     let current =
-        parse_subscription(tenant.version, &body).map_err(crate::engine::subscription_error)?;
+        parse_subscription(tenant.version, &body).map_err(crate::error::ApiError::from)?;
     // A client's `off` (or a newer request) wins over what delivery observed.
     if matches!(
         current.status,
@@ -60,7 +75,7 @@ async fn apply(state: &AppState, change: &StatusChange) -> crate::error::ApiResu
         change.status,
         change.error.as_deref(),
     )
-    .map_err(crate::engine::subscription_error)?;
+    .map_err(crate::error::ApiError::from)?;
     write_as(
         state,
         &tenant,

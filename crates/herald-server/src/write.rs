@@ -17,7 +17,7 @@ use herald_subscriptions::{
 use serde_json::Value;
 
 use crate::committer::Pending;
-use crate::engine::{Kind, Related, classify, subscription_error};
+use crate::engine::{Kind, Related, classify};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, Tenant};
 
@@ -123,7 +123,7 @@ pub async fn write_as(
                         // Herald's own status changes carry statuses clients may not submit.
                         Actor::Server => parse_subscription(tenant.version, b),
                     }
-                    .map_err(subscription_error)?;
+                    .map_err(ApiError::from)?;
                     if actor == Actor::Client {
                         check_end(&sub)?;
                     }
@@ -136,7 +136,7 @@ pub async fn write_as(
                 }
                 (Some(b), _) => {
                     guard_builtin_topic(cmd.resource_type, cmd.id, actor)?;
-                    validate_topic(tenant.version, b).map_err(subscription_error)?;
+                    validate_topic(tenant.version, b).map_err(ApiError::from)?;
                     Some(b.clone())
                 }
                 (None, Kind::Topic) => {
@@ -164,13 +164,19 @@ pub async fn write_as(
                     engine.remove_topic(&old.url);
                 }
                 match (kind, &outcome.stored.resource) {
-                    (Kind::Subscription, Some(b)) => match parse_subscription(tenant.version, b) {
+                    // Loaded only if it passes the same check as at start-up (a server
+                    // write of a refused Subscription, e.g. its `error` status, keeps it out).
+                    (Kind::Subscription, Some(b)) => match engine.admit(tenant.version, b) {
                         Ok(mut s) => {
                             s.id = cmd.id.to_owned();
                             changed_subscription = Some(Some(s.clone()));
                             engine.upsert_subscription(s);
                         }
-                        Err(e) => tracing::error!(error = %e, "stored Subscription does not parse"),
+                        Err(reason) => {
+                            tracing::warn!(subscription = %cmd.id, %reason, "Subscription not loaded");
+                            engine.matcher.remove_subscription(cmd.id);
+                            changed_subscription = Some(None);
+                        }
                     },
                     (Kind::Subscription, None) => {
                         engine.matcher.remove_subscription(cmd.id);
@@ -227,7 +233,7 @@ async fn check_egress(state: &AppState, version: FhirVersion, body: &Value) -> A
     };
     herald_delivery::egress::check_endpoint(endpoint, state.delivery.allow_private_endpoints)
         .await
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "security", e.to_string()))
+        .map_err(ApiError::from)
 }
 
 /// The status a stored Subscription starts with. Clients may submit `requested` or `off`
@@ -247,7 +253,7 @@ fn prepare_subscription(
         _ => SubscriptionStatus::Requested,
     };
     herald_subscriptions::set_subscription_status(version, &mut body, status, None)
-        .map_err(subscription_error)?;
+        .map_err(ApiError::from)?;
     Ok(body)
 }
 

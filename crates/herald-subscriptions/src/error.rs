@@ -176,7 +176,7 @@ pub enum SubscriptionError {
         element: String,
     },
     /// A topic trigger criterion Herald cannot compute.
-    #[error("{element} '{expression}' cannot be used: {reason}")]
+    #[error("{element} '{}' cannot be used: {reason}", clip(.expression))]
     UnsupportedCriteria {
         /// Where.
         element: String,
@@ -185,6 +185,36 @@ pub enum SubscriptionError {
         /// Parser message.
         reason: String,
     },
+    /// A header the subscriber asks Herald to send cannot be sent.
+    #[error("header '{header}' in {element} is refused: {reason}")]
+    InvalidHeader {
+        /// Where.
+        element: String,
+        /// The header name (control characters escaped).
+        header: String,
+        /// Why.
+        reason: String,
+    },
+    /// More repetitions of an element than Herald accepts.
+    #[error("{element} has {count} entries; at most {limit} are accepted")]
+    TooMany {
+        /// Where.
+        element: String,
+        /// How many were sent.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A client's expression as an error message quotes it: bounded, since an expression refused for
+/// its length would otherwise fill the OperationOutcome and the log.
+fn clip(expression: &str) -> String {
+    const SHOWN: usize = 200;
+    match expression.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &expression[..cut], expression.len()),
+        None => expression.to_owned(),
+    }
 }
 
 impl SubscriptionError {
@@ -216,7 +246,9 @@ impl SubscriptionError {
             | SubscriptionError::InvalidEndpoint { .. }
             | SubscriptionError::CrossVersionExtension { .. }
             | SubscriptionError::UnknownStatus { .. }
-            | SubscriptionError::UnknownResourceType { .. } => "value",
+            | SubscriptionError::UnknownResourceType { .. }
+            | SubscriptionError::InvalidHeader { .. } => "value",
+            SubscriptionError::TooMany { .. } => "too-costly",
         }
     }
 }

@@ -10,6 +10,7 @@ mod adapter;
 pub mod builtin;
 pub mod catalog;
 mod error;
+pub mod headers;
 mod json;
 pub mod model;
 pub mod notification;
@@ -28,7 +29,7 @@ pub use model::{
     QueryCriteria, ResourceTrigger, Subscription, SubscriptionStatus, TestResult, Topic,
     TopicStatus,
 };
-pub use validate::{validate_subscription, validate_topic};
+pub use validate::{check_subscription, validate_subscription, validate_topic};
 
 #[cfg(test)]
 mod tests;

@@ -771,3 +771,77 @@ fn fixture_topics_validate_when_their_search_parameters_are_known() {
     body["extension"][6]["extension"][4]["extension"][2]["valueString"] = json!("status=completed");
     crate::validate_topic(FhirVersion::R4, &body).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits and hostile input
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn r4_header_with_a_line_break_is_refused_at_creation_naming_it() {
+    let mut body = r4_request();
+    body["channel"]["header"] = json!(["X-A: ok\r\nX-Injected: 1"]);
+    let e = validate(FhirVersion::R4, &body).expect_err("refused");
+    assert!(matches!(e, SubscriptionError::InvalidHeader { .. }), "{e}");
+    assert!(e.to_string().contains("X-A"), "{e}");
+    assert!(e.to_string().contains("Subscription.channel.header"), "{e}");
+}
+
+#[test]
+fn r5_framing_parameter_is_refused_at_creation() {
+    let mut body = r5_request();
+    body["parameter"] = json!([{"name": "Content-Length", "value": "5"}]);
+    let e = validate(FhirVersion::R5, &body).expect_err("refused");
+    assert!(e.to_string().contains("Content-Length"), "{e}");
+    assert!(e.to_string().contains("Subscription.parameter"), "{e}");
+}
+
+#[test]
+fn more_filters_than_the_limit_are_refused() {
+    let mut body = r5_request();
+    let filter = json!({ "resourceType": "Task", "filterParameter": "requester", "value": "Organization/placer-1" });
+    body["filterBy"] = json!(vec![filter; crate::validate::MAX_FILTERS + 1]);
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::TooMany { .. })
+    ));
+}
+
+#[test]
+fn a_stored_active_subscription_passes_the_load_check_but_not_client_validation() {
+    let mut body = r5_request();
+    body["status"] = json!("active");
+    let catalog = TopicCatalog::with_builtins(FhirVersion::R5);
+    assert!(crate::check_subscription(FhirVersion::R5, &body, &catalog).is_ok());
+    assert!(matches!(
+        validate(FhirVersion::R5, &body),
+        Err(SubscriptionError::StatusNotAllowed { .. })
+    ));
+    body["parameter"] = json!([{"name": "Host", "value": "elsewhere"}]);
+    assert!(matches!(
+        crate::check_subscription(FhirVersion::R5, &body, &catalog),
+        Err(SubscriptionError::InvalidHeader { .. })
+    ));
+}
+
+#[test]
+fn topic_with_criteria_nested_beyond_the_limit_is_refused_naming_it() {
+    let mut body = fixture("r5/subscriptiontopic-example-admission.json");
+    body["resourceTrigger"][0]["resource"] = json!("Task");
+    body["resourceTrigger"][0]["fhirPathCriteria"] =
+        json!(format!("%current.status.exists(){}", ".not()".repeat(1000)));
+    let e = crate::validate_topic(FhirVersion::R5, &body).expect_err("refused");
+    assert!(e.to_string().contains("limit"), "{e}");
+}
+
+#[test]
+fn topic_with_more_triggers_than_the_limit_is_refused() {
+    let mut body = fixture("r5/subscriptiontopic-example-admission.json");
+    let mut trigger = body["resourceTrigger"][0].clone();
+    trigger["resource"] = json!("Task");
+    trigger.as_object_mut().unwrap().remove("queryCriteria");
+    body["resourceTrigger"] = json!(vec![trigger; crate::validate::MAX_TRIGGERS + 1]);
+    assert!(matches!(
+        crate::validate_topic(FhirVersion::R5, &body),
+        Err(SubscriptionError::TooMany { .. })
+    ));
+}

@@ -35,6 +35,31 @@ pub fn validate_subscription(
     body: &Value,
     topics: &impl TopicLookup,
 ) -> Result<Subscription, SubscriptionError> {
+    let sub = check_subscription(version, body, topics)?;
+    if !matches!(
+        sub.status,
+        SubscriptionStatus::Requested | SubscriptionStatus::Off
+    ) {
+        return Err(SubscriptionError::StatusNotAllowed {
+            status: sub.status.code().to_owned(),
+        });
+    }
+    Ok(sub)
+}
+
+/// Filters per Subscription. Each is evaluated on every change of its topic's resource types,
+/// so the count bounds what one subscriber can make every write cost.
+pub const MAX_FILTERS: usize = 32;
+
+/// Every rule of [`validate_subscription`] except which statuses a client may submit: the check
+/// a stored Subscription (which may be `active` or `error`) must pass before the engine and the
+/// dispatcher load it, at start-up and after each write. A body an older Herald accepted, or
+/// one written around the API, is held to today's limits here.
+pub fn check_subscription(
+    version: FhirVersion,
+    body: &Value,
+    topics: &impl TopicLookup,
+) -> Result<Subscription, SubscriptionError> {
     match version {
         FhirVersion::R4 => check_r4_extensions(body)?,
         FhirVersion::R5 => {
@@ -46,12 +71,14 @@ pub fn validate_subscription(
         }
     }
     let sub = adapter::parse_subscription(version, body)?;
-    if !matches!(
-        sub.status,
-        SubscriptionStatus::Requested | SubscriptionStatus::Off
-    ) {
-        return Err(SubscriptionError::StatusNotAllowed {
-            status: sub.status.code().to_owned(),
+    if sub.filters.len() > MAX_FILTERS {
+        return Err(SubscriptionError::TooMany {
+            element: match version {
+                FhirVersion::R4 => "Subscription.criteria filters".to_owned(),
+                FhirVersion::R5 => "Subscription.filterBy".to_owned(),
+            },
+            count: sub.filters.len(),
+            limit: MAX_FILTERS,
         });
     }
     let topic = topics
@@ -315,14 +342,30 @@ pub fn check_content_type(
 
 fn check_channel(version: FhirVersion, channel: &Channel) -> Result<(), SubscriptionError> {
     check_endpoint(channel)?;
+    let element = match version {
+        FhirVersion::R4 => "Subscription.channel.header",
+        FhirVersion::R5 => "Subscription.parameter",
+    };
+    crate::headers::check_headers(&channel.headers, element)?;
     check_content_type(version, &channel.content_type)
 }
+
+/// Resource triggers per topic: every change of a trigger's resource type evaluates its
+/// criteria, so the count bounds what one topic can make every write cost.
+pub const MAX_TRIGGERS: usize = 16;
 
 /// Parses and checks a topic submitted to a tenant of `version` (R5 `SubscriptionTopic`, or an R4
 /// Basic-wrapped topic): resource types known, FHIRPath criteria within the supported subset,
 /// query criteria parseable.
 pub fn validate_topic(version: FhirVersion, body: &Value) -> Result<Topic, SubscriptionError> {
     let topic = adapter::parse_topic(version, body)?;
+    if topic.resource_triggers.len() > MAX_TRIGGERS {
+        return Err(SubscriptionError::TooMany {
+            element: "SubscriptionTopic.resourceTrigger".to_owned(),
+            count: topic.resource_triggers.len(),
+            limit: MAX_TRIGGERS,
+        });
+    }
     if topic.url.trim().is_empty() {
         return Err(SubscriptionError::Missing {
             element: "SubscriptionTopic.url".to_owned(),

@@ -340,3 +340,109 @@ fn every_bundle_expression_parses_and_evaluates_on_task_service_request_patient(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits: client-written criteria cannot exhaust the stack or the CPU
+// ---------------------------------------------------------------------------------------------
+
+fn limit_error(result: Result<Expression, FhirError>) -> String {
+    match result {
+        Err(FhirError::FhirPathLimit(m)) => m,
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+}
+
+#[test]
+fn thousands_of_nested_parentheses_are_refused_without_exhausting_the_stack() {
+    // 4 000 levels stay under the length limit, so it is the nesting limit that refuses them.
+    let text = format!("{}true{}", "(".repeat(4000), ")".repeat(4000));
+    let m = limit_error(parse(&text));
+    assert!(m.contains("levels"), "{m}");
+    // The probe's 5 000 levels: refused too (by the length limit first).
+    limit_error(parse(&format!(
+        "{}true{}",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    )));
+}
+
+#[test]
+fn a_long_chain_of_invocations_is_refused_at_parse_time() {
+    let text = format!("%current.status.exists(){}", ".not()".repeat(1300));
+    let m = limit_error(parse(&text));
+    assert!(m.contains("levels"), "{m}");
+}
+
+#[test]
+fn an_expression_longer_than_the_limit_is_refused_naming_it() {
+    let text = format!("%current.status.exists(){}", ".not()".repeat(20_000));
+    let m = limit_error(parse(&text));
+    assert!(m.contains(&MAX_EXPRESSION_BYTES.to_string()), "{m}");
+}
+
+#[test]
+fn nesting_up_to_the_limit_is_accepted_and_one_more_level_is_refused() {
+    // `true` is one level; each pair of parentheses adds none, each `.not()` adds one.
+    let at = format!("true{}", ".not()".repeat(MAX_DEPTH - 1));
+    let e = parse(&at).expect("at the limit");
+    assert_eq!(
+        e.evaluate(&Context::on(&task())).expect("evaluates"),
+        vec![json!(MAX_DEPTH % 2 == 1)]
+    );
+    let beyond = format!("true{}", ".not()".repeat(MAX_DEPTH));
+    limit_error(parse(&beyond));
+    let parens = format!("{}true{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+    limit_error(parse(&parens));
+    let ops = format!("true{}", " and true".repeat(MAX_DEPTH));
+    limit_error(parse(&ops));
+    let args = format!(
+        "{}true{}",
+        "iif(true, ".repeat(MAX_DEPTH),
+        ")".repeat(MAX_DEPTH)
+    );
+    limit_error(parse(&args));
+}
+
+#[test]
+fn an_evaluation_over_its_step_budget_fails_instead_of_running_on() {
+    let items: Vec<Value> = (0..400).map(|i| json!({"text": format!("n{i}")})).collect();
+    let task = json!({"resourceType": "Task", "note": items});
+    // 400 × 400 × 400 item visits: far beyond the budget.
+    let e = parse(
+        "note.where(%resource.note.where(%resource.note.where(text = 'x').exists()).exists())",
+    )
+    .expect("parses");
+    match e.evaluate(&Context::on(&task)) {
+        Err(FhirError::FhirPathLimit(m)) => assert!(m.contains("steps"), "{m}"),
+        other => panic!("expected the step budget to run out, got {other:?}"),
+    }
+    // The same shape over a small collection is well within it.
+    let small = json!({"resourceType": "Task", "note": [{"text": "x"}, {"text": "y"}]});
+    assert_eq!(
+        e.evaluate(&Context::on(&small)).expect("evaluates").len(),
+        2
+    );
+}
+
+#[test]
+fn long_unions_are_wide_not_deep() {
+    let text = vec!["Task.status"; 200].join(" | ");
+    let e = parse(&text).expect("a 200-branch union parses");
+    assert_eq!(
+        e.evaluate(&Context::on(&task())).expect("evaluates"),
+        vec![json!("in-progress")]
+    );
+}
+
+#[test]
+fn distinct_over_a_large_collection_is_charged_quadratically() {
+    let items: Vec<Value> = (0..2000)
+        .map(|i| json!({"text": format!("n{i}")}))
+        .collect();
+    let task = json!({"resourceType": "Task", "note": items});
+    let e = parse("note.text.distinct().count()").expect("parses");
+    assert!(matches!(
+        e.evaluate(&Context::on(&task)),
+        Err(FhirError::FhirPathLimit(_))
+    ));
+}
