@@ -837,3 +837,45 @@ async fn an_end_passed_while_herald_was_down_turns_the_subscription_off_at_start
     let (_, events) = status_op(&c, &base, &id).await;
     assert_eq!(events, 0);
 }
+
+#[tokio::test]
+async fn channel_types_that_are_not_delivered_are_refused_and_nothing_is_stored() {
+    let h = herald(5, &[]);
+    let c = client();
+    for (tenant, kind, endpoint) in [
+        ("r4", "email", "mailto:lab@example.org"),
+        (
+            "r4",
+            "message",
+            "https://lab.example.org/fhir/$process-message",
+        ),
+        ("r5", "email", "mailto:lab@example.org"),
+        (
+            "r5",
+            "message",
+            "https://lab.example.org/fhir/$process-message",
+        ),
+    ] {
+        let base = h.fhir(tenant);
+        let mut sub = if tenant == "r4" {
+            r4_subscription("cow-task-changed", &[], endpoint, "id-only")
+        } else {
+            r5_subscription("cow-task-changed", &[], endpoint, "id-only")
+        };
+        if tenant == "r4" {
+            sub["channel"]["type"] = json!(kind);
+        } else {
+            sub["channelType"]["code"] = json!(kind);
+        }
+        post_refused(
+            &c,
+            &format!("{base}/Subscription"),
+            &sub,
+            &[StatusCode::UNPROCESSABLE_ENTITY],
+            &format!("channel type '{kind}' is not delivered"),
+        )
+        .await;
+        let all = get(&c, &format!("{base}/Subscription")).await;
+        assert_eq!(all["total"], 0, "{tenant} {kind}: {all}");
+    }
+}

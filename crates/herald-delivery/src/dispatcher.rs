@@ -1,34 +1,36 @@
 //! The dispatcher: one task that owns every subscription's delivery state (the router, in
-//! rumqttd's terms) and talks to the rest of Herald through channels.
+//! rumqttd's terms) and talks to the rest of Herald through channels. It carries out decisions
+//! made elsewhere: what to send next and what an outcome changes are pure functions
+//! (`transition`), when to look again is a schedule (`timers`), and how a notification reaches
+//! a subscriber is a [`Channel`] (rest-hook, websocket). So the queue, the order, the retries and
+//! the status rules are the same for every channel.
 //!
 //! * Commands come in: a subscription was created, changed or deleted; events were committed
-//!   for a subscription (`wake`); an operator asked for a redrive.
+//!   for a subscription (`wake`); a channel became ready (`poke`: a socket bound); an operator
+//!   asked for a redrive.
 //! * Per subscription at most one attempt is in flight; attempts run as tasks and report back.
-//! * What to send next is decided from stored state: a handshake until the endpoint accepted
-//!   one, then the events above the acknowledged cursor (in order, up to `maxCount` per bundle),
-//!   else a heartbeat when the channel has been idle for `heartbeatPeriod`.
 //! * A failure stores the next attempt time (retries are data); one timer — the earliest due
 //!   time — wakes the dispatcher: no task sleeps per retry and nothing polls.
 //! * Status changes (`requested` → `active`, → `error`, back to `active`) are requested from the
 //!   server through `StatusChange` messages, because a status is part of the stored
 //!   Subscription resource and goes through the server's write path.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use herald_fhir::FhirVersion;
 use herald_store::{AttemptRecord, DeliveryState, Store};
-use herald_subscriptions::notification::{NotificationInput, NotificationType, build_notification};
 use herald_subscriptions::{ChannelType, Subscription, SubscriptionStatus};
 use tokio::sync::mpsc;
 
+use crate::attempt::{Attempt, kind_of};
+use crate::channel::{Channel, Key, Sent};
 use crate::config::DeliveryConfig;
-use crate::payload::{error_concepts, materialize, subscription_ref};
-use crate::policy::{Failure, RetryPolicy};
-use crate::resthook::{RestHook, Sent};
-
-type Key = (String, String);
+use crate::policy::RetryPolicy;
+use crate::resthook::RestHook;
+use crate::timers::{Clock, Deadlines, SystemClock};
+use crate::transition::{Job, Next, Outcome, Rules, View, after_attempt, next_step};
 
 /// How long a moved delivery cursor waits to ride along with a writer's log sync before it
 /// asks for one of its own.
@@ -55,48 +57,88 @@ enum Command {
     },
     Remove(Key),
     Wake(Key, u64),
+    Poke(Key),
     Redrive(Key),
+}
+
+/// The channels the dispatcher delivers through, by type.
+#[derive(Clone, Default)]
+pub struct Channels(HashMap<ChannelType, Arc<dyn Channel>>);
+
+impl Channels {
+    /// Adds (or replaces) a channel.
+    pub fn with(mut self, channel: Arc<dyn Channel>) -> Self {
+        self.0.insert(channel.kind(), channel);
+        self
+    }
 }
 
 /// Handle to the dispatcher task (cheap to clone).
 #[derive(Clone)]
 pub struct Dispatcher {
     tx: mpsc::UnboundedSender<Command>,
+    kinds: Arc<HashSet<ChannelType>>,
 }
 
 impl Dispatcher {
-    /// Starts the dispatcher. `base_urls` maps each tenant to the base URL used in notification
-    /// references; `status_tx` receives the status changes to apply.
+    /// Starts the dispatcher with the rest-hook channel. `base_urls` maps each tenant to the
+    /// base URL used in notification references; `status_tx` receives the status changes to
+    /// apply.
     pub fn start(
         store: Arc<Store>,
         config: DeliveryConfig,
         base_urls: HashMap<String, String>,
         status_tx: mpsc::UnboundedSender<StatusChange>,
     ) -> Result<(Dispatcher, tokio::task::JoinHandle<()>), reqwest::Error> {
-        let hook = RestHook::new(
+        let channels = Channels::default().with(Arc::new(RestHook::new(
             config.allow_private_endpoints,
             config.attempt_log_body_bytes,
-        )?;
+        )?));
+        Ok(Self::start_with(
+            store,
+            config,
+            base_urls,
+            status_tx,
+            channels,
+            Arc::new(SystemClock),
+        ))
+    }
+
+    /// Starts the dispatcher with the given channels and clock.
+    pub fn start_with(
+        store: Arc<Store>,
+        config: DeliveryConfig,
+        base_urls: HashMap<String, String>,
+        status_tx: mpsc::UnboundedSender<StatusChange>,
+        channels: Channels,
+        clock: Arc<dyn Clock>,
+    ) -> (Dispatcher, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let kinds = Arc::new(channels.0.keys().copied().collect());
         let router = Router {
             policy: RetryPolicy::new(&config),
             cfg: config,
             store,
-            hook,
+            channels: channels.0,
+            clock,
             base_urls,
             status_tx,
             done_tx,
             subs: HashMap::new(),
             durable: HashMap::new(),
-            timers: BTreeSet::new(),
-            timer_of: HashMap::new(),
-            ends: BTreeSet::new(),
-            end_of: HashMap::new(),
+            timers: Deadlines::default(),
+            ends: Deadlines::default(),
             logged: 0,
         };
         let handle = tokio::spawn(router.run(rx, done_rx));
-        Ok((Dispatcher { tx }, handle))
+        (Dispatcher { tx, kinds }, handle)
+    }
+
+    /// Whether notifications of this channel type are delivered (others are refused at
+    /// creation: accepting them would queue events nobody will ever receive).
+    pub fn delivers(&self, kind: ChannelType) -> bool {
+        self.kinds.contains(&kind)
     }
 
     /// A subscription was created or changed (or loaded at start-up).
@@ -124,28 +166,18 @@ impl Dispatcher {
             .send(Command::Wake((tenant.to_owned(), id.to_owned()), upto));
     }
 
+    /// A subscription's channel may have become ready (a socket bound): look again.
+    pub fn poke(&self, tenant: &str, id: &str) {
+        let _ = self
+            .tx
+            .send(Command::Poke((tenant.to_owned(), id.to_owned())));
+    }
+
     /// Clears a subscription's failure streak and parking, and tries again now.
     pub fn redrive(&self, tenant: &str, id: &str) {
         let _ = self
             .tx
             .send(Command::Redrive((tenant.to_owned(), id.to_owned())));
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Job {
-    Handshake,
-    Heartbeat,
-    Events(u64, u64),
-}
-
-impl Job {
-    fn kind(&self) -> NotificationType {
-        match self {
-            Job::Handshake => NotificationType::Handshake,
-            Job::Heartbeat => NotificationType::Heartbeat,
-            Job::Events(..) => NotificationType::EventNotification,
-        }
     }
 }
 
@@ -160,7 +192,6 @@ struct Entry {
 struct Done {
     key: Key,
     job: Job,
-    endpoint: String,
     sent: Sent,
 }
 
@@ -176,7 +207,8 @@ struct Router {
     cfg: DeliveryConfig,
     policy: RetryPolicy,
     store: Arc<Store>,
-    hook: RestHook,
+    channels: HashMap<ChannelType, Arc<dyn Channel>>,
+    clock: Arc<dyn Clock>,
     base_urls: HashMap<String, String>,
     status_tx: mpsc::UnboundedSender<StatusChange>,
     done_tx: mpsc::UnboundedSender<Report>,
@@ -184,20 +216,12 @@ struct Router {
     /// Highest event number known durable per subscription (from `wake`; kept apart from
     /// `subs` because a wake can overtake the upsert of a subscription just created).
     durable: HashMap<Key, u64>,
-    timers: BTreeSet<(Instant, Key)>,
-    timer_of: HashMap<Key, Instant>,
+    /// Retries and heartbeats: when to look at a subscription again.
+    timers: Deadlines,
     /// `Subscription.end` of each subscription that has one and is not off: when it passes the
-    /// dispatcher asks for `off` (a timer apart from the retry/heartbeat one).
-    ends: BTreeSet<(Instant, Key)>,
-    end_of: HashMap<Key, Instant>,
+    /// dispatcher asks for `off`.
+    ends: Deadlines,
     logged: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Router {
@@ -207,13 +231,14 @@ impl Router {
         mut done_rx: mpsc::UnboundedReceiver<Report>,
     ) {
         loop {
-            let next = match (self.timers.first(), self.ends.first()) {
-                (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
-                (a, b) => a.or(b).map(|(t, _)| *t),
+            let next = match (self.timers.earliest(), self.ends.earliest()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
+            let wait = next.map(|t| Duration::from_millis(t.saturating_sub(self.clock.now_ms())));
             let sleep = async {
-                match next {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
                     None => std::future::pending::<()>().await,
                 }
             };
@@ -307,8 +332,8 @@ impl Router {
             Command::Remove(key) => {
                 self.subs.remove(&key);
                 self.durable.remove(&key);
-                self.clear_timer(&key);
-                self.clear_end(&key);
+                self.timers.clear(&key);
+                self.ends.clear(&key);
                 if let Err(e) = self.store.remove_delivery_state(&key.0, &key.1) {
                     tracing::warn!(error = %e, "cannot remove delivery state");
                 }
@@ -318,6 +343,7 @@ impl Router {
                 *d = (*d).max(upto);
                 self.consider(&key);
             }
+            Command::Poke(key) => self.consider(&key),
             Command::Redrive(key) => {
                 if let Some(e) = self.subs.get_mut(&key) {
                     e.state.parked = false;
@@ -326,30 +352,16 @@ impl Router {
                     e.state.failing_since_ms = None;
                     persist(&self.store, &key, &e.state);
                 }
-                self.clear_timer(&key);
+                self.timers.clear(&key);
                 self.consider(&key);
             }
-        }
-    }
-
-    fn set_timer(&mut self, key: &Key, at_ms: u64) {
-        let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
-        let at = Instant::now() + wait;
-        self.clear_timer(key);
-        self.timers.insert((at, key.clone()));
-        self.timer_of.insert(key.clone(), at);
-    }
-
-    fn clear_timer(&mut self, key: &Key) {
-        if let Some(old) = self.timer_of.remove(key) {
-            self.timers.remove(&(old, key.clone()));
         }
     }
 
     /// (Re)arms the end timer of `key` from its `Subscription.end`; one already passed asks for
     /// `off` at once.
     fn schedule_end(&mut self, key: &Key) {
-        self.clear_end(key);
+        self.ends.clear(key);
         let Some(e) = self.subs.get(key) else { return };
         if matches!(
             e.sub.status,
@@ -358,102 +370,62 @@ impl Router {
             return;
         }
         let Some(end_ms) = e.sub.end_ms() else { return };
-        let now = now_ms();
         let end_ms = u64::try_from(end_ms).unwrap_or(0);
-        if end_ms <= now {
+        if end_ms <= self.clock.now_ms() {
             self.ask(key, SubscriptionStatus::Off, None);
             return;
         }
-        let at = Instant::now() + Duration::from_millis(end_ms - now);
-        self.ends.insert((at, key.clone()));
-        self.end_of.insert(key.clone(), at);
-    }
-
-    fn clear_end(&mut self, key: &Key) {
-        if let Some(old) = self.end_of.remove(key) {
-            self.ends.remove(&(old, key.clone()));
-        }
+        self.ends.set(key, end_ms);
     }
 
     fn fire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some((t, _)) = self.ends.first() {
-            if *t > now {
-                break;
-            }
-            let Some((_, key)) = self.ends.pop_first() else {
-                break;
-            };
-            self.end_of.remove(&key);
+        let now = self.clock.now_ms();
+        for key in self.ends.take_due(now) {
             tracing::info!(tenant = %key.0, subscription = %key.1, "Subscription.end has passed: turning it off");
             self.ask(&key, SubscriptionStatus::Off, None);
         }
-        while let Some((t, _)) = self.timers.first() {
-            if *t > now {
-                break;
-            }
-            let Some((_, key)) = self.timers.pop_first() else {
-                break;
-            };
-            self.timer_of.remove(&key);
+        for key in self.timers.take_due(now) {
             self.consider(&key);
         }
     }
 
-    /// Decides whether `key` has something to send now, and starts it.
+    /// Decides whether `key` has something to send now ([`next_step`]), and starts it.
     fn consider(&mut self, key: &Key) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let Some(e) = self.subs.get(key) else { return };
-        if e.in_flight
-            || e.sub.channel.kind != ChannelType::RestHook
-            || !matches!(
-                e.sub.status,
-                SubscriptionStatus::Requested
-                    | SubscriptionStatus::Active
-                    | SubscriptionStatus::Error
-            )
-            || e.state.parked
-        {
+        if e.in_flight {
             return;
         }
-        if e.sub.end_ms().is_some_and(|end| end <= now as i64) {
-            // Past its end: nothing more is sent; the end timer asked for `off`.
+        let Some(channel) = self.channels.get(&e.sub.channel.kind).cloned() else {
             return;
-        }
-        if let Some(t) = e.state.next_attempt_at_ms
-            && t > now
-        {
-            self.set_timer(key, t);
-            return;
-        }
-        let job = if !e.state.verified {
-            Job::Handshake
-        } else {
-            // Never above what is durable (the store may already hold newer events of writes
-            // still waiting for their flush).
-            let count = self.durable.get(key).copied().unwrap_or(0);
-            if count > e.state.acked {
-                let max = u64::from(
-                    e.sub
-                        .channel
-                        .max_count
-                        .unwrap_or(self.cfg.default_max_count)
-                        .max(1),
-                );
-                Job::Events(e.state.acked + 1, count.min(e.state.acked + max))
-            } else if let Some(period) = e.sub.channel.heartbeat_period.filter(|p| *p > 0) {
-                let due = e.state.last_sent_at_ms.unwrap_or(now) + u64::from(period) * 1000;
-                if now >= due {
-                    Job::Heartbeat
-                } else {
-                    self.set_timer(key, due);
-                    return;
-                }
-            } else {
+        };
+        let durable = self.durable.get(key).copied().unwrap_or(0);
+        let view = View {
+            status: e.sub.status,
+            end_ms: e.sub.end_ms(),
+            max_count: e
+                .sub
+                .channel
+                .max_count
+                .unwrap_or(self.cfg.default_max_count),
+            heartbeat_secs: e.sub.channel.heartbeat_period,
+            state: &e.state,
+            durable,
+            verifies: channel.verifies_endpoint(),
+            ready: channel.ready(key),
+        };
+        let job = match next_step(&view, now) {
+            Next::Send(job) => job,
+            Next::WaitUntil(t) => {
+                self.timers.set(key, t);
+                return;
+            }
+            Next::Idle => {
+                self.timers.clear(key);
                 return;
             }
         };
-        self.clear_timer(key);
+        self.timers.clear(key);
         let Some(base_url) = self.base_urls.get(&key.0).cloned() else {
             return;
         };
@@ -463,13 +435,13 @@ impl Router {
         e.in_flight = true;
         let attempt = Attempt {
             store: self.store.clone(),
-            hook: self.hook.clone(),
+            channel,
             key: key.clone(),
             version: e.version,
             base_url,
             sub: e.sub.clone(),
             job,
-            durable: self.durable.get(key).copied().unwrap_or(0),
+            durable,
             state: e.state.clone(),
             timeout: Duration::from_secs(
                 e.sub
@@ -480,9 +452,10 @@ impl Router {
             ),
         };
         let done_tx = self.done_tx.clone();
+        let key = key.clone();
         tokio::spawn(async move {
-            let done = attempt.run().await;
-            let _ = done_tx.send(Report::Attempt(done));
+            let sent = attempt.run().await;
+            let _ = done_tx.send(Report::Attempt(Done { key, job, sent }));
         });
     }
 
@@ -503,23 +476,18 @@ impl Router {
         });
     }
 
-    fn finished(&mut self, done: Done) {
-        let now = now_ms();
-        let (first, last) = match done.job {
-            Job::Events(a, b) => (a, b),
-            _ => (0, 0),
+    fn record(&mut self, done: &Done, now: u64) {
+        let events = match done.job {
+            Job::Events(first, last) => (first..=last).collect(),
+            _ => Vec::new(),
         };
         let attempt = AttemptRecord {
             at_ms: now,
             at: herald_store::now_instant(),
             tenant: done.key.0.clone(),
             subscription: done.key.1.clone(),
-            notification_type: done.job.kind().code().to_owned(),
-            events: if first > 0 {
-                (first..=last).collect()
-            } else {
-                Vec::new()
-            },
+            notification_type: kind_of(done.job).code().to_owned(),
+            events,
             outcome: if done.sent.failure.is_none() {
                 "delivered"
             } else {
@@ -531,7 +499,7 @@ impl Router {
             latency_ms: done.sent.latency.as_secs_f64() * 1000.0,
             response_body: done.sent.body.clone(),
             request_headers: done.sent.headers.clone(),
-            endpoint: done.endpoint.clone(),
+            endpoint: done.sent.endpoint.clone(),
         };
         if let Err(e) = self.store.record_attempt(&attempt) {
             tracing::warn!(error = %e, "cannot log delivery attempt");
@@ -542,192 +510,78 @@ impl Router {
         {
             tracing::warn!(error = %e, "cannot prune the delivery log");
         }
+    }
+
+    /// Applies an attempt's outcome ([`after_attempt`]) and carries out what it decided.
+    fn finished(&mut self, done: Done) {
+        let now = self.clock.now_ms();
+        self.record(&done, now);
         let key = done.key;
         let Some(e) = self.subs.get_mut(&key) else {
             return;
         };
-        e.in_flight = false;
-        e.state.last_attempt_at_ms = Some(now);
-        let mut ask: Option<(SubscriptionStatus, Option<String>)> = None;
-        match done.sent.failure {
-            None => {
-                e.state.consecutive_failures = 0;
-                e.state.next_attempt_at_ms = None;
-                e.state.last_error = None;
-                e.state.failing_since_ms = None;
-                e.state.last_sent_at_ms = Some(now);
-                match done.job {
-                    Job::Handshake => {
-                        e.state.verified = true;
-                        ask = Some((SubscriptionStatus::Active, None));
-                    }
-                    Job::Events(_, last) => {
-                        e.state.acked = e.state.acked.max(last);
-                        if e.sub.status == SubscriptionStatus::Error {
-                            ask = Some((SubscriptionStatus::Active, None));
-                        }
-                    }
-                    Job::Heartbeat => {}
-                }
-            }
-            Some(failure) => {
-                e.state.consecutive_failures += 1;
-                let reason = done.sent.error.clone().unwrap_or_else(|| "failed".into());
-                e.state.last_error = Some(reason.clone());
-                let since = *e.state.failing_since_ms.get_or_insert(now);
-                let delay = self.policy.next_delay(
-                    e.state.consecutive_failures,
-                    failure,
-                    done.sent.retry_after,
-                    Duration::from_millis(now.saturating_sub(since)),
-                    fastrand::f64(),
-                );
-                match delay {
-                    Some(d) => e.state.next_attempt_at_ms = Some(now + d.as_millis() as u64),
-                    None => {
-                        e.state.parked = true;
-                        e.state.next_attempt_at_ms = None;
-                        tracing::warn!(tenant = %key.0, subscription = %key.1, "retry horizon passed: delivery parked until redriven");
-                    }
-                }
-                let handshake = matches!(done.job, Job::Handshake);
-                if handshake
-                    || failure.is_permanent()
-                    || e.state.consecutive_failures >= self.cfg.error_after_failures
-                {
-                    let why = if handshake {
-                        format!("handshake failed: {reason}")
-                    } else {
-                        reason
-                    };
-                    ask = Some((SubscriptionStatus::Error, Some(why)));
-                }
-            }
+        let outcome = match done.sent.failure {
+            None => Outcome::Delivered,
+            Some(failure) => Outcome::Failed {
+                failure,
+                reason: done.sent.error.unwrap_or_else(|| "failed".into()),
+                retry_after: done.sent.retry_after,
+            },
+        };
+        let rules = Rules {
+            policy: &self.policy,
+            error_after_failures: self.cfg.error_after_failures,
+        };
+        let t = after_attempt(
+            &e.state,
+            e.sub.status,
+            done.job,
+            &outcome,
+            now,
+            &rules,
+            fastrand::f64(),
+        );
+        e.state = t.state;
+        e.in_flight = t.cursor_moved;
+        if t.parked_now {
+            tracing::warn!(tenant = %key.0, subscription = %key.1, "retry horizon passed: delivery parked until redriven");
         }
         persist(&self.store, &key, &e.state);
         let acked = e.state.acked;
-        // A delivered batch moved the cursor: make that durable before the next batch goes, so
-        // a crash can redeliver at most the batch that was in flight.
-        let cursor_moved = done.sent.failure.is_none() && matches!(done.job, Job::Events(..));
-        if cursor_moved {
-            e.in_flight = true;
-        }
-        if let Some((status, error)) = ask {
+        if let Some((status, error)) = t.ask {
             self.ask(&key, status, error);
         }
-        if cursor_moved {
-            let store = self.store.clone();
-            let done_tx = self.done_tx.clone();
-            // Events already recorded beyond the cursor (durable or still syncing) wait for
-            // this cursor: sync it now, alongside their writes' syncs. Otherwise the next batch
-            // is a write away; the cursor rides along with that write's sync, or after a moment
-            // gets one of its own.
-            let waiting = self
-                .store
-                .recorded_event_count(&key.0, &key.1)
-                .is_ok_and(|n| n > acked);
-            tokio::spawn(async move {
-                let synced = if waiting {
-                    store.make_durable().await
-                } else {
-                    store.make_durable_lazily(CURSOR_PATIENCE).await
-                };
-                if let Err(e) = synced {
-                    tracing::error!(error = %e, "cannot flush the delivery cursor");
-                }
-                let _ = done_tx.send(Report::CursorDurable(key));
-            });
-        } else {
+        if !t.cursor_moved {
             self.consider(&key);
+            return;
         }
+        // A delivered batch moved the cursor: make that durable before the next batch goes, so
+        // a crash can redeliver at most the batch that was in flight. Events already recorded
+        // beyond the cursor (durable or still syncing) wait for it: sync now, alongside their
+        // writes' syncs. Otherwise the next batch is a write away; the cursor rides along with
+        // that write's sync, or after a moment gets one of its own.
+        let store = self.store.clone();
+        let done_tx = self.done_tx.clone();
+        let waiting = self
+            .store
+            .recorded_event_count(&key.0, &key.1)
+            .is_ok_and(|n| n > acked);
+        tokio::spawn(async move {
+            let synced = if waiting {
+                store.make_durable().await
+            } else {
+                store.make_durable_lazily(CURSOR_PATIENCE).await
+            };
+            if let Err(e) = synced {
+                tracing::error!(error = %e, "cannot flush the delivery cursor");
+            }
+            let _ = done_tx.send(Report::CursorDurable(key));
+        });
     }
 }
 
 fn persist(store: &Store, key: &Key, state: &DeliveryState) {
     if let Err(e) = store.put_delivery_state(&key.0, &key.1, state) {
         tracing::error!(tenant = %key.0, subscription = %key.1, error = %e, "cannot store delivery state");
-    }
-}
-
-struct Attempt {
-    store: Arc<Store>,
-    hook: RestHook,
-    key: Key,
-    version: FhirVersion,
-    base_url: String,
-    sub: Subscription,
-    job: Job,
-    /// The durable event count when the attempt started.
-    durable: u64,
-    /// The subscription's delivery state when the attempt started (its errors go into the
-    /// notification; the dispatcher's copy is the current one, the store's may lag a sync).
-    state: DeliveryState,
-    timeout: Duration,
-}
-
-impl Attempt {
-    async fn run(self) -> Done {
-        let endpoint = self.sub.channel.endpoint.clone().unwrap_or_default();
-        let sent = match self.bundle() {
-            Ok(bundle) => {
-                self.hook
-                    .post(
-                        &endpoint,
-                        &self.sub.channel.content_type,
-                        &self.sub.channel.headers,
-                        self.timeout,
-                        &bundle,
-                    )
-                    .await
-            }
-            Err(e) => Sent {
-                failure: Some(Failure::Transport),
-                status: None,
-                error: Some(format!("internal: cannot build the notification: {e}")),
-                retry_after: None,
-                latency: Duration::ZERO,
-                body: None,
-                headers: Vec::new(),
-            },
-        };
-        Done {
-            key: self.key,
-            job: self.job,
-            endpoint,
-            sent,
-        }
-    }
-
-    fn bundle(&self) -> Result<serde_json::Value, herald_store::StoreError> {
-        let (tenant, id) = (&self.key.0, &self.key.1);
-        let content = self.sub.channel.content;
-        let events = match self.job {
-            Job::Events(first, last) => {
-                let stored = self.store.events(tenant, id, Some(first), Some(last))?;
-                materialize(&self.store, tenant, &stored, content)?
-            }
-            _ => Vec::new(),
-        };
-        let errors = error_concepts(self.sub.status, &self.state);
-        let mut sref = subscription_ref(&self.base_url, &self.sub);
-        if matches!(self.job, Job::Handshake) {
-            sref.status = SubscriptionStatus::Requested.code().to_owned();
-        }
-        Ok(build_notification(&NotificationInput {
-            version: self.version,
-            kind: self.job.kind(),
-            subscription: &sref,
-            // An event notification's counter is its highest event number (spec §1.H item
-            // 48): events committed while it is being built belong to a later notification.
-            events_since_start: match self.job {
-                Job::Events(_, last) => last,
-                _ => self.durable,
-            },
-            events: &events,
-            content,
-            errors,
-            bundle_id: uuid::Uuid::new_v4().to_string(),
-            timestamp: herald_store::now_instant(),
-        }))
     }
 }

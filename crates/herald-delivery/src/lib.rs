@@ -1,15 +1,21 @@
-//! Getting notifications to subscribers: payload assembly from stored events (`payload`), the
-//! rest-hook channel (`resthook`) behind the egress guard (`egress`), the retry policy
-//! (`policy`), and the dispatcher that owns per-subscription queues, timers and status
-//! transitions (`dispatcher`). Settings in `config`.
+//! Getting notifications to subscribers. The dispatcher (`dispatcher`) owns per-subscription
+//! queues and carries out the delivery policy, which is pure: what to send next and what an
+//! outcome changes (`transition`), retry delays (`policy`), deadlines (`timers`). Each attempt
+//! (`attempt`) builds its Bundle from stored events (`payload`) and hands it to a channel
+//! (`channel`: the seam; `resthook` behind the egress guard `egress`). Settings in `config`.
 #![forbid(unsafe_code)]
 
+pub mod attempt;
+pub mod channel;
 pub mod config;
 pub mod dispatcher;
 pub mod egress;
 pub mod payload;
 pub mod policy;
 pub mod resthook;
+pub mod timers;
+pub mod transition;
 
+pub use channel::{Channel, Key, Notification, Sent};
 pub use config::DeliveryConfig;
-pub use dispatcher::{Dispatcher, StatusChange};
+pub use dispatcher::{Channels, Dispatcher, StatusChange};

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use crate::channel::{Channel, Key, Notification, SendFuture, Sent};
 use crate::egress;
 use crate::policy::{Failure, parse_retry_after};
+use herald_subscriptions::{ChannelType, Subscription};
 
 /// The shared HTTP client for deliveries.
 #[derive(Clone)]
@@ -16,25 +18,6 @@ pub struct RestHook {
     client: reqwest::Client,
     allow_private: bool,
     body_bytes: usize,
-}
-
-/// The outcome of one POST.
-#[derive(Debug, Clone)]
-pub struct Sent {
-    /// `None` on success, else why it failed.
-    pub failure: Option<Failure>,
-    /// HTTP status when a response came back.
-    pub status: Option<u16>,
-    /// Failure class for the log (`timeout`, `connect`, `http-status`, `egress-refused`, …).
-    pub error: Option<String>,
-    /// `Retry-After` from the response.
-    pub retry_after: Option<Duration>,
-    /// Time from send to response.
-    pub latency: Duration,
-    /// The first bytes of the response body.
-    pub body: Option<String>,
-    /// Headers as sent, secrets redacted.
-    pub headers: Vec<(String, String)>,
 }
 
 impl RestHook {
@@ -67,13 +50,9 @@ impl RestHook {
     ) -> Sent {
         let mut sent_headers = vec![("content-type".to_owned(), content_type.to_owned())];
         let fail = |error: String, headers: Vec<(String, String)>| Sent {
-            failure: Some(Failure::Transport),
-            status: None,
-            error: Some(error),
-            retry_after: None,
-            latency: Duration::ZERO,
-            body: None,
             headers,
+            endpoint: endpoint.to_owned(),
+            ..Sent::failed(Failure::Transport, error)
         };
         let url = match reqwest::Url::parse(endpoint) {
             Ok(u) => u,
@@ -148,7 +127,33 @@ impl RestHook {
             latency,
             body: text,
             headers: sent_headers,
+            endpoint: endpoint.to_owned(),
         }
+    }
+}
+
+impl Channel for RestHook {
+    fn kind(&self) -> ChannelType {
+        ChannelType::RestHook
+    }
+
+    fn verifies_endpoint(&self) -> bool {
+        true
+    }
+
+    fn ready(&self, _key: &Key) -> bool {
+        true
+    }
+
+    fn send(&self, sub: &Subscription, n: Notification) -> SendFuture {
+        let hook = self.clone();
+        let endpoint = sub.channel.endpoint.clone().unwrap_or_default();
+        let content_type = sub.channel.content_type.clone();
+        let headers = sub.channel.headers.clone();
+        Box::pin(async move {
+            hook.post(&endpoint, &content_type, &headers, n.timeout, &n.bundle)
+                .await
+        })
     }
 }
 

@@ -126,6 +126,7 @@ pub async fn write_as(
                     .map_err(ApiError::from)?;
                     if actor == Actor::Client {
                         check_end(&sub)?;
+                        check_channel_delivered(state, &sub)?;
                     }
                     Some(prepare_subscription(
                         tenant.version,
@@ -234,6 +235,37 @@ async fn check_egress(state: &AppState, version: FhirVersion, body: &Value) -> A
     herald_delivery::egress::check_endpoint(endpoint, state.delivery.allow_private_endpoints)
         .await
         .map_err(ApiError::from)
+}
+
+/// A channel type Herald does not deliver is refused: accepting it would record events that
+/// nobody will ever receive, with a Subscription that says `requested` forever.
+fn check_channel_delivered(
+    state: &AppState,
+    sub: &herald_subscriptions::Subscription,
+) -> ApiResult<()> {
+    if state.dispatcher.delivers(sub.channel.kind) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not-supported",
+        format!(
+            "channel type '{}' is not delivered by this server; use {}",
+            sub.channel.kind.code(),
+            delivered_list(state)
+        ),
+    ))
+}
+
+/// The delivered channel types, for messages.
+fn delivered_list(state: &AppState) -> String {
+    use herald_subscriptions::ChannelType::*;
+    [RestHook, Websocket, Email, Message]
+        .into_iter()
+        .filter(|k| state.dispatcher.delivers(*k))
+        .map(|k| format!("'{}'", k.code()))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// The status a stored Subscription starts with. Clients may submit `requested` or `off`

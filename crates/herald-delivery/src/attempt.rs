@@ -1,0 +1,104 @@
+//! One attempt, run as its own task: build the notification Bundle from stored events (read at
+//! the versions that triggered them) and hand it to the subscription's channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_fhir::FhirVersion;
+use herald_store::{DeliveryState, Store};
+use herald_subscriptions::notification::{NotificationInput, NotificationType, build_notification};
+use herald_subscriptions::{Subscription, SubscriptionStatus};
+
+use crate::channel::{Channel, Key, Notification, Sent};
+use crate::payload::{error_concepts, materialize, subscription_ref};
+use crate::policy::Failure;
+use crate::transition::Job;
+
+/// The notification type a job sends.
+pub fn kind_of(job: Job) -> NotificationType {
+    match job {
+        Job::Handshake => NotificationType::Handshake,
+        Job::Heartbeat => NotificationType::Heartbeat,
+        Job::Events(..) => NotificationType::EventNotification,
+    }
+}
+
+/// Everything an attempt needs, copied out of the dispatcher's state.
+pub struct Attempt {
+    /// Where events and resources are read.
+    pub store: Arc<Store>,
+    /// The channel that carries it.
+    pub channel: Arc<dyn Channel>,
+    /// Whose.
+    pub key: Key,
+    /// FHIR version of the tenant.
+    pub version: FhirVersion,
+    /// The tenant's base URL (references in the Bundle).
+    pub base_url: String,
+    /// The Subscription as the dispatcher knows it.
+    pub sub: Subscription,
+    /// What to send.
+    pub job: Job,
+    /// The durable event count when the attempt started.
+    pub durable: u64,
+    /// The delivery state when the attempt started (its errors go into the notification; the
+    /// dispatcher's copy is the current one, the store's may lag a sync).
+    pub state: DeliveryState,
+    /// The channel's time limit.
+    pub timeout: Duration,
+}
+
+impl Attempt {
+    /// Builds and sends; never fails (a failure is a [`Sent`] with its cause).
+    pub async fn run(self) -> Sent {
+        match bundle(&self) {
+            Ok(bundle) => {
+                let n = Notification {
+                    key: self.key.clone(),
+                    job: self.job,
+                    bundle,
+                    timeout: self.timeout,
+                };
+                self.channel.send(&self.sub, n).await
+            }
+            Err(e) => Sent::failed(
+                Failure::Transport,
+                format!("internal: cannot build the notification: {e}"),
+            ),
+        }
+    }
+}
+
+/// The notification Bundle of an attempt.
+pub fn bundle(a: &Attempt) -> Result<serde_json::Value, herald_store::StoreError> {
+    let (tenant, id) = (&a.key.0, &a.key.1);
+    let content = a.sub.channel.content;
+    let events = match a.job {
+        Job::Events(first, last) => {
+            let stored = a.store.events(tenant, id, Some(first), Some(last))?;
+            materialize(&a.store, tenant, &stored, content)?
+        }
+        _ => Vec::new(),
+    };
+    let errors = error_concepts(a.sub.status, &a.state);
+    let mut sref = subscription_ref(&a.base_url, &a.sub);
+    if a.job == Job::Handshake {
+        sref.status = SubscriptionStatus::Requested.code().to_owned();
+    }
+    Ok(build_notification(&NotificationInput {
+        version: a.version,
+        kind: kind_of(a.job),
+        subscription: &sref,
+        // An event notification's counter is its highest event number (spec §1.H item 48):
+        // events committed while it is being built belong to a later notification.
+        events_since_start: match a.job {
+            Job::Events(_, last) => last,
+            _ => a.durable,
+        },
+        events: &events,
+        content,
+        errors,
+        bundle_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: herald_store::now_instant(),
+    }))
+}
