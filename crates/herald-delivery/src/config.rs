@@ -31,6 +31,12 @@ pub struct DeliveryConfig {
     pub attempt_log_max: usize,
     /// Response-body bytes kept per logged attempt.
     pub attempt_log_body_bytes: usize,
+    /// How long a `$get-ws-binding-token` token may be used, and how long the binding made with
+    /// it lasts unless the client binds again with a fresh token, in seconds.
+    pub ws_token_ttl_secs: u64,
+    /// Notifications buffered per websocket; a socket whose buffer fills (a client that does not
+    /// read) is disconnected with a reason.
+    pub ws_send_buffer: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -46,6 +52,8 @@ impl Default for DeliveryConfig {
             default_max_count: 100,
             attempt_log_max: 100_000,
             attempt_log_body_bytes: 1024,
+            ws_token_ttl_secs: 300,
+            ws_send_buffer: 64,
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use herald_fhir::FhirVersion;
 use herald_store::{AttemptRecord, DeliveryState, Store};
 use herald_subscriptions::{ChannelType, Subscription, SubscriptionStatus};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::attempt::{Attempt, kind_of};
 use crate::channel::{Channel, Key, Sent};
@@ -31,6 +31,7 @@ use crate::policy::RetryPolicy;
 use crate::resthook::RestHook;
 use crate::timers::{Clock, Deadlines, SystemClock};
 use crate::transition::{Job, Next, Outcome, Rules, View, after_attempt, next_step};
+use crate::websocket::{Socket, WsHub};
 
 /// How long a moved delivery cursor waits to ride along with a writer's log sync before it
 /// asks for one of its own.
@@ -59,17 +60,42 @@ enum Command {
     Wake(Key, u64),
     Poke(Key),
     Redrive(Key),
+    Bind(Bind),
+}
+
+/// A socket asks to be bound to subscriptions (it redeemed a token for them).
+pub struct Bind {
+    /// Tenant of the subscriptions.
+    pub tenant: String,
+    /// Their ids.
+    pub ids: Vec<String>,
+    /// The socket.
+    pub socket: Arc<Socket>,
+    /// Per subscription id, the last event number the client has processed: the subscription's
+    /// cursor is moved back to it, so that what followed is sent again.
+    pub resume: HashMap<String, u64>,
+    /// Where the outcome per id goes.
+    pub reply: oneshot::Sender<Vec<(String, Result<(), String>)>>,
 }
 
 /// The channels the dispatcher delivers through, by type.
 #[derive(Clone, Default)]
-pub struct Channels(HashMap<ChannelType, Arc<dyn Channel>>);
+pub struct Channels {
+    by_kind: HashMap<ChannelType, Arc<dyn Channel>>,
+    websocket: Option<Arc<WsHub>>,
+}
 
 impl Channels {
     /// Adds (or replaces) a channel.
     pub fn with(mut self, channel: Arc<dyn Channel>) -> Self {
-        self.0.insert(channel.kind(), channel);
+        self.by_kind.insert(channel.kind(), channel);
         self
+    }
+
+    /// Adds the websocket channel (the dispatcher binds sockets to it).
+    pub fn with_websocket(mut self, hub: Arc<WsHub>) -> Self {
+        self.websocket = Some(Arc::clone(&hub));
+        self.with(hub)
     }
 }
 
@@ -78,10 +104,11 @@ impl Channels {
 pub struct Dispatcher {
     tx: mpsc::UnboundedSender<Command>,
     kinds: Arc<HashSet<ChannelType>>,
+    websocket: Option<Arc<WsHub>>,
 }
 
 impl Dispatcher {
-    /// Starts the dispatcher with the rest-hook channel. `base_urls` maps each tenant to the
+    /// Starts the dispatcher with the rest-hook and websocket channels. `base_urls` maps each tenant to the
     /// base URL used in notification references; `status_tx` receives the status changes to
     /// apply.
     pub fn start(
@@ -90,10 +117,16 @@ impl Dispatcher {
         base_urls: HashMap<String, String>,
         status_tx: mpsc::UnboundedSender<StatusChange>,
     ) -> Result<(Dispatcher, tokio::task::JoinHandle<()>), reqwest::Error> {
-        let channels = Channels::default().with(Arc::new(RestHook::new(
-            config.allow_private_endpoints,
-            config.attempt_log_body_bytes,
-        )?));
+        let hub = Arc::new(WsHub::new(
+            config.ws_send_buffer,
+            Duration::from_secs(config.ws_token_ttl_secs.max(1)),
+        ));
+        let channels = Channels::default()
+            .with(Arc::new(RestHook::new(
+                config.allow_private_endpoints,
+                config.attempt_log_body_bytes,
+            )?))
+            .with_websocket(hub);
         Ok(Self::start_with(
             store,
             config,
@@ -115,12 +148,14 @@ impl Dispatcher {
     ) -> (Dispatcher, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let kinds = Arc::new(channels.0.keys().copied().collect());
+        let kinds = Arc::new(channels.by_kind.keys().copied().collect());
+        let websocket = channels.websocket.clone();
         let router = Router {
             policy: RetryPolicy::new(&config),
             cfg: config,
             store,
-            channels: channels.0,
+            channels: channels.by_kind,
+            websocket: channels.websocket,
             clock,
             base_urls,
             status_tx,
@@ -132,13 +167,25 @@ impl Dispatcher {
             logged: 0,
         };
         let handle = tokio::spawn(router.run(rx, done_rx));
-        (Dispatcher { tx, kinds }, handle)
+        (
+            Dispatcher {
+                tx,
+                kinds,
+                websocket,
+            },
+            handle,
+        )
     }
 
     /// Whether notifications of this channel type are delivered (others are refused at
     /// creation: accepting them would queue events nobody will ever receive).
     pub fn delivers(&self, kind: ChannelType) -> bool {
         self.kinds.contains(&kind)
+    }
+
+    /// The websocket channel, when there is one (tokens are issued and sockets opened there).
+    pub fn websocket(&self) -> Option<&Arc<WsHub>> {
+        self.websocket.as_ref()
     }
 
     /// A subscription was created or changed (or loaded at start-up).
@@ -171,6 +218,29 @@ impl Dispatcher {
         let _ = self
             .tx
             .send(Command::Poke((tenant.to_owned(), id.to_owned())));
+    }
+
+    /// Binds a socket to subscriptions: for each, its handshake goes into the socket's queue,
+    /// the socket is attached, and queued events follow. Answers per id.
+    pub async fn bind(
+        &self,
+        tenant: &str,
+        ids: Vec<String>,
+        socket: Arc<Socket>,
+        resume: HashMap<String, u64>,
+    ) -> Vec<(String, Result<(), String>)> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Command::Bind(Bind {
+            tenant: tenant.to_owned(),
+            ids,
+            socket,
+            resume,
+            reply,
+        }));
+        if sent.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Clears a subscription's failure streak and parking, and tries again now.
@@ -208,6 +278,7 @@ struct Router {
     policy: RetryPolicy,
     store: Arc<Store>,
     channels: HashMap<ChannelType, Arc<dyn Channel>>,
+    websocket: Option<Arc<WsHub>>,
     clock: Arc<dyn Clock>,
     base_urls: HashMap<String, String>,
     status_tx: mpsc::UnboundedSender<StatusChange>,
@@ -344,6 +415,15 @@ impl Router {
                 self.consider(&key);
             }
             Command::Poke(key) => self.consider(&key),
+            Command::Bind(bind) => {
+                let mut results = Vec::new();
+                for id in &bind.ids {
+                    let key = (bind.tenant.clone(), id.clone());
+                    let r = self.bind_one(&key, &bind.socket, bind.resume.get(id).copied());
+                    results.push((id.clone(), r));
+                }
+                let _ = bind.reply.send(results);
+            }
             Command::Redrive(key) => {
                 if let Some(e) = self.subs.get_mut(&key) {
                     e.state.parked = false;
@@ -356,6 +436,91 @@ impl Router {
                 self.consider(&key);
             }
         }
+    }
+
+    /// Binds one subscription to a socket: handshake first (into the socket's queue, before
+    /// the socket is attached, so nothing overtakes it), then attach, rewind for a resume, and
+    /// let queued events follow.
+    fn bind_one(
+        &mut self,
+        key: &Key,
+        socket: &Arc<Socket>,
+        resume: Option<u64>,
+    ) -> Result<(), String> {
+        let Some(hub) = self.websocket.clone() else {
+            return Err("this server has no websocket channel".to_owned());
+        };
+        let Some(base_url) = self.base_urls.get(&key.0).cloned() else {
+            return Err(format!("unknown tenant '{}'", key.0));
+        };
+        let Some(e) = self.subs.get_mut(key) else {
+            return Err(format!(
+                "Subscription/{} is not known or not deliverable",
+                key.1
+            ));
+        };
+        if e.sub.channel.kind != ChannelType::Websocket {
+            return Err(format!(
+                "Subscription/{} does not use the websocket channel",
+                key.1
+            ));
+        }
+        if matches!(
+            e.sub.status,
+            SubscriptionStatus::Off | SubscriptionStatus::EnteredInError
+        ) {
+            return Err(format!("Subscription/{} is {}", key.1, e.sub.status.code()));
+        }
+        let handshake = Attempt {
+            store: self.store.clone(),
+            channel: hub.clone(),
+            key: key.clone(),
+            version: e.version,
+            base_url,
+            sub: e.sub.clone(),
+            job: Job::Handshake,
+            durable: self.durable.get(key).copied().unwrap_or(0),
+            state: e.state.clone(),
+            timeout: Duration::from_secs(1),
+        };
+        let bundle = crate::attempt::bundle(&handshake)
+            .map_err(|err| format!("cannot build the handshake: {err}"))?;
+        if !socket.push(bytes::Bytes::from(bundle.to_string())) {
+            return Err("the socket's send buffer is full".to_owned());
+        }
+        hub.attach(key, socket);
+        if let Some(last) = resume
+            && last < e.state.acked
+        {
+            tracing::info!(tenant = %key.0, subscription = %key.1, from = last + 1, to = e.state.acked, "websocket resume: resending");
+            e.state.acked = last;
+            persist(&self.store, key, &e.state);
+        }
+        let now = self.clock.now_ms();
+        e.state.last_sent_at_ms = Some(now);
+        let requested = e.sub.status == SubscriptionStatus::Requested;
+        self.record(
+            &Done {
+                key: key.clone(),
+                job: Job::Handshake,
+                sent: Sent {
+                    failure: None,
+                    status: None,
+                    error: None,
+                    retry_after: None,
+                    latency: Duration::ZERO,
+                    body: None,
+                    headers: Vec::new(),
+                    endpoint: format!("websocket: socket {}", socket.id()),
+                },
+            },
+            now,
+        );
+        if requested {
+            self.ask(key, SubscriptionStatus::Active, None);
+        }
+        self.consider(key);
+        Ok(())
     }
 
     /// (Re)arms the end timer of `key` from its `Subscription.end`; one already passed asks for

@@ -15,7 +15,9 @@ pub mod policy;
 pub mod resthook;
 pub mod timers;
 pub mod transition;
+pub mod websocket;
 
 pub use channel::{Channel, Key, Notification, Sent};
 pub use config::DeliveryConfig;
 pub use dispatcher::{Channels, Dispatcher, StatusChange};
+pub use websocket::WsHub;

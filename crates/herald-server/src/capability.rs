@@ -127,12 +127,14 @@ fn subscription_capabilities(tenant: &Tenant, r: &mut Value) {
             r["operation"] = json!([
                 {"name": "status", "definition": format!("{BACKPORT}/OperationDefinition/backport-subscription-status")},
                 {"name": "events", "definition": format!("{BACKPORT}/OperationDefinition/backport-subscription-events")},
+                {"name": "get-ws-binding-token", "definition": format!("{BACKPORT}/OperationDefinition/backport-subscription-get-ws-binding-token")},
             ]);
         }
         FhirVersion::R5 => {
             r["operation"] = json!([
                 {"name": "status", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-status"},
                 {"name": "events", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-events"},
+                {"name": "get-ws-binding-token", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-get-ws-binding-token"},
             ]);
         }
     }

@@ -17,6 +17,7 @@ pub mod rest;
 pub mod search;
 pub mod status;
 pub mod write;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -147,6 +148,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(middleware::healthz))
         .route("/readyz", get(middleware::readyz))
+        .route("/ws", get(ws::upgrade))
         .route("/admin/deliveries", get(admin::deliveries))
         .route("/admin/subscriptions", get(admin::subscriptions))
         .route(

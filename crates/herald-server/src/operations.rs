@@ -83,7 +83,7 @@ fn unknown_operation(rtype: &str, op: &str) -> ApiError {
         StatusCode::NOT_FOUND,
         "not-supported",
         format!(
-            "operation {op} is not supported on {rtype} (supported: Subscription $status, $events)"
+            "operation {op} is not supported on {rtype} (supported: Subscription $status, $events, $get-ws-binding-token)"
         ),
     )
 }
@@ -137,6 +137,23 @@ pub async fn type_operation(
             }
             status_response(&state, &tenant, &headers, &subs)
         }
+        ("Subscription", "$get-ws-binding-token") => {
+            check_token_method(&tenant, &method)?;
+            let p = params(&state, &method, query.as_deref(), &headers, body).await?;
+            let ids: Vec<String> = p
+                .iter()
+                .filter(|(k, _)| k == "id")
+                .flat_map(|(_, v)| v.split(','))
+                .map(|v| v.trim().rsplit('/').next().unwrap_or_default().to_owned())
+                .filter(|v| !v.is_empty())
+                .collect();
+            if ids.is_empty() {
+                return Err(ApiError::bad_request(
+                    "name the subscriptions to bind with one or more 'id' parameters",
+                ));
+            }
+            ws_token(&state, &tenant, &headers, ids)
+        }
         _ => Err(unknown_operation(&rtype, &op)),
     }
 }
@@ -161,8 +178,55 @@ pub async fn instance_operation(
             let p = params(&state, &method, query.as_deref(), &headers, body).await?;
             events(&state, &tenant, &headers, &id, &p)
         }
+        ("Subscription", "$get-ws-binding-token") => {
+            check_token_method(&tenant, &method)?;
+            ws_token(&state, &tenant, &headers, vec![id])
+        }
         _ => Err(unknown_operation(&rtype, &op)),
     }
+}
+
+/// R5 declares `$get-ws-binding-token` as affecting state (POST only); the backport allows GET.
+fn check_token_method(tenant: &Tenant, method: &Method) -> ApiResult<()> {
+    if tenant.version == herald_fhir::FhirVersion::R5 && method != Method::POST {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            "$get-ws-binding-token changes state in FHIR R5: use POST",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every id names a websocket Subscription that can be bound, then issues a token.
+fn ws_token(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    ids: Vec<String>,
+) -> ApiResult<Response> {
+    for id in &ids {
+        let sub = load_subscription(state, tenant, id)?;
+        if sub.channel.kind != herald_subscriptions::ChannelType::Websocket {
+            return Err(ApiError::unprocessable(format!(
+                "Subscription/{id} uses the {} channel, not websocket",
+                sub.channel.kind.code()
+            )));
+        }
+        if matches!(
+            sub.status,
+            herald_subscriptions::SubscriptionStatus::Off
+                | herald_subscriptions::SubscriptionStatus::EnteredInError
+        ) {
+            return Err(ApiError::unprocessable(format!(
+                "Subscription/{id} is {}; nothing would be delivered",
+                sub.status.code()
+            )));
+        }
+    }
+    let base = base_url(state, headers, tenant);
+    let answer = crate::ws::binding_token(state, tenant, &base, ids)?;
+    Ok(fhir_json(StatusCode::OK, &answer))
 }
 
 fn status_response(
