@@ -347,3 +347,36 @@ async fn poison_at_rest_is_refused_at_start_up_and_herald_keeps_serving_writes()
         h.restart();
     }
 }
+
+#[tokio::test]
+async fn endpoints_at_ipv6_forms_of_internal_addresses_are_refused_at_creation() {
+    let h = Herald::start();
+    let c = client();
+    let base = h.fhir("r4");
+    for host in [
+        "[::7f00:1]",
+        "[::127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::]",
+        "[::ffff:0:7f00:1]",
+        "[fec0::1]",
+        "[::ffff:10.0.0.1]",
+    ] {
+        let sub = r4_subscription(
+            "cow-task-changed",
+            &[],
+            &format!("http://{host}:8080/hook"),
+            "id-only",
+        );
+        post_refused(
+            &c,
+            &format!("{base}/Subscription"),
+            &sub,
+            &UNPROCESSABLE,
+            "internal",
+        )
+        .await;
+    }
+    // (public addresses in the same forms are accepted: unit tests of the classifier; no test
+    // here makes Herald call outside loopback)
+}
