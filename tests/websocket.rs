@@ -480,7 +480,11 @@ async fn events_made_while_disconnected_arrive_on_the_next_bind_and_a_resume_res
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected_with_a_reason() {
-    let h = Herald::start_with(&[("HERALD__DELIVERY__WS_SEND_BUFFER", "2")]);
+    // (an hour between retries: a new socket must not wait for what its predecessor earned)
+    let h = Herald::start_with(&[
+        ("HERALD__DELIVERY__WS_SEND_BUFFER", "2"),
+        ("HERALD__DELIVERY__RETRY_SCHEDULE_SECS", "[3600]"),
+    ]);
     let c = client();
     let base = h.fhir("r5");
     let mut sub = r5_ws_subscription(None);
@@ -512,7 +516,20 @@ async fn a_client_that_does_not_read_is_disconnected_with_a_reason() {
     }
     let reason = reason.expect("a reason before the close");
     assert!(reason.contains("slow consumer"), "{reason}");
-    // Herald is fine, and the subscription's queue is intact: a new socket resumes
-    let (s, _) = get(&c, &format!("{base}/metadata")).await;
-    assert_eq!(s, StatusCode::OK);
+    // Herald is fine, and the subscription's queue is intact: a new socket resumes from the
+    // start and gets all 120, in order, without waiting for a retry
+    let (t, _) = token(&c, &base, &id).await;
+    let mut ws = connect(&url).await;
+    say(
+        &mut ws,
+        &format!(
+            r#"{{"type":"bind-with-token","payload":{{"token":"{t}","last-event-number":0}}}}"#
+        ),
+    )
+    .await;
+    assert_eq!(
+        next_notification(&mut ws).await.0,
+        NotificationType::Handshake
+    );
+    assert_eq!(events(&mut ws, 120).await, (1..=120).collect::<Vec<_>>());
 }

@@ -489,6 +489,14 @@ impl Router {
             return Err("the socket's send buffer is full".to_owned());
         }
         hub.attach(key, socket);
+        // A new socket is a new way to the subscriber: a retry wait or a parking earned by the
+        // sockets before it does not apply to it (the failure count stays until a success, so
+        // recovery to `active` follows the same rule as rest-hook).
+        if e.state.next_attempt_at_ms.is_some() || e.state.parked {
+            e.state.next_attempt_at_ms = None;
+            e.state.parked = false;
+            persist(&self.store, key, &e.state);
+        }
         if let Some(last) = resume
             && last < e.state.acked
         {
