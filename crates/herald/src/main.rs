@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use herald_store::{Store, StoreOptions};
 use tracing_subscriber::EnvFilter;
@@ -76,6 +75,9 @@ fn init_tracing(log: &config::LogConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    cfg.server
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     std::fs::create_dir_all(&cfg.storage.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.storage.data_dir.display()))?;
     let store = Store::open(
@@ -139,14 +141,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     );
     // A line on stdout that tests and scripts can wait for (the port may be ephemeral).
     println!("herald listening on {local}");
-    // Notifications and FHIR responses are small request/response exchanges: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    // Connection limits, timeouts, TCP_NODELAY and graceful shutdown: see listener.rs.
+    let limits = herald_server::listener::Limits::from_config(&cfg.server);
+    herald_server::listener::serve(listener, app, limits, shutdown_signal())
         .await
         .context("serving HTTP")?;
     tracing::info!("shutting down: flushing the store");
