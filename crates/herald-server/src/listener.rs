@@ -14,7 +14,8 @@
 //! - hyper's parser limits, set as backstops well above the limits `crate::limits` enforces
 //!   (so that oversized requests are refused with an OperationOutcome there, not by hyper with
 //!   an empty body);
-//! - graceful shutdown: stop accepting, let in-flight requests finish, close idle connections.
+//! - graceful shutdown: stop accepting, let in-flight requests finish, close the other
+//!   connections (idle, or still sending a request head) at once.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -195,6 +196,12 @@ async fn serve_connection(
                 break;
             }
             _ = stop.changed(), if !stopping => {
+                // hyper's graceful shutdown waits for a request head still arriving (it is
+                // not "idle"); with no request in flight there is nothing to finish.
+                if !matches!(activity.phase(), Phase::Busy { .. }) {
+                    tracing::debug!("closing connection without a request in flight: shutdown");
+                    break;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
