@@ -1,4 +1,5 @@
-//! The server's part of Herald's configuration (listen address, body limit, paging, tenants).
+//! The server's part of Herald's configuration (listen address, request and connection limits,
+//! paging, tenants).
 //! The binary layers defaults, `config/herald.toml` and `HERALD_*` variables into it.
 
 use std::net::SocketAddr;
@@ -21,8 +22,59 @@ pub struct ServerConfig {
     pub default_page_size: usize,
     /// Largest allowed `_count`.
     pub max_page_size: usize,
+    /// Seconds a client has to send a request's complete head (request line and headers),
+    /// counted from the connection's accept or from the first byte of a later request; the
+    /// connection is closed when they run out (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit idle between requests before it is closed.
+    pub keep_alive_timeout_secs: u64,
+    /// Seconds a client has to send a request's complete body, counted from its head; a slower
+    /// body gets 408.
+    pub body_read_timeout_secs: u64,
+    /// Connections served at once; further clients wait in the kernel's accept backlog until a
+    /// connection closes.
+    pub max_connections: usize,
+    /// Longest accepted request target (path and query), in bytes; longer ones get 414.
+    pub max_uri_bytes: usize,
+    /// Largest accepted header section (each field counted as `name: value` plus CRLF), in
+    /// bytes; larger ones get 431.
+    pub max_header_bytes: usize,
     /// FHIR endpoints.
     pub tenants: Vec<TenantConfig>,
+}
+
+impl ServerConfig {
+    /// Checks the limits that would make the server unusable when zero.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs as usize,
+            ),
+            (
+                "keep_alive_timeout_secs",
+                self.keep_alive_timeout_secs as usize,
+            ),
+            (
+                "body_read_timeout_secs",
+                self.body_read_timeout_secs as usize,
+            ),
+            ("max_connections", self.max_connections),
+            ("max_uri_bytes", self.max_uri_bytes),
+            ("max_header_bytes", self.max_header_bytes),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("server.{name} must be at least 1"));
+        }
+        // Above this hyper refuses the request line itself, with an empty 414.
+        if self.max_uri_bytes >= crate::listener::HYPER_MAX_URI_BYTES {
+            return Err(format!(
+                "server.max_uri_bytes must be below {}",
+                crate::listener::HYPER_MAX_URI_BYTES
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -33,6 +85,12 @@ impl Default for ServerConfig {
             public_base_url: None,
             default_page_size: 50,
             max_page_size: 1000,
+            header_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 60,
+            body_read_timeout_secs: 30,
+            max_connections: 10_000,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
             tenants: vec![
                 TenantConfig {
                     name: "r4".into(),

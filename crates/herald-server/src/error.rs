@@ -42,6 +42,27 @@ impl ApiError {
     pub fn unprocessable(diagnostics: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", diagnostics)
     }
+    /// An error for a bare status (a refusal made before any handler ran, or a rejection of
+    /// axum's), with the issue code that fits it.
+    pub fn for_status(status: StatusCode, diagnostics: impl Into<String>) -> Self {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not-found",
+            StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::NOT_ACCEPTABLE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::NOT_IMPLEMENTED => "not-supported",
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => "timeout",
+            StatusCode::PAYLOAD_TOO_LARGE => "too-costly",
+            StatusCode::URI_TOO_LONG | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "too-long",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "security",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::TOO_MANY_REQUESTS => "throttled",
+            StatusCode::SERVICE_UNAVAILABLE => "transient",
+            s if s.is_server_error() => "exception",
+            _ => "invalid",
+        };
+        Self::new(status, code, diagnostics)
+    }
     /// 500 with issue code `exception`; details go to the log, not to the client.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "{context}");

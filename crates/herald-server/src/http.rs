@@ -1,5 +1,5 @@
 //! FHIR-over-HTTP plumbing shared by the handlers: reading a FHIR JSON body (media type 415,
-//! size 413, syntax 400), the `Prefer` header, version-aware ETags, and building FHIR
+//! size 413, deadline 408, syntax 400), the `Prefer` header, version-aware ETags, and building FHIR
 //! responses with `Location`, `ETag` and `Last-Modified`.
 
 use axum::body::Bytes;
@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::FHIR_JSON;
 use crate::error::{ApiError, ApiResult};
+use crate::limits::{BodyTimeout, caused_by};
 
 /// Media types accepted for FHIR JSON request bodies.
 fn is_json_media_type(content_type: &str) -> bool {
@@ -56,14 +57,21 @@ fn check_json_media_type(headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-/// Reads a body up to `limit` bytes, answering 413 beyond it.
+/// Reads a body up to `limit` bytes, answering 413 beyond it, and 408 when the body does not
+/// arrive before its deadline (see [`crate::limits`]).
 pub async fn read_limited(body: axum::body::Body, limit: usize) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-costly",
-            format!("request body is larger than the configured limit of {limit} bytes"),
-        )
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if let Some(t) = caused_by::<BodyTimeout>(&e) {
+            ApiError::for_status(StatusCode::REQUEST_TIMEOUT, t.to_string())
+        } else if caused_by::<http_body_util::LengthLimitError>(&e).is_some() {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-costly",
+                format!("request body is larger than the configured limit of {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
     })
 }
 

@@ -1,7 +1,8 @@
 //! Herald's HTTP face: the FHIR REST API per tenant (`/fhir/{tenant}/...`), health endpoints,
 //! and the wiring of state shared by the handlers. Routing lives here; each concern has its
 //! own module (`rest` for interactions, `search`, `capability`, `write` for the one write path,
-//! `error` for the single error→OperationOutcome mapping).
+//! `error` for the single error→OperationOutcome mapping, `limits` for per-request limits,
+//! `listener` for accepting and serving connections).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -12,6 +13,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod limits;
+pub mod listener;
 mod middleware;
 pub mod operations;
 pub mod rest;
@@ -161,6 +164,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(middleware::method_not_allowed)
         // Bodies are limited by our own reader so that the 413 is an OperationOutcome.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::request_limits,
+        ))
+        .layer(axum::middleware::from_fn(
+            middleware::outcome_for_bare_errors,
+        ))
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(state)
 }

@@ -1,8 +1,9 @@
 //! Cross-cutting request handling: request ids and one tracing span per request, the health
-//! endpoints, and the OperationOutcome answers for unknown routes and methods.
+//! endpoints, the OperationOutcome answers for unknown routes and methods, and the safety net
+//! that turns any other bare error response (axum's extractor rejections) into one.
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -65,4 +66,35 @@ pub async fn method_not_allowed(req: Request) -> ApiError {
         "not-supported",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
+}
+
+/// Largest error body read back when an error response is rewritten as an OperationOutcome.
+const BARE_ERROR_BODY_MAX: usize = 8 * 1024;
+
+/// Rewrites error responses that are not FHIR (an axum extractor's plain-text rejection, say)
+/// as an OperationOutcome through [`ApiError`], keeping their status, headers and text.
+pub async fn outcome_for_bare_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_fhir = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(crate::FHIR_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, BARE_ERROR_BODY_MAX)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let mut fixed = ApiError::for_status(status, text).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().append(name, value.clone());
+        }
+    }
+    fixed
 }

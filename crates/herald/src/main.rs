@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use herald_store::{Store, StoreOptions};
 use tracing_subscriber::EnvFilter;
@@ -76,6 +75,9 @@ fn init_tracing(log: &config::LogConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    cfg.server
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     std::fs::create_dir_all(&cfg.storage.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.storage.data_dir.display()))?;
     let store = Store::open(
@@ -137,16 +139,12 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         durability = ?cfg.storage.durability,
         "herald listening"
     );
+    let shutdown = shutdown_signal();
     // A line on stdout that tests and scripts can wait for (the port may be ephemeral).
     println!("herald listening on {local}");
-    // Notifications and FHIR responses are small request/response exchanges: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    // Connection limits, timeouts, TCP_NODELAY and graceful shutdown: see listener.rs.
+    let limits = herald_server::listener::Limits::from_config(&cfg.server);
+    herald_server::listener::serve(listener, app, limits, shutdown)
         .await
         .context("serving HTTP")?;
     tracing::info!("shutting down: flushing the store");
@@ -154,26 +152,35 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that resolves on either.
+/// Installing them before the "listening" line matters: a signal arriving between that line and
+/// the future's first poll would otherwise take the default action and kill the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for {name}");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(term, "SIGTERM") => {},
+                () = wait(int, "SIGINT") => {},
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
