@@ -181,7 +181,10 @@ async fn serve_connection(
     builder
         .http2()
         .max_header_list_size(u32::try_from(limits.hard_max_head_bytes).unwrap_or(u32::MAX));
-    let mut conn = pin!(builder.serve_connection(io, service));
+    // With upgrades: a websocket (`/ws`) takes the connection over once its handshake is
+    // answered; the future then ends and the socket lives on in its own task (its permit is
+    // released: websockets are bounded by the process's file descriptors, not max_connections).
+    let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
     let mut stopping = false;
     loop {
         tokio::select! {
