@@ -6,6 +6,10 @@
 //! creation (422) and nothing is stored. (Loopback is the only internal address a test can
 //! listen on, which is why the allow-list names a `host:port` rather than a CIDR: a CIDR
 //! covering loopback would leave nothing internal to prove refused.)
+//!
+//! Also here: R4 filters are never silently dropped — a Subscription whose filter sits in an
+//! extension Herald does not understand (Inferno's cross-version shape, the 5.0 `filterBy`
+//! extension, a typo) is refused naming the URL, and nothing is stored or delivered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -127,4 +131,39 @@ async fn an_allowlisted_receiver_is_notified_and_every_other_internal_endpoint_i
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(stored[0]["id"], id.as_str());
     assert!(other.received().is_empty(), "the other receiver was called");
+}
+
+#[tokio::test]
+async fn r4_filters_in_extensions_herald_does_not_understand_are_refused_not_dropped() {
+    let receiver = Receiver::start().await;
+    let allowed = authority(&receiver);
+    let h = Herald::start_with(&[("HERALD_PRIVATE_ENDPOINT_ALLOWLIST", allowed.as_str())]);
+    let c = client();
+    let base = h.fhir("r4");
+    for url in [
+        // Inferno Subscriptions R4 server suite, reject_subscription_cross_version_extension_test.
+        "http://hl7.org/fhir/5.0/subscriptions-backport/StructureDefinition/backport-filter-criteria",
+        "http://hl7.org/fhir/5.0/StructureDefinition/extension-Subscription.filterBy",
+        "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-critera",
+    ] {
+        let mut sub = r4_subscription("cow-task-changed", &[], &receiver.url("/r4"), "id-only");
+        sub["_criteria"] = serde_json::json!({"extension": [{
+            "url": url,
+            "valueString": "Task?owner=Organization/o1"
+        }]});
+        let oo = post_refused(
+            &c,
+            &format!("{base}/Subscription"),
+            &sub,
+            &UNPROCESSABLE,
+            url,
+        )
+        .await;
+        let diag = oo["issue"][0]["diagnostics"].as_str().unwrap_or_default();
+        assert!(diag.contains("Subscription.criteria"), "{diag}");
+    }
+    assert!(stored_subscriptions(&c, &base).await.is_empty());
+    create(&c, &base, "Task", &task("Organization/o2")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.received().is_empty(), "nothing may be delivered");
 }
