@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::egress::{Allowlist, Guard};
+
 /// How Herald delivers notifications.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -10,6 +12,10 @@ pub struct DeliveryConfig {
     /// and tests). Off by default: a subscriber must not be able to make Herald call into the
     /// network it runs in.
     pub allow_private_endpoints: bool,
+    /// Internal endpoints subscribers may target while the guard is on: CIDRs (`10.20.0.0/16`,
+    /// `fd00:1::/64`) and `host:port` entries (`receiver.internal:8443`, `10.1.2.3:9000`).
+    /// Every other internal address stays refused. See [`crate::egress`] for the rules.
+    pub private_endpoint_allowlist: Allowlist,
     /// Request timeout when the Subscription sets none (`timeout`), in seconds.
     pub default_timeout_secs: u64,
     /// Delays before each retry, in seconds; the last one repeats until `retry_horizon_secs`
@@ -43,6 +49,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             allow_private_endpoints: false,
+            private_endpoint_allowlist: Allowlist::default(),
             default_timeout_secs: 10,
             retry_schedule_secs: vec![5, 30, 120, 600, 1800, 3600],
             retry_horizon_secs: 3 * 24 * 3600,
@@ -55,5 +62,65 @@ impl Default for DeliveryConfig {
             ws_token_ttl_secs: 300,
             ws_send_buffer: 64,
         }
+    }
+}
+
+impl DeliveryConfig {
+    /// The egress guard these settings describe.
+    pub fn guard(&self) -> Guard {
+        Guard::new(
+            self.allow_private_endpoints,
+            self.private_endpoint_allowlist.clone(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<DeliveryConfig, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_allowlist_is_empty_by_default() {
+        assert!(
+            DeliveryConfig::default()
+                .private_endpoint_allowlist
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_allowlist_reads_a_list_or_a_comma_separated_string() {
+        let list = parse(serde_json::json!({
+            "private_endpoint_allowlist": ["10.20.0.0/16", "receiver.internal:8443"]
+        }))
+        .expect("list");
+        let text = parse(serde_json::json!({
+            "private_endpoint_allowlist": "10.20.0.0/16, receiver.internal:8443"
+        }))
+        .expect("text");
+        assert_eq!(
+            list.private_endpoint_allowlist,
+            text.private_endpoint_allowlist
+        );
+        assert_eq!(
+            serde_json::to_value(&list).expect("json")["private_endpoint_allowlist"],
+            serde_json::json!(["10.20.0.0/16", "receiver.internal:8443"])
+        );
+    }
+
+    #[test]
+    fn an_invalid_allowlist_entry_refuses_the_configuration() {
+        let err = parse(serde_json::json!({
+            "private_endpoint_allowlist": ["10.20.0.0/16", "10.1.2.3"]
+        }))
+        .expect_err("bare address");
+        assert!(err.contains("'10.1.2.3'"), "{err}");
+        let err =
+            parse(serde_json::json!({ "private_endpoint_allowlist": 5 })).expect_err("number");
+        assert!(err.contains("private_endpoint_allowlist"), "{err}");
     }
 }

@@ -123,7 +123,7 @@ impl Dispatcher {
         ));
         let channels = Channels::default()
             .with(Arc::new(RestHook::new(
-                config.allow_private_endpoints,
+                &config.guard(),
                 config.attempt_log_body_bytes,
             )?))
             .with_websocket(hub);

@@ -13,12 +13,39 @@
 //! address, since a host with the matching translator or relay delivers to it: `[::127.0.0.1]`
 //! is loopback, `[64:ff9b::808:808]` is as public as `8.8.8.8`.
 //!
-//! `[delivery] allow_private_endpoints` lifts the guard for local set-ups and tests.
+//! `[delivery] private_endpoint_allowlist` admits named internal endpoints while every other
+//! internal address stays refused ([`Guard::admits`], the one decision all checks ask):
+//!
+//! - a CIDR (`10.20.0.0/16`, `fd00:1::/64`) admits the addresses in it, whatever host name
+//!   led there and on any port. An IPv6 address that embeds an IPv4 address is judged by that
+//!   IPv4 address against IPv4 CIDRs only, as the classifier judges it: `10.0.0.0/8` admits
+//!   `[::ffff:10.1.2.3]` (and the other embeddings of `10.x`), and no IPv6 CIDR admits an
+//!   embedded IPv4 address. An IPv6 CIDR made only of embeddings (`::ffff:0:0/96`) is refused
+//!   at start-up for that reason.
+//! - `host:port` with a host name (`receiver.internal:8443`) admits URLs with exactly that
+//!   host (case-insensitive) and port (the scheme's default when the URL has none), whatever
+//!   internal address the name resolves to — except loopback and unspecified addresses
+//!   (`127/8`, `0/8`, `::1`, `::` and their IPv4 embeddings): a name is not an explicit
+//!   consent to calling Herald's own host, an address entry is (`127.0.0.1/32` or
+//!   `127.0.0.1:9000`).
+//! - `host:port` with an IP literal (`10.1.2.3:9000`, `[fd00::5]:9000`) admits URLs whose host
+//!   is that address and whose port is that port. Hosts are compared after WHATWG URL
+//!   parsing, which turns `2130706433`, `0177.0.0.1`, `0x7f.0.0.1` and `127.1` into
+//!   `127.0.0.1`, so a spelling is the address it spells, no more.
+//!
+//! A bare address without a prefix length or port, a CIDR with host bits set, or anything else
+//! unparsable refuses start-up. Redirects are never followed (see [`crate::resthook`]), so an
+//! allow-listed receiver cannot send Herald on elsewhere.
+//!
+//! `[delivery] allow_private_endpoints` lifts the guard entirely for local set-ups and tests.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde::{Deserialize, Serialize};
+use url::Host;
 
 /// Is `ip` an address a subscriber may not make Herald call?
 ///
@@ -121,6 +148,245 @@ fn is_internal_v4(v4: Ipv4Addr) -> bool {
         || o[0] >= 240 // reserved 240/4
 }
 
+/// One `[delivery] private_endpoint_allowlist` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    /// A CIDR: admits the internal addresses in it, whatever the host name or port. An IPv4
+    /// CIDR also admits the IPv6 forms that embed an address in it (see [`embedded_ipv4`]).
+    Net(IpNet),
+    /// `a.b.c.d:port` or `[v6]:port`: admits a URL whose host is that very IP literal (after URL
+    /// normalisation) on that port.
+    Addr(IpAddr, u16),
+    /// `name:port`: admits a URL whose host is that name (case-insensitive) on that port,
+    /// whatever internal address the name resolves to, except loopback and unspecified
+    /// addresses, which only an address entry admits.
+    Name(String, u16),
+}
+
+/// `[delivery] private_endpoint_allowlist`: the internal endpoints subscribers may target
+/// although the guard refuses internal addresses. Parsed once, at start-up; an invalid entry
+/// refuses the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    entries: Vec<Entry>,
+    /// The entries as written, for serialising the configuration back.
+    written: Vec<String>,
+}
+
+/// Why an allow-list entry is not accepted (start-up error).
+fn entry_error(entry: &str, why: &str) -> String {
+    format!(
+        "private_endpoint_allowlist entry '{entry}': {why} (entries are CIDRs like 10.20.0.0/16 or fd00:1::/64, or host:port like receiver.internal:8443 or 10.1.2.3:9000)"
+    )
+}
+
+impl Allowlist {
+    /// Parses entries; the error names the first invalid one.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Allowlist, String> {
+        let mut list = Allowlist::default();
+        for raw in entries {
+            let written = raw.as_ref().trim();
+            list.entries.push(parse_entry(written)?);
+            list.written.push(written.to_owned());
+        }
+        Ok(list)
+    }
+
+    /// Parses a comma-separated list (the environment form); empty items are skipped.
+    pub fn parse_comma_separated(s: &str) -> Result<Allowlist, String> {
+        let items: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .collect();
+        Allowlist::parse(&items)
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries as written.
+    pub fn entries(&self) -> &[String] {
+        &self.written
+    }
+
+    /// The `name:port` entries (lower-case names), each of which gets its own connect-time
+    /// resolver (the resolver does not see the port, so it is fixed per client).
+    fn names(&self) -> impl Iterator<Item = (&str, u16)> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Name(n, p) => Some((n.as_str(), *p)),
+            _ => None,
+        })
+    }
+
+    /// Does an entry admit internal address `ip`, reached through URL host `host` on `port`?
+    /// `port` is `None` where it is not known (a resolver shared by all ports): then no
+    /// `name:port` entry applies.
+    fn admits(&self, host: &Host<&str>, port: Option<u16>, ip: IpAddr) -> bool {
+        self.entries.iter().any(|e| match e {
+            Entry::Net(net) => net_contains(net, ip),
+            Entry::Addr(a, p) => {
+                Some(*p) == port
+                    && match host {
+                        Host::Ipv4(v4) => IpAddr::V4(*v4) == *a,
+                        Host::Ipv6(v6) => IpAddr::V6(*v6) == *a,
+                        Host::Domain(_) => false,
+                    }
+                    && ip == *a
+            }
+            Entry::Name(n, p) => {
+                Some(*p) == port
+                    && matches!(host, Host::Domain(d) if d.eq_ignore_ascii_case(n))
+                    && !is_loopback_or_unspecified(ip)
+            }
+        })
+    }
+}
+
+/// CIDR membership with the classifier's rule for embedded IPv4: an IPv6 address that embeds
+/// an IPv4 address is judged as that IPv4 address, against IPv4 CIDRs only — so `10.0.0.0/8`
+/// admits `[::ffff:10.1.2.3]`, and no IPv6 CIDR (not even `::/0`) admits `[::ffff:127.0.0.1]`.
+fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    net.contains(&ip)
+}
+
+/// Loopback or unspecified (connecting to `0.0.0.0` or `[::]` reaches the local host), also
+/// embedded in IPv6: what a `name:port` entry never admits.
+fn is_loopback_or_unspecified(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified(),
+    }
+}
+
+fn parse_entry(entry: &str) -> Result<Entry, String> {
+    if entry.is_empty() {
+        return Err(entry_error(entry, "empty entry"));
+    }
+    if entry.contains('/') {
+        let net: IpNet = entry
+            .parse()
+            .map_err(|_| entry_error(entry, "not a CIDR"))?;
+        if net.trunc() != net {
+            return Err(entry_error(
+                entry,
+                &format!("host bits are set; did you mean {}?", net.trunc()),
+            ));
+        }
+        if let IpNet::V6(v6) = net
+            && embedded_ipv4(v6.network()).is_some()
+            && embedded_ipv4(v6.broadcast()).is_some()
+        {
+            return Err(entry_error(
+                entry,
+                "these IPv6 addresses embed IPv4 addresses and are judged by them; list the IPv4 CIDR instead",
+            ));
+        }
+        return Ok(Entry::Net(net));
+    }
+    if entry.parse::<IpAddr>().is_ok() {
+        return Err(entry_error(
+            entry,
+            "an address needs a prefix length (/32, /128) or a port",
+        ));
+    }
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return Err(entry_error(entry, "a host needs a port"));
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p != 0 => p,
+        _ => return Err(entry_error(entry, "not a port number")),
+    };
+    if host.is_empty() || host.contains(['@', '?', '#', '\\']) || host.contains(char::is_whitespace)
+    {
+        return Err(entry_error(entry, "not a host name"));
+    }
+    // The WHATWG host parser, as for endpoint URLs: `127.1` is 127.0.0.1, names are lower-cased.
+    match Host::parse(host).map_err(|e| entry_error(entry, &e.to_string()))? {
+        Host::Ipv4(v4) => Ok(Entry::Addr(IpAddr::V4(v4), port)),
+        Host::Ipv6(v6) => Ok(Entry::Addr(IpAddr::V6(v6), port)),
+        Host::Domain(d) => Ok(Entry::Name(d, port)),
+    }
+}
+
+impl Serialize for Allowlist {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.written.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Allowlist {
+    /// A list of entries, or one comma-separated string (`HERALD_PRIVATE_ENDPOINT_ALLOWLIST`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<String>),
+            Text(String),
+        }
+        let parsed = match Form::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "private_endpoint_allowlist must be a list of strings or a comma-separated string",
+            )
+        })? {
+            Form::List(items) => Allowlist::parse(&items),
+            Form::Text(text) => Allowlist::parse_comma_separated(&text),
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the guard admits: everything (`allow_private_endpoints`), or public addresses plus the
+/// allow-listed internal endpoints. Every check — creation, connect-time resolver, IP
+/// literals — asks [`Guard::admits`].
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    allow_private: bool,
+    allowlist: Arc<Allowlist>,
+}
+
+impl Guard {
+    /// A guard from the two `[delivery]` options.
+    pub fn new(allow_private: bool, allowlist: Allowlist) -> Guard {
+        Guard {
+            allow_private,
+            allowlist: Arc::new(allowlist),
+        }
+    }
+
+    /// Refuses every internal address (the default).
+    pub fn strict() -> Guard {
+        Guard::default()
+    }
+
+    /// Admits everything (`allow_private_endpoints`).
+    pub fn allow_all() -> Guard {
+        Guard::new(true, Allowlist::default())
+    }
+
+    /// Is the guard off altogether?
+    pub fn allows_all(&self) -> bool {
+        self.allow_private
+    }
+
+    /// The single decision: may Herald connect to `ip` for a URL with host `host` on `port`?
+    /// Public addresses always; internal ones only when private endpoints are allowed or an
+    /// allow-list entry admits them.
+    pub fn admits(&self, host: &Host<&str>, port: Option<u16>, ip: IpAddr) -> bool {
+        self.allow_private || !is_internal(ip) || self.allowlist.admits(host, port, ip)
+    }
+}
+
 /// Why an endpoint is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EgressError {
@@ -129,7 +395,7 @@ pub enum EgressError {
     BadUrl(String),
     /// Resolves (only) to internal addresses.
     #[error(
-        "endpoint host '{host}' resolves to internal address {ip}; Herald refuses loopback, private, link-local, unspecified and other non-public endpoints (also IPv4 embedded in IPv6) unless [delivery] allow_private_endpoints is set"
+        "endpoint host '{host}' resolves to internal address {ip}; Herald refuses loopback, private, link-local, unspecified and other non-public endpoints (also IPv4 embedded in IPv6) unless [delivery] private_endpoint_allowlist admits them or allow_private_endpoints is set"
     )]
     Internal {
         /// Host as written.
@@ -140,54 +406,63 @@ pub enum EgressError {
 }
 
 /// Checks an endpoint when a Subscription is created: an IP literal or any resolved address
-/// that is internal refuses it. A host that does not resolve now is accepted (DNS may be
-/// temporarily unavailable); the connect-time guard still applies.
-pub async fn check_endpoint(url: &str, allow_private: bool) -> Result<(), EgressError> {
+/// that the guard does not admit refuses it. A host that does not resolve now is accepted (DNS
+/// may be temporarily unavailable); the connect-time guard still applies. The host judged is
+/// the one the URL parser produced, so `http://2130706433/`, `http://0x7f.0.0.1/` and
+/// `http://127.1/` are all judged as `127.0.0.1`.
+pub async fn check_endpoint(url: &str, guard: &Guard) -> Result<(), EgressError> {
     let parsed = reqwest::Url::parse(url).map_err(|_| EgressError::BadUrl(url.to_owned()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(EgressError::BadUrl(url.to_owned()));
     }
-    if allow_private {
+    if guard.allows_all() {
         return Ok(());
     }
-    if let Some(ip) = literal_ip(&parsed) {
-        return if is_internal(ip) {
-            Err(EgressError::Internal {
-                host: ip.to_string(),
-                ip,
-            })
-        } else {
-            Ok(())
-        };
+    if let Some(e) = literal_refused(&parsed, guard) {
+        return Err(e);
     }
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| EgressError::BadUrl(url.to_owned()))?
-        .to_owned();
+    let Some(Host::Domain(name)) = parsed.host() else {
+        return Ok(()); // an admitted literal
+    };
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let lookup = tokio::net::lookup_host((host.as_str(), port));
+    let lookup = tokio::net::lookup_host((name, port));
     let resolved: Vec<SocketAddr> =
         match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
             Ok(Ok(addrs)) => addrs.collect(),
             _ => Vec::new(),
         };
-    match resolved.into_iter().find(|a| is_internal(a.ip())) {
-        Some(a) => Err(EgressError::Internal { host, ip: a.ip() }),
+    let host = Host::Domain(name);
+    match resolved
+        .into_iter()
+        .find(|a| !guard.admits(&host, Some(port), a.ip()))
+    {
+        Some(a) => Err(EgressError::Internal {
+            host: name.to_owned(),
+            ip: a.ip(),
+        }),
         None => Ok(()),
     }
 }
 
-/// A reqwest resolver that drops internal addresses from every answer (connect-time guard).
-#[derive(Debug, Clone, Copy)]
-pub struct GuardedResolver;
+/// A reqwest resolver that drops the addresses the guard does not admit from every answer
+/// (connect-time guard). reqwest does not tell a resolver the port, so a client whose resolver
+/// has `port: None` applies no `name:port` entry; the delivery client keeps one client per
+/// `name:port` entry, whose resolver has that port and is only used for URLs on it.
+#[derive(Debug, Clone)]
+pub struct GuardedResolver {
+    guard: Guard,
+    port: Option<u16>,
+}
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
+        let guard = self.guard.clone();
+        let port = self.port;
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|a| !is_internal(a.ip()))
+                .filter(|a| guard.admits(&Host::Domain(host.as_str()), port, a.ip()))
                 .collect();
             if addrs.is_empty() {
                 let err: Box<dyn std::error::Error + Send + Sync> =
@@ -200,9 +475,28 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// The resolver to install on the delivery client, if any.
-pub fn resolver(allow_private: bool) -> Option<Arc<GuardedResolver>> {
-    (!allow_private).then(|| Arc::new(GuardedResolver))
+/// The resolver to install on a delivery client, if any: `port` is the port of the
+/// `name:port` entry the client is used for, `None` for the general client.
+pub fn resolver(guard: &Guard, port: Option<u16>) -> Option<Arc<GuardedResolver>> {
+    (!guard.allows_all()).then(|| {
+        Arc::new(GuardedResolver {
+            guard: guard.clone(),
+            port,
+        })
+    })
+}
+
+/// The `name:port` entries of the guard's allow-list (lower-case names), one delivery client
+/// each; empty when the guard is off.
+pub fn named_endpoints(guard: &Guard) -> Vec<(String, u16)> {
+    if guard.allows_all() {
+        return Vec::new();
+    }
+    guard
+        .allowlist
+        .names()
+        .map(|(n, p)| (n.to_owned(), p))
+        .collect()
 }
 
 /// The address of an IP-literal host (an IPv6 literal without its brackets), `None` for a
@@ -211,19 +505,17 @@ pub fn resolver(allow_private: bool) -> Option<Arc<GuardedResolver>> {
 /// and `http://2130706433/`).
 fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
     match url.host()? {
-        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
-        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
-        url::Host::Domain(_) => None,
+        Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        Host::Domain(_) => None,
     }
 }
 
 /// Connect-time check for IP-literal URLs (reqwest does not consult the resolver for them).
-pub fn literal_refused(url: &reqwest::Url, allow_private: bool) -> Option<EgressError> {
-    if allow_private {
-        return None;
-    }
+pub fn literal_refused(url: &reqwest::Url, guard: &Guard) -> Option<EgressError> {
     let ip = literal_ip(url)?;
-    is_internal(ip).then(|| EgressError::Internal {
+    let host = url.host()?;
+    (!guard.admits(&host, url.port_or_known_default(), ip)).then(|| EgressError::Internal {
         host: ip.to_string(),
         ip,
     })
@@ -402,19 +694,19 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    check_endpoint(url, false).await,
+                    check_endpoint(url, &Guard::strict()).await,
                     Err(EgressError::Internal { .. })
                 ),
                 "{url} should be refused at creation"
             );
             let parsed = reqwest::Url::parse(url).expect("url");
             assert!(
-                literal_refused(&parsed, false).is_some(),
+                literal_refused(&parsed, &Guard::strict()).is_some(),
                 "{url} should be refused at connect"
             );
         }
         assert!(
-            check_endpoint("http://[64:ff9b::808:808]:9/hook", false)
+            check_endpoint("http://[64:ff9b::808:808]:9/hook", &Guard::strict())
                 .await
                 .is_ok()
         );
@@ -423,24 +715,24 @@ mod tests {
     #[tokio::test]
     async fn loopback_endpoints_are_refused_unless_allowed() {
         assert!(matches!(
-            check_endpoint("http://127.0.0.1:9/hook", false).await,
+            check_endpoint("http://127.0.0.1:9/hook", &Guard::strict()).await,
             Err(EgressError::Internal { .. })
         ));
         assert!(matches!(
-            check_endpoint("http://localhost:9/hook", false).await,
+            check_endpoint("http://localhost:9/hook", &Guard::strict()).await,
             Err(EgressError::Internal { .. })
         ));
         assert!(matches!(
-            check_endpoint("http://[::1]:9/hook", false).await,
+            check_endpoint("http://[::1]:9/hook", &Guard::strict()).await,
             Err(EgressError::Internal { .. })
         ));
         assert!(
-            check_endpoint("http://127.0.0.1:9/hook", true)
+            check_endpoint("http://127.0.0.1:9/hook", &Guard::allow_all())
                 .await
                 .is_ok()
         );
         assert!(matches!(
-            check_endpoint("ftp://example.org/x", false).await,
+            check_endpoint("ftp://example.org/x", &Guard::strict()).await,
             Err(EgressError::BadUrl(_))
         ));
     }
@@ -448,10 +740,333 @@ mod tests {
     #[test]
     fn literal_check_catches_ip_urls_at_connect_time() {
         let u = reqwest::Url::parse("http://10.0.0.5/x").expect("url");
-        assert!(literal_refused(&u, false).is_some());
-        assert!(literal_refused(&u, true).is_none());
+        assert!(literal_refused(&u, &Guard::strict()).is_some());
+        assert!(literal_refused(&u, &Guard::allow_all()).is_none());
         let d = reqwest::Url::parse("http://example.org/x").expect("url");
-        assert!(literal_refused(&d, false).is_none());
+        assert!(literal_refused(&d, &Guard::strict()).is_none());
+    }
+}
+
+/// The allow-list: what it admits, and that every other internal form stays refused.
+#[cfg(test)]
+mod allowlist {
+    use super::*;
+
+    fn guard(entries: &[&str]) -> Guard {
+        Guard::new(false, Allowlist::parse(entries).expect("allow-list"))
+    }
+
+    /// The allow-list the "stays refused" tests run under: one of each kind of entry.
+    fn typical() -> Guard {
+        guard(&[
+            "10.20.0.0/16",
+            "fd00:1::/64",
+            "receiver.internal:8443",
+            "10.1.2.3:9000",
+        ])
+    }
+
+    /// Refused at creation and, for IP literals, at connect time too.
+    async fn refused(g: &Guard, url: &str) -> bool {
+        let created = matches!(
+            check_endpoint(url, g).await,
+            Err(EgressError::Internal { .. })
+        );
+        let parsed = reqwest::Url::parse(url).expect("url");
+        let connect = literal_ip(&parsed).is_none() || literal_refused(&parsed, g).is_some();
+        created && connect
+    }
+
+    /// Admitted at creation and at connect time (literals).
+    async fn admitted(g: &Guard, url: &str) -> bool {
+        let parsed = reqwest::Url::parse(url).expect("url");
+        check_endpoint(url, g).await.is_ok() && literal_refused(&parsed, g).is_none()
+    }
+
+    use std::str::FromStr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn entries_parse_as_cidrs_addresses_and_names() {
+        let list = Allowlist::parse(&[
+            "10.20.0.0/16",
+            " fd00:1::/64 ",
+            "Receiver.Internal:8443",
+            "10.1.2.3:9000",
+            "[fd00::5]:9000",
+            "127.1:9000",
+        ])
+        .expect("valid");
+        assert_eq!(
+            list.entries,
+            vec![
+                Entry::Net("10.20.0.0/16".parse().expect("net")),
+                Entry::Net("fd00:1::/64".parse().expect("net")),
+                Entry::Name("receiver.internal".into(), 8443),
+                Entry::Addr(ip("10.1.2.3"), 9000),
+                Entry::Addr(ip("fd00::5"), 9000),
+                Entry::Addr(ip("127.0.0.1"), 9000),
+            ]
+        );
+        assert_eq!(list.entries()[1], "fd00:1::/64");
+    }
+
+    #[test]
+    fn the_comma_separated_form_is_the_list() {
+        let list = Allowlist::parse_comma_separated(" 10.20.0.0/16, receiver.internal:8443,,")
+            .expect("valid");
+        assert_eq!(
+            list,
+            Allowlist::parse(&["10.20.0.0/16", "receiver.internal:8443"]).expect("valid")
+        );
+        assert!(
+            Allowlist::parse_comma_separated("")
+                .expect("empty")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn invalid_entries_are_refused_naming_the_entry() {
+        for (entry, why) in [
+            ("10.1.2.3", "prefix length"),
+            ("fd00::5", "prefix length"),
+            ("10.20.1.0/16", "did you mean 10.20.0.0/16"),
+            ("10.0.0.0/33", "not a CIDR"),
+            ("receiver.internal", "needs a port"),
+            ("receiver.internal:0", "not a port"),
+            ("receiver.internal:http", "not a port"),
+            ("receiver.internal:70000", "not a port"),
+            (":8443", "not a host"),
+            ("user@receiver.internal:8443", "not a host"),
+            ("bad host:8443", "not a host"),
+            ("::ffff:0:0/96", "IPv4 CIDR instead"),
+            ("64:ff9b::/96", "IPv4 CIDR instead"),
+            ("", "empty"),
+        ] {
+            let err = Allowlist::parse(&[entry]).expect_err(entry);
+            assert!(err.contains(&format!("'{entry}'")), "{entry}: {err}");
+            assert!(err.contains(why), "{entry}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cidr_admits_the_addresses_inside_it_only() {
+        let g = typical();
+        assert!(admitted(&g, "http://10.20.0.1/hook").await);
+        assert!(admitted(&g, "https://10.20.255.254:8443/hook").await);
+        assert!(admitted(&g, "http://[fd00:1::5]:9/hook").await);
+        assert!(refused(&g, "http://10.21.0.1/hook").await);
+        assert!(refused(&g, "http://10.19.255.255/hook").await);
+        assert!(refused(&g, "http://[fd00:2::5]/hook").await);
+        // Public addresses are unaffected by the allow-list.
+        assert!(admitted(&g, "http://8.8.8.8:9/hook").await);
+    }
+
+    /// The documented decision: an IPv6 form that embeds an IPv4 address is judged by that IPv4
+    /// address against IPv4 CIDRs, as the classifier judges it.
+    #[tokio::test]
+    async fn an_ipv4_cidr_admits_the_ipv6_forms_embedding_its_addresses() {
+        let g = guard(&["10.0.0.0/8"]);
+        for url in [
+            "http://[::ffff:10.1.2.3]:9/hook",
+            "http://[::ffff:0:a01:203]:9/hook",
+            "http://[64:ff9b::a01:203]:9/hook",
+            "http://[2002:a01:203::1]:9/hook",
+        ] {
+            assert!(admitted(&g, url).await, "{url}");
+        }
+        assert!(refused(&g, "http://[::ffff:192.168.1.1]:9/hook").await);
+        assert!(refused(&g, "http://[::ffff:127.0.0.1]:9/hook").await);
+    }
+
+    #[tokio::test]
+    async fn no_ipv6_cidr_admits_an_embedded_ipv4_address() {
+        let g = guard(&["::/0"]);
+        assert!(admitted(&g, "http://[fd00::1]:9/hook").await);
+        for url in [
+            "http://[::ffff:127.0.0.1]:9/hook",
+            "http://[::ffff:10.1.2.3]:9/hook",
+            "http://[64:ff9b::7f00:1]:9/hook",
+        ] {
+            assert!(refused(&g, url).await, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_name_entry_admits_that_name_and_port_only() {
+        let g = typical();
+        let name = Host::Domain("receiver.internal");
+        assert!(g.admits(&name, Some(8443), ip("10.9.9.9")));
+        assert!(g.admits(&name, Some(8443), ip("fd00:9::9")));
+        assert!(g.admits(
+            &Host::Domain("RECEIVER.internal"),
+            Some(8443),
+            ip("10.9.9.9")
+        ));
+        assert!(!g.admits(&name, Some(8444), ip("10.9.9.9")));
+        assert!(!g.admits(&name, Some(443), ip("10.9.9.9")));
+        // The general client's resolver does not know the port: no name entry applies.
+        assert!(!g.admits(&name, None, ip("10.9.9.9")));
+        assert!(!g.admits(&Host::Domain("other.internal"), Some(8443), ip("10.9.9.9")));
+        assert!(!g.admits(
+            &Host::Domain("receiver.internal.evil"),
+            Some(8443),
+            ip("10.9.9.9")
+        ));
+        // An IP literal is not the name, even on the name's port.
+        assert!(!g.admits(
+            &Host::Ipv4("10.9.9.9".parse().expect("v4")),
+            Some(8443),
+            ip("10.9.9.9")
+        ));
+    }
+
+    /// A name is not consent to calling Herald's own host; only an address entry is.
+    #[test]
+    fn a_name_entry_never_admits_loopback_or_unspecified_addresses() {
+        let g = typical();
+        let name = Host::Domain("receiver.internal");
+        for a in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:127.0.0.1",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!g.admits(&name, Some(8443), ip(a)), "{a}");
+        }
+    }
+
+    #[tokio::test]
+    async fn localhost_listed_by_name_is_still_refused() {
+        let g = guard(&["localhost:9"]);
+        assert!(refused(&g, "http://localhost:9/hook").await);
+    }
+
+    #[tokio::test]
+    async fn loopback_is_admitted_by_an_explicit_address_entry() {
+        let g = guard(&["127.0.0.1:9000"]);
+        assert!(admitted(&g, "http://127.0.0.1:9000/hook").await);
+        assert!(refused(&g, "http://127.0.0.1:9001/hook").await);
+        assert!(refused(&g, "http://127.0.0.2:9000/hook").await);
+        assert!(refused(&g, "http://localhost:9000/hook").await);
+        assert!(refused(&g, "http://[::ffff:127.0.0.1]:9000/hook").await);
+        assert!(refused(&g, "http://[::1]:9000/hook").await);
+        let g = guard(&["127.0.0.0/8", "::1/128"]);
+        assert!(admitted(&g, "http://localhost:9/hook").await);
+        assert!(admitted(&g, "http://[::ffff:127.0.0.1]:9/hook").await);
+    }
+
+    #[tokio::test]
+    async fn an_address_entry_admits_that_address_and_port_only() {
+        let g = typical();
+        assert!(admitted(&g, "http://10.1.2.3:9000/hook").await);
+        assert!(refused(&g, "http://10.1.2.3:9001/hook").await);
+        assert!(refused(&g, "http://10.1.2.3/hook").await);
+        assert!(refused(&g, "https://10.1.2.3/hook").await);
+        assert!(refused(&g, "http://10.1.2.4:9000/hook").await);
+    }
+
+    #[tokio::test]
+    async fn every_other_internal_form_stays_refused_with_an_allowlist_set() {
+        let g = typical();
+        for url in [
+            "http://127.0.0.1/hook",
+            "http://127.0.0.1:9000/hook",
+            "http://[::1]/hook",
+            "http://10.0.0.1/hook",
+            "http://172.16.0.1/hook",
+            "http://192.168.1.1/hook",
+            "http://100.64.0.1/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fe80::1]/hook",
+            "http://[fd00::1]/hook",
+            "http://[fd00:1:0:1::1]/hook",
+            "http://[::ffff:127.0.0.1]/hook",
+            "http://[::ffff:10.0.0.1]/hook",
+            "http://[::ffff:10.1.2.3]:9000/hook",
+            "http://[64:ff9b::a9fe:a9fe]/hook",
+            "http://0.0.0.0/hook",
+            "http://0.0.0.0:8443/hook",
+            "http://[::]/hook",
+            "http://localhost/hook",
+            "http://localhost:8443/hook",
+            "http://2130706433/hook",
+            "http://0177.0.0.1/hook",
+            "http://0x7f.0.0.1/hook",
+            "http://127.1/hook",
+        ] {
+            assert!(refused(&g, url).await, "{url} should stay refused");
+        }
+    }
+
+    /// The URL parser (WHATWG) turns each spelling into `127.0.0.1`; the guard judges that.
+    async fn spelling_is_loopback(url: &str) {
+        let parsed = reqwest::Url::parse(url).expect("url");
+        assert_eq!(parsed.host_str(), Some("127.0.0.1"), "{url}");
+        assert!(refused(&typical(), url).await, "{url}");
+        assert!(refused(&Guard::strict(), url).await, "{url}");
+    }
+
+    #[tokio::test]
+    async fn decimal_ipv4_spelling_is_judged_as_loopback() {
+        spelling_is_loopback("http://2130706433/").await;
+    }
+
+    #[tokio::test]
+    async fn octal_ipv4_spelling_is_judged_as_loopback() {
+        spelling_is_loopback("http://0177.0.0.1/").await;
+    }
+
+    #[tokio::test]
+    async fn hex_ipv4_spelling_is_judged_as_loopback() {
+        spelling_is_loopback("http://0x7f.0.0.1/").await;
+    }
+
+    #[tokio::test]
+    async fn short_ipv4_spelling_is_judged_as_loopback() {
+        spelling_is_loopback("http://127.1/").await;
+    }
+
+    /// A spelling of an allow-listed address on its port is that endpoint, nothing more.
+    #[tokio::test]
+    async fn a_spelling_of_an_allowlisted_address_is_that_address() {
+        let g = typical();
+        assert!(admitted(&g, "http://0x0a.1.2.3:9000/hook").await);
+        assert!(admitted(&g, "http://167838211:9000/hook").await);
+        assert!(refused(&g, "http://167838211:9001/hook").await);
+    }
+
+    #[tokio::test]
+    async fn the_resolver_drops_what_the_guard_does_not_admit() {
+        let name = || Name::from_str("localhost").expect("name");
+        let strict = resolver(&typical(), None).expect("resolver");
+        assert!(strict.resolve(name()).await.is_err());
+        let by_name = resolver(&guard(&["localhost:9"]), Some(9)).expect("resolver");
+        assert!(by_name.resolve(name()).await.is_err());
+        let by_cidr = resolver(&guard(&["127.0.0.0/8", "::1/128"]), None).expect("resolver");
+        let addrs: Vec<SocketAddr> = by_cidr.resolve(name()).await.expect("admitted").collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+        assert!(resolver(&Guard::allow_all(), None).is_none());
+    }
+
+    #[test]
+    fn name_entries_get_their_own_clients_unless_the_guard_is_off() {
+        assert_eq!(
+            named_endpoints(&typical()),
+            vec![("receiver.internal".to_owned(), 8443)]
+        );
+        let off = Guard::new(
+            true,
+            Allowlist::parse(&["receiver.internal:8443"]).expect("list"),
+        );
+        assert!(named_endpoints(&off).is_empty());
     }
 }
 

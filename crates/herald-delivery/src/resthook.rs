@@ -2,6 +2,8 @@
 //! subscription's content type and headers, under its timeout, without following redirects,
 //! through one shared connection-pooling client; classify what came back.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -16,27 +18,50 @@ use herald_subscriptions::{ChannelType, Subscription};
 #[derive(Clone)]
 pub struct RestHook {
     client: reqwest::Client,
-    allow_private: bool,
+    /// One client per allow-listed `name:port`, whose resolver admits that name's internal
+    /// addresses; used only for URLs with that host and port (reqwest's resolver does not see
+    /// the port, so the port is fixed by the choice of client).
+    named: Arc<HashMap<(String, u16), reqwest::Client>>,
+    guard: egress::Guard,
     body_bytes: usize,
 }
 
 impl RestHook {
     /// Builds the client. Redirects are never followed: a subscriber's 3xx is a failure, not an
     /// instruction to call somewhere else.
-    pub fn new(allow_private: bool, body_bytes: usize) -> Result<Self, reqwest::Error> {
-        let mut b = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .pool_max_idle_per_host(32);
-        if let Some(r) = egress::resolver(allow_private) {
-            b = b.dns_resolver(r);
+    pub fn new(guard: &egress::Guard, body_bytes: usize) -> Result<Self, reqwest::Error> {
+        let build = |port: Option<u16>| {
+            let mut b = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+                .no_proxy()
+                .pool_max_idle_per_host(32);
+            if let Some(r) = egress::resolver(guard, port) {
+                b = b.dns_resolver(r);
+            }
+            b.build()
+        };
+        let mut named = HashMap::new();
+        for (name, port) in egress::named_endpoints(guard) {
+            named.insert((name, port), build(Some(port))?);
         }
         Ok(RestHook {
-            client: b.build()?,
-            allow_private,
+            client: build(None)?,
+            named: Arc::new(named),
+            guard: guard.clone(),
             body_bytes,
         })
+    }
+
+    /// The client for `url`: the one of its allow-listed `name:port`, else the general one.
+    fn client_for(&self, url: &reqwest::Url) -> &reqwest::Client {
+        if let (Some(url::Host::Domain(name)), Some(port)) =
+            (url.host(), url.port_or_known_default())
+            && let Some(c) = self.named.get(&(name.to_ascii_lowercase(), port))
+        {
+            return c;
+        }
+        &self.client
     }
 
     /// POSTs `bundle` to `endpoint`.
@@ -58,7 +83,7 @@ impl RestHook {
             Ok(u) => u,
             Err(e) => return fail(format!("bad-endpoint: {e}"), sent_headers),
         };
-        if let Some(e) = egress::literal_refused(&url, self.allow_private) {
+        if let Some(e) = egress::literal_refused(&url, &self.guard) {
             return fail(format!("egress-refused: {e}"), sent_headers);
         }
         let mut map = HeaderMap::new();
@@ -81,7 +106,7 @@ impl RestHook {
         let body = bundle.to_string();
         let start = Instant::now();
         let result = self
-            .client
+            .client_for(&url)
             .post(url)
             .headers(map)
             .timeout(timeout)
@@ -216,6 +241,106 @@ mod tests {
             "application/fhir+json"
         );
         assert_eq!(redact(" TraceParent ", "00-ab"), "00-ab");
+    }
+
+    /// A loopback server answering every request with `status` and `location`, counting hits.
+    async fn server(
+        status: u16,
+        location: Option<String>,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            let location = location.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut r = axum::http::Response::builder().status(status);
+                if let Some(l) = location {
+                    r = r.header("location", l);
+                }
+                r.body(axum::body::Body::empty()).expect("response")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, hits)
+    }
+
+    /// A 302 from an allow-listed receiver to an internal address is a failed delivery; the
+    /// internal address is never called — not even when the guard would admit it.
+    #[tokio::test]
+    async fn a_redirect_to_an_internal_address_is_a_failure_not_followed() {
+        use std::sync::atomic::Ordering;
+        let (internal, internal_hits) = server(200, None).await;
+        let (receiver, receiver_hits) = server(302, Some(format!("http://{internal}/admin"))).await;
+        let allowlisted = egress::Guard::new(
+            false,
+            egress::Allowlist::parse(&[receiver.to_string()]).expect("allow-list"),
+        );
+        for guard in [allowlisted, egress::Guard::allow_all()] {
+            let hook = RestHook::new(&guard, 64).expect("client");
+            let sent = hook
+                .post(
+                    &format!("http://{receiver}/hook"),
+                    "application/fhir+json",
+                    &[],
+                    Duration::from_secs(5),
+                    &serde_json::json!({}),
+                )
+                .await;
+            assert_eq!(sent.failure, Some(Failure::Status(302)), "{:?}", sent.error);
+        }
+        assert_eq!(receiver_hits.load(Ordering::SeqCst), 2);
+        assert_eq!(internal_hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_allowlisted_address_is_delivered_to_and_its_neighbours_are_refused() {
+        use std::sync::atomic::Ordering;
+        let (receiver, hits) = server(200, None).await;
+        let (other, other_hits) = server(200, None).await;
+        let guard = egress::Guard::new(
+            false,
+            egress::Allowlist::parse(&[receiver.to_string()]).expect("allow-list"),
+        );
+        let hook = RestHook::new(&guard, 64).expect("client");
+        let post = |url: String| {
+            let hook = hook.clone();
+            async move {
+                hook.post(
+                    &url,
+                    "application/fhir+json",
+                    &[],
+                    Duration::from_secs(5),
+                    &serde_json::json!({}),
+                )
+                .await
+            }
+        };
+        let ok = post(format!("http://{receiver}/hook")).await;
+        assert_eq!(ok.status, Some(200), "{:?}", ok.error);
+        for url in [
+            format!("http://{other}/hook"),
+            format!("http://localhost:{}/hook", receiver.port()),
+        ] {
+            let sent = post(url.clone()).await;
+            assert_eq!(sent.failure, Some(Failure::Transport), "{url}");
+            assert!(
+                sent.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with("egress-refused"),
+                "{url}: {:?}",
+                sent.error
+            );
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(other_hits.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub async fn write_as(
 }
 
 /// The egress guard at creation: a rest-hook endpoint that is (or resolves to) an internal
-/// address is refused unless private endpoints are allowed.
+/// address is refused unless private endpoints are allowed or the allow-list admits it.
 async fn check_egress(state: &AppState, version: FhirVersion, body: &Value) -> ApiResult<()> {
     let Ok(sub) = parse_subscription(version, body) else {
         return Ok(()); // validation reports what is wrong with it
@@ -232,7 +232,7 @@ async fn check_egress(state: &AppState, version: FhirVersion, body: &Value) -> A
     let Some(endpoint) = &sub.channel.endpoint else {
         return Ok(());
     };
-    herald_delivery::egress::check_endpoint(endpoint, state.delivery.allow_private_endpoints)
+    herald_delivery::egress::check_endpoint(endpoint, &state.delivery.guard())
         .await
         .map_err(ApiError::from)
 }

@@ -140,12 +140,29 @@ pub enum SubscriptionError {
         content: String,
     },
     /// A 5.0 cross-version extension used on R4 where the backport defines its own.
-    #[error("extension '{url}' must not be used on an R4 Subscription; use '{use_instead}'")]
+    #[error(
+        "extension '{url}' on {element} must not be used on an R4 Subscription; use '{use_instead}'"
+    )]
     CrossVersionExtension {
         /// Extension URL found.
         url: String,
+        /// Where it was found (FHIRPath-like).
+        element: String,
         /// Backport replacement.
         use_instead: String,
+    },
+    /// An extension Herald does not understand, on an R4 element that shapes delivery (filters,
+    /// payload content, channel, end): ignoring it could widen what the subscriber receives.
+    #[error(
+        "extension '{url}' on {element} is not understood by Herald, which refuses it rather than ignore what it may say about filters or delivery (understood there: {understood})"
+    )]
+    UnsupportedExtension {
+        /// Extension URL found.
+        url: String,
+        /// Where it was found (FHIRPath-like).
+        element: String,
+        /// The extension URLs Herald understands there, or `none`.
+        understood: String,
     },
     /// Unknown status code.
     #[error("unknown Subscription status '{status}'")]
@@ -239,6 +256,7 @@ impl SubscriptionError {
             | SubscriptionError::UnsupportedContentType { .. }
             | SubscriptionError::FhirVersionMismatch { .. }
             | SubscriptionError::UnknownContent { .. }
+            | SubscriptionError::UnsupportedExtension { .. }
             | SubscriptionError::UnsupportedCriteria { .. }
             | SubscriptionError::StatusNotInVersion { .. } => "not-supported",
             SubscriptionError::InvalidFilterValue { .. }

@@ -713,6 +713,226 @@ fn cross_version_extension_replaced_by_the_backport_is_refused_on_r4() {
     ));
 }
 
+const XVER_FILTER_BY: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Subscription.filterBy";
+/// The filter extension of the Inferno Subscriptions R4 server suite's rejection test
+/// (`subscriptions_r4_server_reject_subscription_cross_version_extension`): `_criteria` replaced
+/// by one extension with this URL and `valueString: 'Encounter?patient=Patient/123'`.
+const INFERNO_XVER_FILTER: &str =
+    "http://hl7.org/fhir/5.0/subscriptions-backport/StructureDefinition/backport-filter-criteria";
+
+fn unsupported_at(body: &Value) -> (String, String) {
+    match validate(FhirVersion::R4, body) {
+        Err(SubscriptionError::UnsupportedExtension { url, element, .. })
+        | Err(SubscriptionError::CrossVersionExtension { url, element, .. }) => (url, element),
+        other => panic!("expected an extension refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_inferno_cross_version_filter_shape_is_refused() {
+    let mut body = r4_request();
+    body["_criteria"] = json!({ "extension": [{
+        "url": INFERNO_XVER_FILTER,
+        "valueString": "Encounter?patient=Patient/123"
+    }] });
+    let err = validate(FhirVersion::R4, &body).unwrap_err();
+    assert!(
+        matches!(err, SubscriptionError::UnsupportedExtension { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(INFERNO_XVER_FILTER), "{text}");
+    assert!(text.contains("Subscription.criteria.extension"), "{text}");
+    assert_eq!(err.issue_code(), "not-supported");
+}
+
+#[test]
+fn a_cross_version_filter_on_criteria_or_the_root_is_refused_naming_the_replacement() {
+    let xver = json!({ "url": XVER_FILTER_BY, "valueString": "Task?owner=Organization/o1" });
+    let mut on_criteria = r4_request();
+    on_criteria["_criteria"]["extension"]
+        .as_array_mut()
+        .unwrap()
+        .push(xver.clone());
+    let mut on_root = r4_request();
+    on_root["extension"] = json!([xver]);
+    for (body, element) in [
+        (on_criteria, "Subscription.criteria.extension"),
+        (on_root, "Subscription.extension"),
+    ] {
+        match validate(FhirVersion::R4, &body) {
+            Err(SubscriptionError::CrossVersionExtension {
+                url,
+                element: at,
+                use_instead,
+            }) => {
+                assert_eq!(url, XVER_FILTER_BY);
+                assert_eq!(at, element);
+                assert_eq!(use_instead, r4::EXT_FILTER_CRITERIA);
+            }
+            other => panic!("{element}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_mistyped_filter_extension_is_refused_not_ignored() {
+    let typo =
+        "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-critera";
+    let mut body = r4_request();
+    body["_criteria"] =
+        json!({ "extension": [{ "url": typo, "valueString": "Task?owner=Organization/o1" }] });
+    assert_eq!(
+        unsupported_at(&body),
+        (
+            typo.to_owned(),
+            "Subscription.criteria.extension".to_owned()
+        )
+    );
+}
+
+#[test]
+fn unknown_extensions_on_every_delivery_shaping_element_are_refused() {
+    let unknown = "http://example.org/StructureDefinition/mystery";
+    let ext = json!([{ "url": unknown, "valueString": "x" }]);
+    let places: [(&[&str], &str); 11] = [
+        (&["extension"], "Subscription.extension"),
+        (&["modifierExtension"], "Subscription.modifierExtension"),
+        (
+            &["_criteria", "extension"],
+            "Subscription.criteria.extension",
+        ),
+        (&["_end", "extension"], "Subscription.end.extension"),
+        (&["channel", "extension"], "Subscription.channel.extension"),
+        (
+            &["channel", "modifierExtension"],
+            "Subscription.channel.modifierExtension",
+        ),
+        (
+            &["channel", "_type", "extension"],
+            "Subscription.channel.type.extension",
+        ),
+        (
+            &["channel", "_endpoint", "extension"],
+            "Subscription.channel.endpoint.extension",
+        ),
+        (
+            &["channel", "_payload", "extension"],
+            "Subscription.channel.payload.extension",
+        ),
+        (
+            &["channel", "_header", "0", "extension"],
+            "Subscription.channel.header.extension",
+        ),
+        (
+            &["_criteria", "modifierExtension"],
+            "Subscription.criteria.modifierExtension",
+        ),
+    ];
+    for (path, element) in places {
+        let mut body = r4_request();
+        let (last, parents) = path.split_last().unwrap();
+        let mut node = &mut body;
+        for key in parents {
+            node = if *key == "0" {
+                if !node.is_array() {
+                    *node = json!([{}]);
+                }
+                &mut node[0]
+            } else {
+                if node.get(*key).is_none() {
+                    node[*key] = json!({});
+                }
+                &mut node[*key]
+            };
+        }
+        // Added next to what is already there, so the understood extensions stay.
+        match node.get_mut(*last).and_then(Value::as_array_mut) {
+            Some(list) => list.push(ext[0].clone()),
+            None => node[*last] = ext.clone(),
+        }
+        assert_eq!(
+            unsupported_at(&body),
+            (unknown.to_owned(), element.to_owned()),
+            "{path:?}"
+        );
+    }
+}
+
+#[test]
+fn a_backport_extension_in_the_wrong_place_is_refused() {
+    let mut body = r4_request();
+    body["channel"]["extension"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "url": r4::EXT_PAYLOAD_CONTENT, "valueCode": "full-resource" }));
+    assert_eq!(
+        unsupported_at(&body),
+        (
+            r4::EXT_PAYLOAD_CONTENT.to_owned(),
+            "Subscription.channel.extension".to_owned()
+        )
+    );
+}
+
+#[test]
+fn malformed_extension_lists_on_delivery_shaping_elements_are_refused() {
+    let mut not_a_list = r4_request();
+    not_a_list["_criteria"] =
+        json!({ "extension": { "url": r4::EXT_FILTER_CRITERIA, "valueString": "Task?owner=x" } });
+    let mut not_an_object = r4_request();
+    not_an_object["_criteria"] = json!([{ "extension": [] }]);
+    let mut no_url = r4_request();
+    no_url["_criteria"] = json!({ "extension": [{ "valueString": "Task?owner=x" }] });
+    for body in [not_a_list, not_an_object, no_url] {
+        assert!(
+            matches!(
+                validate(FhirVersion::R4, &body),
+                Err(SubscriptionError::Invalid { .. })
+            ),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn understood_extensions_and_extensions_off_the_delivery_path_are_accepted() {
+    let mut body = r4_request();
+    body["extension"] = json!([{
+        "url": r4::EXT_SUBSCRIPTION_IDENTIFIER,
+        "valueIdentifier": { "system": "urn:example", "value": "s1" }
+    }]);
+    body["channel"]["_type"] = json!({ "extension": [{
+        "url": r4::EXT_CHANNEL_TYPE,
+        "valueCoding": { "system": ChannelType::SYSTEM, "code": "rest-hook" }
+    }] });
+    body["channel"]["_header"] = json!([null]);
+    let elsewhere =
+        json!([{ "url": "http://example.org/StructureDefinition/mystery", "valueString": "x" }]);
+    body["meta"]["extension"] = elsewhere.clone();
+    body["text"] = json!({ "status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">s</div>", "extension": elsewhere });
+    body["_reason"] = json!({ "extension": elsewhere });
+    let sub = validate(FhirVersion::R4, &body).unwrap();
+    assert_eq!(sub.identifier.len(), 1);
+    assert_eq!(sub.filters.len(), 1);
+    assert_eq!(sub.channel.content, PayloadContent::IdOnly);
+}
+
+#[test]
+fn r4_subscription_fixtures_and_what_herald_writes_pass_the_extension_check() {
+    for path in [
+        "r4/subscription-example.json",
+        "r4/subscription-example-error.json",
+    ] {
+        let body = fixture(path);
+        crate::validate::check_r4_delivery_extensions(&body)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let sub = validate(FhirVersion::R4, &r4_request()).unwrap();
+    crate::validate::check_r4_delivery_extensions(&r4::subscription_to_json(&sub)).unwrap();
+}
+
 #[test]
 fn client_may_submit_only_requested_or_off() {
     for (status, ok) in [

@@ -17,7 +17,11 @@ use crate::json::{extensions, with_url};
 use crate::model::{
     CanFilterBy, Channel, ChannelType, Filter, Subscription, SubscriptionStatus, Topic,
 };
-use crate::r4::{EXT_PAYLOAD_CONTENT, XVER_REPLACED, XVER_SUBSCRIPTION_PREFIX};
+use crate::r4::{
+    EXT_CHANNEL_TYPE, EXT_FILTER_CRITERIA, EXT_HEARTBEAT_PERIOD, EXT_MAX_COUNT,
+    EXT_PAYLOAD_CONTENT, EXT_SUBSCRIPTION_IDENTIFIER, EXT_TIMEOUT, XVER_REPLACED,
+    XVER_SUBSCRIPTION_PREFIX,
+};
 use crate::r5::COMPARATORS;
 
 /// MIME types Herald can emit (JSON only).
@@ -25,7 +29,9 @@ pub const ACCEPTED_MIME_TYPES: [&str; 2] = ["application/fhir+json", "applicatio
 
 /// Parses and checks a Subscription submitted by a client to a tenant of `version`.
 ///
-/// Refuses: cross-version extensions on R4 where the backport has its own; a missing content
+/// Refuses: on R4, an extension Herald does not understand where the backport puts filters,
+/// payload content or other delivery settings (including 5.0 cross-version extensions where the
+/// backport has its own); a missing content
 /// level; a status other than `requested` or `off`; an unknown topic; a filter the topic's
 /// `canFilterBy` does not allow (parameter, comparator, modifier, both together (scr-1)); a filter
 /// value `parse_filter` rejects; an unknown channel type; an endpoint that does not fit the
@@ -101,27 +107,50 @@ pub fn check_subscription(
     Ok(sub)
 }
 
-/// R4: refuses 5.0 cross-version extensions the backport replaces, and a missing
-/// `channel.payload` (1..1 in the backport profile).
+/// Where an R4 backport Subscription carries what shapes delivery, as (FHIRPath-like element,
+/// JSON path from the resource, extension URLs Herald understands there). Every extension at
+/// these places must be one of those: a filter in a mistyped or cross-version extension
+/// (`extension-Subscription.filterBy` on `_criteria`) would otherwise be ignored and its owner
+/// would receive every resource on the topic. Elsewhere (`meta`, `text`, `_reason`, …)
+/// extensions do not change what is delivered and are left alone.
+const R4_DELIVERY_PLACES: [(&str, &[&str], &[&str]); 8] = [
+    ("Subscription", &[], &[EXT_SUBSCRIPTION_IDENTIFIER]),
+    (
+        "Subscription.criteria",
+        &["_criteria"],
+        &[EXT_FILTER_CRITERIA],
+    ),
+    ("Subscription.end", &["_end"], &[]),
+    (
+        "Subscription.channel",
+        &["channel"],
+        &[EXT_HEARTBEAT_PERIOD, EXT_TIMEOUT, EXT_MAX_COUNT],
+    ),
+    (
+        "Subscription.channel.type",
+        &["channel", "_type"],
+        &[EXT_CHANNEL_TYPE],
+    ),
+    (
+        "Subscription.channel.endpoint",
+        &["channel", "_endpoint"],
+        &[],
+    ),
+    (
+        "Subscription.channel.payload",
+        &["channel", "_payload"],
+        &[EXT_PAYLOAD_CONTENT],
+    ),
+    ("Subscription.channel.header", &["channel", "_header"], &[]),
+];
+
+/// R4: every extension where the backport puts delivery-shaping elements must be one Herald
+/// understands there ([`R4_DELIVERY_PLACES`]); a 5.0 cross-version extension the backport
+/// replaces is refused naming the replacement; no `modifierExtension` is understood. Then a
+/// missing `channel.payload` (1..1 in the backport profile) and content level are refused.
 fn check_r4_extensions(body: &Value) -> Result<(), SubscriptionError> {
+    check_r4_delivery_extensions(body)?;
     let channel = body.get("channel");
-    let mut all: Vec<&Value> = extensions(body).iter().collect();
-    if let Some(c) = channel {
-        all.extend(extensions(c));
-    }
-    for e in all {
-        let Some(url) = e.get("url").and_then(Value::as_str) else {
-            continue;
-        };
-        if let Some(element) = url.strip_prefix(XVER_SUBSCRIPTION_PREFIX)
-            && let Some((_, instead)) = XVER_REPLACED.iter().find(|(el, _)| *el == element)
-        {
-            return Err(SubscriptionError::CrossVersionExtension {
-                url: url.to_owned(),
-                use_instead: (*instead).to_owned(),
-            });
-        }
-    }
     if let Some(c) = channel {
         if c.get("payload").is_none() {
             return Err(SubscriptionError::Missing {
@@ -140,6 +169,89 @@ fn check_r4_extensions(body: &Value) -> Result<(), SubscriptionError> {
             return Err(SubscriptionError::MissingContent {
                 element: "Subscription.channel.payload.extension(backport-payload-content)"
                     .to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The extension rule of [`check_r4_extensions`] alone: every extension at the places of
+/// [`R4_DELIVERY_PLACES`] is one Herald understands there.
+pub(crate) fn check_r4_delivery_extensions(body: &Value) -> Result<(), SubscriptionError> {
+    for (element, path, understood) in R4_DELIVERY_PLACES {
+        let Some(node) = path.iter().try_fold(body, |v, key| v.get(*key)) else {
+            continue;
+        };
+        // `_header` parallels the `header` array: one (possibly null) object per header.
+        let nodes: Vec<&Value> = match node {
+            Value::Array(items) if element == "Subscription.channel.header" => {
+                items.iter().collect()
+            }
+            other => vec![other],
+        };
+        for node in nodes {
+            check_extensions_at(node, element, understood)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks `extension` and `modifierExtension` of one element against the URLs understood there.
+fn check_extensions_at(
+    node: &Value,
+    element: &str,
+    understood: &[&str],
+) -> Result<(), SubscriptionError> {
+    let Some(obj) = node.as_object() else {
+        return match node {
+            Value::Null => Ok(()),
+            // The resource's and the channel's shapes are checked when they are read.
+            _ if matches!(element, "Subscription" | "Subscription.channel") => Ok(()),
+            _ => Err(SubscriptionError::Invalid {
+                element: element.to_owned(),
+                reason: "expected a JSON object".to_owned(),
+            }),
+        };
+    };
+    for (key, allowed) in [("extension", understood), ("modifierExtension", &[][..])] {
+        let list = match obj.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(list)) => list,
+            Some(_) => {
+                return Err(SubscriptionError::Invalid {
+                    element: format!("{element}.{key}"),
+                    reason: "expected an array".to_owned(),
+                });
+            }
+        };
+        let place = format!("{element}.{key}");
+        for e in list {
+            let Some(url) = e.get("url").and_then(Value::as_str) else {
+                return Err(SubscriptionError::Invalid {
+                    element: place,
+                    reason: "every extension needs a url".to_owned(),
+                });
+            };
+            if allowed.contains(&url) {
+                continue;
+            }
+            if let Some(name) = url.strip_prefix(XVER_SUBSCRIPTION_PREFIX)
+                && let Some((_, instead)) = XVER_REPLACED.iter().find(|(el, _)| *el == name)
+            {
+                return Err(SubscriptionError::CrossVersionExtension {
+                    url: url.to_owned(),
+                    element: place,
+                    use_instead: (*instead).to_owned(),
+                });
+            }
+            return Err(SubscriptionError::UnsupportedExtension {
+                url: url.to_owned(),
+                element: place,
+                understood: if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                },
             });
         }
     }

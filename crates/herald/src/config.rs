@@ -80,6 +80,11 @@ const SHORT_ENV: &[(&str, &str)] = &[
         "HERALD_ALLOW_PRIVATE_ENDPOINTS",
         "delivery.allow_private_endpoints",
     ),
+    // Comma-separated: `10.20.0.0/16,receiver.internal:8443`.
+    (
+        "HERALD_PRIVATE_ENDPOINT_ALLOWLIST",
+        "delivery.private_endpoint_allowlist",
+    ),
 ];
 
 /// Loads the configuration.

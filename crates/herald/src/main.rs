@@ -132,6 +132,16 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         tracing::warn!(
             "delivery.allow_private_endpoints is on: subscribers may target internal addresses"
         );
+        if !cfg.delivery.private_endpoint_allowlist.is_empty() {
+            tracing::warn!(
+                "delivery.private_endpoint_allowlist has no effect while allow_private_endpoints is on"
+            );
+        }
+    } else if !cfg.delivery.private_endpoint_allowlist.is_empty() {
+        tracing::info!(
+            allowlist = ?cfg.delivery.private_endpoint_allowlist.entries(),
+            "delivery.private_endpoint_allowlist: these internal endpoints may be targeted"
+        );
     }
     tracing::info!(
         listen = %local,

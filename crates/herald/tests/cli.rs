@@ -55,3 +55,59 @@ fn environment_overrides_the_config_file() {
     assert_eq!(cfg["storage"]["data_dir"], "/tmp/elsewhere");
     assert_eq!(cfg["log"]["json"], true);
 }
+
+#[test]
+fn the_short_allowlist_variable_is_a_comma_separated_list() {
+    let out = herald()
+        .args(["config"])
+        .env(
+            "HERALD_PRIVATE_ENDPOINT_ALLOWLIST",
+            "10.20.0.0/16, receiver.internal:8443,[fd00::5]:9000",
+        )
+        .output()
+        .expect("run herald");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json config");
+    assert_eq!(
+        cfg["delivery"]["private_endpoint_allowlist"],
+        serde_json::json!(["10.20.0.0/16", "receiver.internal:8443", "[fd00::5]:9000"])
+    );
+}
+
+#[test]
+fn a_single_bracketed_allowlist_entry_is_read_as_an_entry() {
+    let out = herald()
+        .args(["config"])
+        .env("HERALD_PRIVATE_ENDPOINT_ALLOWLIST", "[fd00::5]:9000")
+        .output()
+        .expect("run herald");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json config");
+    assert_eq!(
+        cfg["delivery"]["private_endpoint_allowlist"],
+        serde_json::json!(["[fd00::5]:9000"])
+    );
+}
+
+#[test]
+fn an_invalid_allowlist_entry_refuses_start_up_naming_it() {
+    let out = herald()
+        .args(["config"])
+        .env("HERALD_PRIVATE_ENDPOINT_ALLOWLIST", "10.20.0.0/16,10.1.2.3")
+        .output()
+        .expect("run herald");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("private_endpoint_allowlist entry '10.1.2.3'"),
+        "stderr was: {err}"
+    );
+}
