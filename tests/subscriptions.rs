@@ -105,7 +105,10 @@ async fn r4_tenant_exposes_builtin_topics_as_basic_and_in_the_capability_stateme
         .iter()
         .map(|o| o["name"].as_str().unwrap())
         .collect();
-    assert_eq!(ops, ["status", "events", "get-ws-binding-token"]);
+    assert_eq!(
+        ops,
+        ["status", "events", "get-ws-binding-token", "signing-secret"]
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! A rest-hook receiver for the delivery tests: a real HTTP server on `127.0.0.1:0` that records
-//! every request it gets (path, headers, JSON body, arrival time, the parsed notification and
-//! what it answered) and whose behaviour the test controls while Herald delivers to it:
+//! every request it gets (path, headers, JSON and raw body, arrival time, the parsed notification
+//! and what it answered) and whose behaviour the test controls while Herald delivers to it:
 //!
 //! * [`Behaviour::Accept`] answers 200;
 //! * [`Behaviour::Status`] answers a status, with an optional `Retry-After` (seconds);
@@ -43,6 +43,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The body as JSON (`Null` when it was not JSON).
     pub body: Value,
+    /// The body exactly as received (what a signature covers).
+    pub raw: Vec<u8>,
     /// The status the receiver answered.
     pub answered: u16,
     /// The body read as a notification, when it is one.
@@ -150,6 +152,7 @@ async fn hook(
             })
             .collect(),
         body: json,
+        raw: body.to_vec(),
         answered: status,
         notification,
     });

@@ -12,6 +12,7 @@ use herald_subscriptions::{Subscription, SubscriptionStatus};
 use crate::channel::{Channel, Key, Notification, Sent};
 use crate::payload::{error_concepts, materialize, subscription_ref};
 use crate::policy::Failure;
+use crate::signing;
 use crate::transition::Job;
 
 /// The notification type a job sends.
@@ -51,6 +52,20 @@ pub struct Attempt {
 impl Attempt {
     /// Builds and sends; never fails (a failure is a [`Sent`] with its cause).
     pub async fn run(self) -> Sent {
+        let signing = if self.channel.signs() {
+            let (tenant, id) = (&self.key.0, &self.key.1);
+            match signing::prepare(&self.store, tenant, id, self.job, &self.state, now_ms()).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    return Sent::failed(
+                        Failure::Transport,
+                        format!("internal: cannot sign the notification: {e}"),
+                    );
+                }
+            }
+        } else {
+            None
+        };
         match bundle(&self) {
             Ok(bundle) => {
                 let n = Notification {
@@ -58,6 +73,7 @@ impl Attempt {
                     job: self.job,
                     bundle,
                     timeout: self.timeout,
+                    signing,
                 };
                 self.channel.send(&self.sub, n).await
             }
@@ -67,6 +83,12 @@ impl Attempt {
             ),
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The notification Bundle of an attempt.

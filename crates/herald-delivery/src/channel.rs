@@ -12,6 +12,7 @@ use herald_subscriptions::{ChannelType, Subscription};
 use serde_json::Value;
 
 use crate::policy::Failure;
+use crate::signing::Signing;
 use crate::transition::Job;
 
 /// `(tenant, subscription id)`.
@@ -31,6 +32,8 @@ pub struct Notification {
     pub bundle: Value,
     /// How long the channel may take.
     pub timeout: Duration,
+    /// Its id and signing keys, for a channel that [`Channel::signs`] (`None` otherwise).
+    pub signing: Option<Signing>,
 }
 
 /// How one attempt went, as the delivery log records it.
@@ -77,6 +80,10 @@ pub trait Channel: Send + Sync + 'static {
     /// Whether an endpoint must accept a handshake before events go (rest-hook). A channel that
     /// handshakes on each connection (websocket) says no.
     fn verifies_endpoint(&self) -> bool;
+    /// Whether each notification is signed (rest-hook: Standard Webhooks headers). The attempt
+    /// then fetches (or makes) the subscription's signing keys and hands them over in
+    /// [`Notification::signing`].
+    fn signs(&self) -> bool;
     /// Whether a notification for `key` can be carried now (a websocket needs a bound socket).
     /// When not, the dispatcher waits without counting a failure.
     fn ready(&self, key: &Key) -> bool;

@@ -43,6 +43,10 @@ pub struct DeliveryConfig {
     /// Notifications buffered per websocket; a socket whose buffer fills (a client that does not
     /// read) is disconnected with a reason.
     pub ws_send_buffer: usize,
+    /// After `Subscription/{id}/$signing-secret?rotate=true`, how long the replaced secret keeps
+    /// signing alongside the new one (both signatures in `webhook-signature`), in seconds: the
+    /// time a receiver has to switch. 0 ends the old secret at once.
+    pub signing_rotation_overlap_secs: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -61,6 +65,7 @@ impl Default for DeliveryConfig {
             attempt_log_body_bytes: 1024,
             ws_token_ttl_secs: 300,
             ws_send_buffer: 64,
+            signing_rotation_overlap_secs: 24 * 3600,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! queues and carries out the delivery policy, which is pure: what to send next and what an
 //! outcome changes (`transition`), retry delays (`policy`), deadlines (`timers`). Each attempt
 //! (`attempt`) builds its Bundle from stored events (`payload`) and hands it to a channel
-//! (`channel`: the seam; `resthook` behind the egress guard `egress`). Settings in `config`.
+//! (`channel`: the seam; `resthook` behind the egress guard `egress`, signing each request
+//! with `signing`). Settings in `config`.
 #![forbid(unsafe_code)]
 
 pub mod attempt;
@@ -13,6 +14,7 @@ pub mod egress;
 pub mod payload;
 pub mod policy;
 pub mod resthook;
+pub mod signing;
 pub mod timers;
 pub mod transition;
 pub mod websocket;

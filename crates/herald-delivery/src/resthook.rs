@@ -1,6 +1,7 @@
 //! The rest-hook channel: POST a notification bundle to the subscriber's endpoint with the
-//! subscription's content type and headers, under its timeout, without following redirects,
-//! through one shared connection-pooling client; classify what came back.
+//! subscription's content type and headers and Herald's signature headers (`signing`), under
+//! its timeout, without following redirects, through one shared connection-pooling client;
+//! classify what came back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use serde_json::Value;
 use crate::channel::{Channel, Key, Notification, SendFuture, Sent};
 use crate::egress;
 use crate::policy::{Failure, parse_retry_after};
+use crate::signing::{self, Signing};
 use herald_subscriptions::{ChannelType, Subscription};
 
 /// The shared HTTP client for deliveries.
@@ -64,7 +66,8 @@ impl RestHook {
         &self.client
     }
 
-    /// POSTs `bundle` to `endpoint`.
+    /// POSTs `bundle` to `endpoint`, signed with `signing` when given. The subscription's own
+    /// headers named like the signature headers are not sent then: only Herald sets those.
     pub async fn post(
         &self,
         endpoint: &str,
@@ -72,6 +75,7 @@ impl RestHook {
         headers: &[(String, String)],
         timeout: Duration,
         bundle: &Value,
+        signing: Option<&Signing>,
     ) -> Sent {
         let mut sent_headers = vec![("content-type".to_owned(), content_type.to_owned())];
         let fail = |error: String, headers: Vec<(String, String)>| Sent {
@@ -94,6 +98,9 @@ impl RestHook {
             Err(_) => return fail("bad-header: content type".into(), sent_headers),
         }
         for (name, value) in headers {
+            if signing.is_some() && is_signature_header(name) {
+                continue;
+            }
             let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.trim().as_bytes()),
                 HeaderValue::from_str(value.trim()),
@@ -104,6 +111,25 @@ impl RestHook {
             sent_headers.push((name.trim().to_ascii_lowercase(), redact(name, value)));
         }
         let body = bundle.to_string();
+        if let Some(s) = signing {
+            // Signed over exactly the bytes sent, at the moment they are sent.
+            let timestamp = unix_secs();
+            let signed = [
+                (signing::ID_HEADER, s.id.clone()),
+                (signing::TIMESTAMP_HEADER, timestamp.to_string()),
+                (
+                    signing::SIGNATURE_HEADER,
+                    s.header(timestamp, body.as_bytes()),
+                ),
+            ];
+            for (name, value) in signed {
+                let Ok(v) = HeaderValue::from_str(&value) else {
+                    return fail(format!("bad-header: {name}"), sent_headers);
+                };
+                map.insert(HeaderName::from_static(name), v);
+                sent_headers.push((name.to_owned(), redact(name, &value)));
+            }
+        }
         let start = Instant::now();
         let result = self
             .client_for(&url)
@@ -166,6 +192,10 @@ impl Channel for RestHook {
         true
     }
 
+    fn signs(&self) -> bool {
+        true
+    }
+
     fn ready(&self, _key: &Key) -> bool {
         true
     }
@@ -176,10 +206,33 @@ impl Channel for RestHook {
         let content_type = sub.channel.content_type.clone();
         let headers = sub.channel.headers.clone();
         Box::pin(async move {
-            hook.post(&endpoint, &content_type, &headers, n.timeout, &n.bundle)
-                .await
+            hook.post(
+                &endpoint,
+                &content_type,
+                &headers,
+                n.timeout,
+                &n.bundle,
+                n.signing.as_ref(),
+            )
+            .await
         })
     }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn is_signature_header(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase();
+    [
+        signing::ID_HEADER,
+        signing::TIMESTAMP_HEADER,
+        signing::SIGNATURE_HEADER,
+    ]
+    .contains(&n.as_str())
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -197,7 +250,9 @@ fn truncate(mut s: String, max: usize) -> String {
 /// Header names whose values are shown in the delivery log. Every other header a subscriber
 /// configures is shown as `[redacted]`: names do not tell secrets apart (`X-Auth`, `Bearer`,
 /// `X-Client-Credential` all carry them), so only names known to be harmless are shown.
-pub const SHOWN_HEADERS: [&str; 9] = [
+/// Herald's `webhook-id` and `webhook-timestamp` are shown; `webhook-signature` is not (it is
+/// not needed to debug a delivery, and the log is no place to collect signatures).
+pub const SHOWN_HEADERS: [&str; 11] = [
     "content-type",
     "accept",
     "accept-language",
@@ -207,6 +262,8 @@ pub const SHOWN_HEADERS: [&str; 9] = [
     "x-correlation-id",
     "traceparent",
     "tracestate",
+    "webhook-id",
+    "webhook-timestamp",
 ];
 
 /// The value of a header as the delivery log and admin API may show it.
@@ -291,6 +348,7 @@ mod tests {
                     &[],
                     Duration::from_secs(5),
                     &serde_json::json!({}),
+                    None,
                 )
                 .await;
             assert_eq!(sent.failure, Some(Failure::Status(302)), "{:?}", sent.error);
@@ -318,6 +376,7 @@ mod tests {
                     &[],
                     Duration::from_secs(5),
                     &serde_json::json!({}),
+                    None,
                 )
                 .await
             }
@@ -341,6 +400,72 @@ mod tests {
         }
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_signed_post_carries_the_signature_of_the_bytes_sent_and_logs_it_redacted() {
+        use std::sync::{Arc, Mutex};
+        type Seen = Arc<Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>;
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new().fallback({
+            let seen = seen.clone();
+            move |h: axum::http::HeaderMap, b: axum::body::Bytes| async move {
+                seen.lock().expect("lock").push((h, b));
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let secret = signing::new_secret(0).expect("secret");
+        let s = Signing::new("msg_test".into(), &[&secret]).expect("signing");
+        let hook = RestHook::new(&egress::Guard::allow_all(), 1024).expect("client");
+        let forged = vec![("Webhook-Signature".to_owned(), "v1,forged".to_owned())];
+        let bundle = serde_json::json!({"resourceType": "Bundle", "id": "b1"});
+        let before = unix_secs();
+        let sent = hook
+            .post(
+                &format!("http://{addr}/hook"),
+                "application/fhir+json",
+                &forged,
+                Duration::from_secs(5),
+                &bundle,
+                Some(&s),
+            )
+            .await;
+        server.abort();
+        assert!(sent.failure.is_none(), "{:?}", sent.error);
+
+        let (headers, body) = seen.lock().expect("lock").pop().expect("one request");
+        let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert_eq!(get("webhook-id"), "msg_test");
+        let ts: u64 = get("webhook-timestamp").parse().expect("timestamp");
+        assert!(ts >= before && ts <= unix_secs());
+        assert_eq!(headers.get_all("webhook-signature").iter().count(), 1);
+        let key = signing::secret_key(&secret.secret).expect("key");
+        let expected = signing::sign(&key, "msg_test", ts, &body).expect("sign");
+        assert_eq!(get("webhook-signature"), format!("v1,{expected}"));
+
+        let logged: Vec<(&str, &str)> = sent
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert!(logged.contains(&("webhook-id", "msg_test")));
+        assert!(logged.contains(&("webhook-timestamp", ts.to_string().as_str())));
+        assert!(logged.contains(&("webhook-signature", "[redacted]")));
+        assert_eq!(
+            logged
+                .iter()
+                .filter(|(n, _)| *n == "webhook-signature")
+                .count(),
+            1,
+            "the subscription's own signature header is not sent: {logged:?}"
+        );
+        assert!(!format!("{logged:?}").contains(&expected));
     }
 
     #[test]

@@ -236,6 +236,11 @@ impl Channel for WsHub {
         false
     }
 
+    fn signs(&self) -> bool {
+        // The client authenticated with a binding token on a connection it opened to Herald.
+        false
+    }
+
     fn ready(&self, key: &Key) -> bool {
         self.bound(key) > 0
     }
@@ -298,6 +303,7 @@ mod tests {
             job: Job::Events(1, 1),
             bundle: serde_json::json!({"resourceType": "Bundle"}),
             timeout: Duration::from_secs(1),
+            signing: None,
         }
     }
 

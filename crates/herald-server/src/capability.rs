@@ -102,6 +102,10 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
 }
 
 const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport";
+/// Herald's own operation (no HL7 definition): a Subscription's signing secret, see
+/// `operations::signing_secret`. Under Herald's canonical base, like the built-in topics.
+const SIGNING_SECRET_OPERATION: &str =
+    "http://herald.example.org/fhir/OperationDefinition/Subscription-signing-secret";
 const BACKPORT_SERVER_R4: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4";
 
 /// What a Subscription entry advertises: the operations, and on R4 the backport profile and
@@ -128,6 +132,7 @@ fn subscription_capabilities(tenant: &Tenant, r: &mut Value) {
                 {"name": "status", "definition": format!("{BACKPORT}/OperationDefinition/backport-subscription-status")},
                 {"name": "events", "definition": format!("{BACKPORT}/OperationDefinition/backport-subscription-events")},
                 {"name": "get-ws-binding-token", "definition": format!("{BACKPORT}/OperationDefinition/backport-subscription-get-ws-binding-token")},
+                {"name": "signing-secret", "definition": SIGNING_SECRET_OPERATION},
             ]);
         }
         FhirVersion::R5 => {
@@ -135,6 +140,7 @@ fn subscription_capabilities(tenant: &Tenant, r: &mut Value) {
                 {"name": "status", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-status"},
                 {"name": "events", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-events"},
                 {"name": "get-ws-binding-token", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-get-ws-binding-token"},
+                {"name": "signing-secret", "definition": SIGNING_SECRET_OPERATION},
             ]);
         }
     }

@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_delivery::egress::EgressError;
+use herald_delivery::signing::SigningError;
 use herald_fhir::FhirError;
 use herald_fhir::outcome::{Severity, operation_outcome};
 use herald_store::StoreError;
@@ -153,6 +154,16 @@ impl From<EgressError> for ApiError {
     /// 422 `security`: the endpoint is one Herald will not call.
     fn from(e: EgressError) -> Self {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "security", e.to_string())
+    }
+}
+
+impl From<SigningError> for ApiError {
+    /// The store's own mapping for its errors; 500 otherwise (nothing a client can change).
+    fn from(e: SigningError) -> Self {
+        match e {
+            SigningError::Store(e) => e.into(),
+            other => ApiError::internal("making or reading a signing secret", other),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! FHIR operations on Subscription: `$status` (instance and type level) and `$events`
-//! (instance level). Parameters come from the URL query (GET) or a `Parameters` body (POST).
+//! FHIR operations on Subscription: `$status` (instance and type level), `$events` and
+//! `$signing-secret` (instance level), `$get-ws-binding-token` (both). Parameters come from the
+//! URL query or a `Parameters` body (POST).
 
 use std::sync::Arc;
 
@@ -8,11 +9,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use herald_delivery::payload::{error_concepts, materialize, subscription_ref};
+use herald_delivery::signing;
 use herald_subscriptions::notification::{
     NotificationInput, NotificationType, PayloadContent, build_notification, build_status_bundle,
 };
 use herald_subscriptions::{Subscription, parse_subscription};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::http::{fhir_json, read_limited};
@@ -83,7 +85,7 @@ fn unknown_operation(rtype: &str, op: &str) -> ApiError {
         StatusCode::NOT_FOUND,
         "not-supported",
         format!(
-            "operation {op} is not supported on {rtype} (supported: Subscription $status, $events, $get-ws-binding-token)"
+            "operation {op} is not supported on {rtype} (supported: Subscription $status, $events, $get-ws-binding-token, $signing-secret)"
         ),
     )
 }
@@ -182,8 +184,98 @@ pub async fn instance_operation(
             check_token_method(&tenant, &method)?;
             ws_token(&state, &tenant, &headers, vec![id])
         }
+        ("Subscription", "$signing-secret") => {
+            let p = params(&state, &method, query.as_deref(), &headers, body).await?;
+            let rotate = flag(&p, "rotate")?;
+            if rotate && method != Method::POST {
+                return Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "not-supported",
+                    "rotating a signing secret changes state: use POST",
+                ));
+            }
+            signing_secret(&state, &tenant, &id, rotate).await
+        }
         _ => Err(unknown_operation(&rtype, &op)),
     }
+}
+
+/// A boolean parameter (`true`/`false`; absent is false).
+fn flag(p: &Params, name: &str) -> ApiResult<bool> {
+    match p.iter().rev().find(|(k, _)| k == name) {
+        None => Ok(false),
+        Some((_, v)) => match v.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(ApiError::bad_request(format!(
+                "{name} must be true or false, got '{other}'"
+            ))),
+        },
+    }
+}
+
+/// `Subscription/{id}/$signing-secret[?rotate=true]`: the secret with which Herald signs the
+/// Subscription's rest-hook notifications (made now if it has none yet), or with `rotate` a new
+/// one, the old one signing alongside it for `delivery.signing_rotation_overlap_secs`.
+///
+/// Who may call this is not checked yet: until Herald knows its callers (the identity work),
+/// anyone who can reach the FHIR API can read every secret. The access check goes at the top of
+/// this function, which has what it needs to decide (tenant and Subscription).
+async fn signing_secret(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &str,
+    rotate: bool,
+) -> ApiResult<Response> {
+    let sub = load_subscription(state, tenant, id)?;
+    if sub.channel.kind != herald_subscriptions::ChannelType::RestHook {
+        return Err(ApiError::unprocessable(format!(
+            "Subscription/{id} uses the {} channel; only rest-hook notifications are signed",
+            sub.channel.kind.code()
+        )));
+    }
+    let now = now_ms();
+    let keys = if rotate {
+        let overlap = state.delivery.signing_rotation_overlap_secs;
+        let k = signing::rotate(&state.store, &tenant.name, id, now, overlap).await?;
+        tracing::info!(tenant = %tenant.name, subscription = %id, overlap_secs = overlap, "signing secret rotated");
+        k
+    } else {
+        signing::keys_for(&state.store, &tenant.name, id, now).await?
+    };
+    let mut parameter = vec![
+        json!({"name": "secret", "valueString": keys.current.secret}),
+        json!({"name": "created", "valueInstant": instant(keys.current.created_at_ms)}),
+    ];
+    // During an overlap: when the replaced secret stops signing (the secret itself is not
+    // shown again).
+    if let Some(p) = keys.signing_at(now).get(1)
+        && let Some(t) = p.expires_at_ms
+    {
+        parameter.push(json!({"name": "previous-expires", "valueInstant": instant(t)}));
+    }
+    let mut resp = fhir_json(
+        StatusCode::OK,
+        &json!({"resourceType": "Parameters", "parameter": parameter}),
+    );
+    // A secret must not linger in a cache on the way.
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Unix ms as a FHIR instant.
+fn instant(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 /// R5 declares `$get-ws-binding-token` as affecting state (POST only); the backport allows GET.

@@ -14,6 +14,7 @@ mod delivery;
 mod error;
 pub mod keys;
 mod record;
+mod secrets;
 mod wal;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use commit::Durability;
 pub use delivery::{AttemptFilter, AttemptRecord, DeliveryState};
 pub use error::{Result, StoreError};
 pub use record::{EventDraft, EventRecord, Interaction, StoredVersion};
+pub use secrets::{SigningKeys, SigningSecret};
 
 use commit::{Checkpointer, GroupCommit};
 use wal::{Op, TreeId, Trees, View, Wal};
@@ -139,6 +141,8 @@ pub struct Store {
     events: sled::Tree,
     delivery: sled::Tree,
     attempts: sled::Tree,
+    /// Signing secrets of resources (rest-hook Subscriptions), see `secrets.rs`.
+    secrets: sled::Tree,
     /// Entries in `attempts` (sled's `len` is a full scan; pruning needs the count often).
     attempts_len: std::sync::atomic::AtomicUsize,
     wal: Arc<Wal>,
@@ -164,7 +168,15 @@ impl Store {
             Durability::GroupCommit => Some(GroupCommit::start(Arc::clone(&wal))),
             _ => None,
         };
-        let [resources, history, counters, events, delivery, attempts] = trees.0;
+        let [
+            resources,
+            history,
+            counters,
+            events,
+            delivery,
+            attempts,
+            secrets,
+        ] = trees.0;
         Ok(Store {
             attempts_len: std::sync::atomic::AtomicUsize::new(attempts.len()),
             resources,
@@ -173,6 +185,7 @@ impl Store {
             events,
             delivery,
             attempts,
+            secrets,
             checkpointer: Checkpointer::start(Arc::clone(&wal)),
             wal,
             db,
@@ -488,7 +501,8 @@ impl Drop for Store {
 struct Pending<'t> {
     view: &'t View<'t>,
     ops: Vec<Op>,
-    written: HashMap<(TreeId, Vec<u8>), Vec<u8>>,
+    /// The batch's own puts (`Some`) and removes (`None`).
+    written: HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl<'t> Pending<'t> {
@@ -502,14 +516,20 @@ impl<'t> Pending<'t> {
 
     fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.written.get(&(tree, key.to_vec())) {
-            return Ok(Some(v.clone()));
+            return Ok(v.clone());
         }
         self.view.get(tree, key)
     }
 
     fn put(&mut self, tree: TreeId, key: Vec<u8>, value: Vec<u8>) {
-        self.written.insert((tree, key.clone()), value.clone());
+        self.written
+            .insert((tree, key.clone()), Some(value.clone()));
         self.ops.push(Op::Put(tree, key, value));
+    }
+
+    fn remove(&mut self, tree: TreeId, key: Vec<u8>) {
+        self.written.insert((tree, key.clone()), None);
+        self.ops.push(Op::Remove(tree, key));
     }
 }
 
@@ -600,6 +620,11 @@ fn apply_one(
             keys::history(req.tenant, req.resource_type, req.id, prev_version),
             prev,
         );
+    }
+    // A resource's signing secrets die with it, in the same log record: a Subscription
+    // created again under the same id gets a new secret, never its predecessor's.
+    if interaction == Interaction::Delete && pending.get(TreeId::Secrets, &key)?.is_some() {
+        pending.remove(TreeId::Secrets, key.clone());
     }
     pending.put(TreeId::Resources, key, encode_version(&stored)?);
     let recorded = record_events(pending, req, &stored, drafts)?;

@@ -725,3 +725,127 @@ fn commit_instants_strictly_increase_even_within_one_millisecond() {
             .all(|s| s.ends_with('Z') && s.len() == "2026-11-29T00:00:00.000000Z".len())
     );
 }
+
+fn keys_with(secret: &str, seed: &str) -> SigningKeys {
+    SigningKeys {
+        current: SigningSecret {
+            secret: secret.into(),
+            created_at_ms: 1,
+            expires_at_ms: None,
+        },
+        previous: None,
+        id_seed: seed.into(),
+    }
+}
+
+#[tokio::test]
+async fn signing_keys_are_made_once_survive_reopen_and_die_with_their_resource() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path(), Durability::GroupCommit);
+        let refused = store
+            .signing_keys_or_insert("r4", "Task", "t1", keys_with("whsec_a", "s1"))
+            .await;
+        assert!(matches!(refused, Err(StoreError::NotFound { .. })));
+        store
+            .write(
+                req(
+                    WriteKind::Create,
+                    "t1",
+                    Some(json!({"resourceType":"Task"})),
+                ),
+                &mut no_events(),
+            )
+            .await
+            .expect("create");
+        let first = store
+            .signing_keys_or_insert("r4", "Task", "t1", keys_with("whsec_a", "s1"))
+            .await
+            .expect("insert");
+        let again = store
+            .signing_keys_or_insert("r4", "Task", "t1", keys_with("whsec_b", "s2"))
+            .await
+            .expect("existing");
+        assert_eq!(first, again);
+        assert_eq!(again.current.secret, "whsec_a");
+        store.close().expect("close");
+    }
+    let store = open(dir.path(), Durability::GroupCommit);
+    let kept = store.signing_keys("r4", "Task", "t1").expect("read");
+    assert_eq!(kept.map(|k| k.current.secret), Some("whsec_a".into()));
+    store
+        .write(req(WriteKind::Delete, "t1", None), &mut no_events())
+        .await
+        .expect("delete");
+    assert_eq!(store.signing_keys("r4", "Task", "t1").expect("read"), None);
+    let refused = store
+        .signing_keys_or_insert("r4", "Task", "t1", keys_with("whsec_c", "s3"))
+        .await;
+    assert!(matches!(refused, Err(StoreError::Gone { .. })));
+    store
+        .write(
+            req(
+                WriteKind::Upsert,
+                "t1",
+                Some(json!({"resourceType":"Task"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect("recreate");
+    let fresh = store
+        .signing_keys_or_insert("r4", "Task", "t1", keys_with("whsec_d", "s4"))
+        .await
+        .expect("new incarnation");
+    assert_eq!(fresh.current.secret, "whsec_d");
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_replaced_secret_signing_for_the_overlap_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::GroupCommit);
+    store
+        .write(
+            req(
+                WriteKind::Create,
+                "t1",
+                Some(json!({"resourceType":"Task"})),
+            ),
+            &mut no_events(),
+        )
+        .await
+        .expect("create");
+    store
+        .signing_keys_or_insert("r4", "Task", "t1", keys_with("whsec_a", "s1"))
+        .await
+        .expect("insert");
+    let rotated = store
+        .rotate_signing_secret("r4", "Task", "t1", keys_with("whsec_b", "s2"), 1000, 500)
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.id_seed, "s1", "the id seed outlives rotations");
+    let at = |now| {
+        rotated
+            .signing_at(now)
+            .iter()
+            .map(|s| s.secret.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at(1499), ["whsec_b", "whsec_a"]);
+    assert_eq!(at(1500), ["whsec_b"]);
+    let again = store
+        .rotate_signing_secret("r4", "Task", "t1", keys_with("whsec_c", "s3"), 1100, 0)
+        .await
+        .expect("rotate without overlap");
+    assert_eq!(again.signing_at(1100).len(), 1);
+    assert_eq!(
+        store.signing_keys("r4", "Task", "t1").expect("read"),
+        Some(again)
+    );
+}
+
+#[test]
+fn signing_secrets_never_show_in_debug_output() {
+    let k = keys_with("whsec_topsecret", "s1");
+    assert!(!format!("{k:?}").contains("topsecret"));
+}

@@ -35,13 +35,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Result, StoreError};
 
 /// The trees of the store, in the order their ids are written to the log (never reorder).
-pub(crate) const TREE_NAMES: [&str; 6] = [
+pub(crate) const TREE_NAMES: [&str; 7] = [
     "resources",
     "history",
     "counters",
     "events",
     "delivery",
     "attempts",
+    "secrets",
 ];
 
 /// A tree's id in log records.
@@ -53,6 +54,7 @@ pub(crate) enum TreeId {
     Events = 3,
     Delivery = 4,
     Attempts = 5,
+    Secrets = 6,
 }
 
 /// One mutation.
@@ -64,7 +66,7 @@ pub(crate) enum Op {
 
 /// The sled trees, indexed by [`TreeId`].
 #[derive(Clone)]
-pub(crate) struct Trees(pub(crate) [sled::Tree; 6]);
+pub(crate) struct Trees(pub(crate) [sled::Tree; 7]);
 
 impl Trees {
     pub(crate) fn open(db: &sled::Db) -> Result<Trees> {
@@ -72,7 +74,7 @@ impl Trees {
         for name in TREE_NAMES {
             trees.push(db.open_tree(name)?);
         }
-        let trees: [sled::Tree; 6] = trees
+        let trees: [sled::Tree; 7] = trees
             .try_into()
             .map_err(|_| StoreError::Corrupt("tree list".into()))?;
         Ok(Trees(trees))
@@ -105,6 +107,7 @@ fn tree_id(b: u8) -> Option<TreeId> {
         3 => TreeId::Events,
         4 => TreeId::Delivery,
         5 => TreeId::Attempts,
+        6 => TreeId::Secrets,
         _ => return None,
     })
 }

@@ -210,7 +210,9 @@ impl Auth {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "login",
-                format!("{why}; send 'Authorization: Bearer <token>' (a SMART Backend Services access token from the token endpoint named in /.well-known/smart-configuration, or an API key)"),
+                format!(
+                    "{why}; send 'Authorization: Bearer <token>' (a SMART Backend Services access token from the token endpoint named in /.well-known/smart-configuration, or an API key)"
+                ),
             )
         };
         let value = headers
@@ -283,7 +285,8 @@ impl Auth {
                 "grant_type must be client_credentials",
             ));
         }
-        if field("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        if field("client_assertion_type")
+            != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
         {
             return Err(oauth(
                 "invalid_request",
@@ -291,12 +294,19 @@ impl Auth {
             ));
         }
         let jwt = field("client_assertion");
-        let header = jsonwebtoken::decode_header(jwt)
-            .map_err(|e| oauth("invalid_client", format!("the client assertion is not a JWT: {e}")))?;
+        let header = jsonwebtoken::decode_header(jwt).map_err(|e| {
+            oauth(
+                "invalid_client",
+                format!("the client assertion is not a JWT: {e}"),
+            )
+        })?;
         if !matches!(header.alg, Algorithm::RS384 | Algorithm::ES384) {
             return Err(oauth(
                 "invalid_client",
-                format!("algorithm {:?} is not accepted; use RS384 or ES384", header.alg),
+                format!(
+                    "algorithm {:?} is not accepted; use RS384 or ES384",
+                    header.alg
+                ),
             ));
         }
         // Who claims to be calling (verified below with that client's keys).
@@ -307,7 +317,10 @@ impl Auth {
             .get(&claimed)
             .ok_or_else(|| oauth("invalid_client", format!("unknown client '{claimed}'")))?;
         if client.cfg.revoked {
-            return Err(oauth("invalid_client", format!("client '{claimed}' has been revoked")));
+            return Err(oauth(
+                "invalid_client",
+                format!("client '{claimed}' has been revoked"),
+            ));
         }
         let mut validation = Validation::new(header.alg);
         validation.set_audience(&[token_endpoint]);
@@ -454,14 +467,19 @@ mod tests {
     #[test]
     fn without_credentials_configured_everyone_is_the_anonymous_admin() {
         let a = Auth::new(&AuthConfig::default()).expect("auth");
-        assert_eq!(a.authenticate(&HeaderMap::new()).ok(), Some(Caller::anonymous()));
+        assert_eq!(
+            a.authenticate(&HeaderMap::new()).ok(),
+            Some(Caller::anonymous())
+        );
     }
 
     #[test]
     fn an_api_key_is_known_by_its_hash_and_a_revoked_one_is_refused() {
         let hash = hex(&Sha256::digest(b"s3cret-key"));
         let a = Auth::new(&key_config(&hash, false)).expect("auth");
-        let c = a.authenticate(&bearer("Bearer s3cret-key")).expect("caller");
+        let c = a
+            .authenticate(&bearer("Bearer s3cret-key"))
+            .expect("caller");
         assert_eq!(c.identity.as_deref(), Some("Organization/lab"));
         assert!(c.scopes.allows("Task", Perm::Update));
         assert!(!c.scopes.allows("Task", Perm::Create));
@@ -470,7 +488,9 @@ mod tests {
             assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{h}");
         }
         assert_eq!(
-            a.authenticate(&HeaderMap::new()).expect_err("refused").status,
+            a.authenticate(&HeaderMap::new())
+                .expect_err("refused")
+                .status,
             StatusCode::UNAUTHORIZED
         );
         let revoked = Auth::new(&key_config(&hash, true)).expect("auth");

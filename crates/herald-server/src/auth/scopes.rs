@@ -97,7 +97,9 @@ impl Scopes {
     /// Whether `perm` on `resource_type` is granted.
     pub fn allows(&self, resource_type: &str, perm: Perm) -> bool {
         let bit = perm.bit();
-        self.by_type.get(resource_type).is_some_and(|b| b & bit != 0)
+        self.by_type
+            .get(resource_type)
+            .is_some_and(|b| b & bit != 0)
             || self.by_type.get("*").is_some_and(|b| b & bit != 0)
     }
 
@@ -124,11 +126,17 @@ impl Scopes {
             .by_type
             .iter()
             .map(|(t, b)| {
-                let letters: String = [Perm::Create, Perm::Read, Perm::Update, Perm::Delete, Perm::Search]
-                    .into_iter()
-                    .filter(|p| b & p.bit() != 0)
-                    .map(Perm::letter)
-                    .collect();
+                let letters: String = [
+                    Perm::Create,
+                    Perm::Read,
+                    Perm::Update,
+                    Perm::Delete,
+                    Perm::Search,
+                ]
+                .into_iter()
+                .filter(|p| b & p.bit() != 0)
+                .map(Perm::letter)
+                .collect();
                 format!("system/{t}.{letters}")
             })
             .collect();
