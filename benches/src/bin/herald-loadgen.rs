@@ -220,13 +220,16 @@ async fn main() -> anyhow::Result<()> {
                 "fan-out sizes must be at least 1"
             );
             // This process holds every client socket, Herald every server one; both need room
-            // for their other files and connections too.
-            let want = u64::try_from(a.sockets).unwrap_or(u64::MAX) + 1024;
+            // for their other files and connections too (Herald: sled, its log, the REST
+            // connections; about 60 at idle).
+            const HEADROOM: u64 = 256;
+            let want = u64::try_from(a.sockets).unwrap_or(u64::MAX) + HEADROOM;
             let limit = ws::raise_nofile(want)?;
             anyhow::ensure!(
                 limit >= want,
-                "the open-file limit {limit} is below the {want} needed for {} sockets: lower --sockets or raise `ulimit -Hn`",
-                a.sockets
+                "the open-file limit {limit} is below the {want} needed for {} sockets (and Herald inherits it): use --sockets {} or less, or raise `ulimit -Hn` (needs CAP_SYS_RESOURCE)",
+                a.sockets,
+                limit.saturating_sub(HEADROOM)
             );
             machine(0)?;
             ws::run(&WsConfig {
