@@ -1,7 +1,8 @@
 //! Herald's benchmark package: the pieces the `herald-loadgen` tool is built from — spawning the
 //! real `herald` binary ([`process`]), latency summaries ([`latency`]), the disk probe
-//! ([`probe`]) and the load scenarios: [`writes`] (Task creates per durability mode) and
-//! [`notify`] (write → matched → delivered, against a relay baseline).
+//! ([`probe`]) and the load scenarios: [`writes`] (Task creates per durability mode),
+//! [`notify`] (write → matched → delivered, against a relay baseline) and [`ws`] (memory per
+//! bound websocket, bind time, and fan-out of one change to many sockets).
 #![forbid(unsafe_code)]
 
 pub mod latency;
@@ -10,6 +11,7 @@ pub mod probe;
 pub mod process;
 pub mod server_thread;
 pub mod writes;
+pub mod ws;
 
 use std::time::Duration;
 

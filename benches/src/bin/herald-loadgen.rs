@@ -2,7 +2,9 @@
 //! scenario. `writes` measures Task creates per second and latency per durability mode;
 //! `notify` measures end-to-end notifications per second and write→receipt latency (write →
 //! matched → delivered to a local receiver) against a relay doing the same two HTTP hops, and a
-//! durable relay that also appends and `fdatasync`s each body (group commit) before forwarding.
+//! durable relay that also appends and `fdatasync`s each body (group commit) before forwarding;
+//! `ws` measures Herald's memory per bound websocket, the time to bind thousands, and the
+//! fan-out of one change to 1, 100 and all of them (notifications/s, event→socket latency).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use herald_benches::latency::ms;
 use herald_benches::notify::{self, NotifyConfig};
 use herald_benches::writes::{self, WritesConfig};
+use herald_benches::ws::{self, WsConfig};
 use herald_benches::{parse_duration, probe};
 
 /// Load generator for Herald.
@@ -35,6 +38,55 @@ enum Command {
     /// ratios and PASS/MISS against the targets, and Herald/durable relay and durable
     /// relay/relay ratios for context. Exits 0 whatever the figures.
     Notify(NotifyArgs),
+    /// Websocket subscribers: Herald's RSS per bound socket (PASS/MISS against the target), the
+    /// time to bind them all, then notifications/s and event→socket latency p50/p99 when one
+    /// change has 1, 100 and all sockets as subscribers. Raises its open-file limit (and so
+    /// Herald's). Exits 0 whatever the figures.
+    Ws(WsArgs),
+}
+
+#[derive(Args, Debug)]
+struct WsArgs {
+    /// The herald binary (build it with `cargo build --release -p herald`).
+    #[arg(long, default_value = "target/release/herald")]
+    herald_bin: PathBuf,
+    /// Herald's durability mode (HERALD_DURABILITY).
+    #[arg(long, default_value = "group-commit")]
+    durability: String,
+    /// Bound sockets, one subscription each.
+    #[arg(long, default_value_t = 20_000)]
+    sockets: usize,
+    /// Fan-out sizes: subscribers of one change, comma-separated (each at most --sockets).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,20000")]
+    fanout: Vec<usize>,
+    /// Subscription creates in flight during set-up.
+    #[arg(long, default_value_t = 32)]
+    setup_concurrency: usize,
+    /// Binds (token, connect, bind, handshake) in flight.
+    #[arg(long, default_value_t = 64)]
+    bind_concurrency: usize,
+    /// Notifications to aim for per fan-out size (Task creates = this / S, clamped to
+    /// --min-tasks..=--max-tasks).
+    #[arg(long, default_value_t = 100_000)]
+    notifications: usize,
+    /// Fewest Task creates per fan-out size.
+    #[arg(long, default_value_t = 5)]
+    min_tasks: usize,
+    /// Most Task creates per fan-out size.
+    #[arg(long, default_value_t = 1000)]
+    max_tasks: usize,
+    /// Task creates whose notifications may be outstanding at once (1: one change at a time).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Longest wait for one create's notifications.
+    #[arg(long, value_parser = parse_duration, default_value = "120s")]
+    task_timeout: Duration,
+    /// Herald's `delivery.ws_send_buffer` (frames queued per socket); Herald's default if unset.
+    #[arg(long)]
+    ws_send_buffer: Option<usize>,
+    /// Target for Herald's memory per bound socket, KiB.
+    #[arg(long, default_value_t = 30.0)]
+    target_kib: f64,
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +205,47 @@ async fn main() -> anyhow::Result<()> {
                 relay: !a.no_relay,
                 durable_relay: !a.no_durable_relay,
                 rounds: a.rounds.max(1),
+            })
+            .await?;
+            println!("load average after: {}", loadavg());
+        }
+        Command::Ws(a) => {
+            anyhow::ensure!(
+                (1..=200_000).contains(&a.sockets),
+                "--sockets must be between 1 and 200000"
+            );
+            anyhow::ensure!(!a.fanout.is_empty(), "--fanout needs at least one size");
+            anyhow::ensure!(
+                a.fanout.iter().all(|&s| s >= 1),
+                "fan-out sizes must be at least 1"
+            );
+            // This process holds every client socket, Herald every server one; both need room
+            // for their other files and connections too (Herald: sled, its log, the REST
+            // connections; about 60 at idle).
+            const HEADROOM: u64 = 256;
+            let want = u64::try_from(a.sockets).unwrap_or(u64::MAX) + HEADROOM;
+            let limit = ws::raise_nofile(want)?;
+            anyhow::ensure!(
+                limit >= want,
+                "the open-file limit {limit} is below the {want} needed for {} sockets (and Herald inherits it): use --sockets {} or less, or raise `ulimit -Hn` (needs CAP_SYS_RESOURCE)",
+                a.sockets,
+                limit.saturating_sub(HEADROOM)
+            );
+            machine(0)?;
+            ws::run(&WsConfig {
+                herald_bin: a.herald_bin,
+                durability: a.durability,
+                sockets: a.sockets,
+                fanout: a.fanout,
+                setup_concurrency: a.setup_concurrency.clamp(1, 256),
+                bind_concurrency: a.bind_concurrency.clamp(1, 1024),
+                notifications: a.notifications,
+                min_tasks: a.min_tasks,
+                max_tasks: a.max_tasks,
+                window: a.window.clamp(1, 1024),
+                task_timeout: a.task_timeout,
+                ws_send_buffer: a.ws_send_buffer,
+                target_kib: a.target_kib,
             })
             .await?;
             println!("load average after: {}", loadavg());

@@ -225,7 +225,7 @@ impl Auth {
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("only Bearer credentials are accepted"))?;
-        if let Some(c) = self.from_access_token(token) {
+        if let Some(c) = self.caller_of_token(token) {
             return c.ok_or_else(|| unauthorized("the client of this token has been revoked"));
         }
         let hash = hex(&Sha256::digest(token.as_bytes()));
@@ -245,7 +245,7 @@ impl Auth {
 
     /// `Some(Some(caller))` for a live token, `Some(None)` for a token of a revoked client,
     /// `None` when it is not one of ours.
-    fn from_access_token(&self, token: &str) -> Option<Option<Caller>> {
+    fn caller_of_token(&self, token: &str) -> Option<Option<Caller>> {
         let now = now_ms();
         let mut tokens = self.tokens.lock().ok()?;
         let issued = tokens.get(token)?;
