@@ -29,6 +29,19 @@ pub fn fixture(text: &str) -> Value {
     serde_json::from_str(text).expect("compiled-in fuzz fixture is valid JSON")
 }
 
+/// Fills Herald's lazily built caches (the search-parameter registry of each version, the compiled
+/// search paths of every resource type) before the fuzz loop. In AFL++'s persistent mode one
+/// process runs many inputs: without this, the first input to name a resource type takes paths
+/// no later one repeats, and AFL reports the target as unstable.
+pub fn warm_up() {
+    for version in VERSIONS {
+        for rt in herald_fhir::resource_types(version) {
+            let body = serde_json::json!({ "resourceType": rt, "id": "warm-up" });
+            consume(herald_fhir::validate::check_resource(version, &body));
+        }
+    }
+}
+
 /// Keeps an outcome alive (so the optimiser cannot drop the call) and renders an error the way
 /// the server does before putting it into an OperationOutcome: rendering must not panic either.
 pub fn consume<T, E: std::fmt::Display>(outcome: Result<T, E>) {

@@ -6,10 +6,11 @@
 #![forbid(unsafe_code)]
 
 use herald_fhir::validate::check_resource;
-use herald_fuzz::{VERSIONS, consume};
+use herald_fuzz::{VERSIONS, consume, warm_up};
 use serde_json::Value;
 
 fn main() {
+    warm_up();
     afl::fuzz!(|data: &[u8]| {
         let Ok(body) = serde_json::from_slice::<Value>(data) else {
             return;

@@ -17,13 +17,16 @@ use herald_fhir::search::{
     Criterion, index_keys, index_keys_of_criterion, matches, parse_filter, parse_query,
 };
 use herald_fhir::{date, reference};
-use herald_fuzz::{SERVICE_REQUEST, TASK_CURRENT, TASK_PREVIOUS, VERSIONS, consume, fixture};
+use herald_fuzz::{
+    SERVICE_REQUEST, TASK_CURRENT, TASK_PREVIOUS, VERSIONS, consume, fixture, warm_up,
+};
 use serde_json::Value;
 
 /// The resource types the built-in topics are about.
 const RESOURCE_TYPES: [&str; 2] = ["Task", "ServiceRequest"];
 
 fn main() {
+    warm_up();
     let resources = [
         fixture(TASK_CURRENT),
         fixture(TASK_PREVIOUS),

@@ -16,7 +16,7 @@
 use std::hint::black_box;
 
 use herald_fhir::validate::check_resource;
-use herald_fuzz::{VERSIONS, consume};
+use herald_fuzz::{VERSIONS, consume, warm_up};
 use herald_subscriptions::notification::{parse_notification, parse_status_bundle};
 use herald_subscriptions::{
     SubscriptionStatus, TopicCatalog, parse_subscription, parse_topic, set_subscription_status,
@@ -25,6 +25,7 @@ use herald_subscriptions::{
 use serde_json::Value;
 
 fn main() {
+    warm_up();
     // Built once, before the fuzz loop: the server keeps its catalog across requests too.
     let catalogs = VERSIONS.map(|v| (v, TopicCatalog::with_builtins(v)));
     afl::fuzz!(|data: &[u8]| {
