@@ -1,8 +1,9 @@
 //! Fuzz target `egress`: the egress guard of `herald_delivery::egress`.
 //!
 //! - The first 4 bytes as an IPv4 address and the first 16 as an IPv6 address →
-//!   `is_internal`; an IPv4 address and its IPv4-mapped IPv6 form (`::ffff:a.b.c.d`) must be
-//!   classified alike (the guard promises that much today).
+//!   `is_internal`; an IPv4 address and every IPv6 form that embeds it (mapped, compatible,
+//!   translated, NAT64 `64:ff9b::/96`, 6to4) must be classified alike, and an IPv6 address from
+//!   which `embedded_ipv4` extracts an address must be classified as that address.
 //! - The whole input as a URL string → `reqwest::Url::parse` → `literal_refused` (the
 //!   connect-time check) and, for http(s) URLs whose host is an IP literal, `check_endpoint` (the
 //!   creation-time check), which must then agree with `literal_refused`. `check_endpoint` is only
@@ -19,7 +20,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use herald_delivery::egress::{EgressError, check_endpoint, is_internal, literal_refused};
+use herald_delivery::egress::{
+    EgressError, Guard, check_endpoint, embedded_ipv4, is_internal, literal_refused,
+};
 use herald_delivery::policy::parse_retry_after;
 
 fn main() {
@@ -27,14 +30,38 @@ fn main() {
         if let Some(b) = data.first_chunk::<4>() {
             let v4 = Ipv4Addr::from(*b);
             let internal = is_internal(IpAddr::V4(v4));
-            assert_eq!(
-                internal,
-                is_internal(IpAddr::V6(v4.to_ipv6_mapped())),
-                "{v4} and ::ffff:{v4} are classified differently"
-            );
+            let [x, y] = [
+                u16::from_be_bytes([b[0], b[1]]),
+                u16::from_be_bytes([b[2], b[3]]),
+            ];
+            for form in [
+                v4.to_ipv6_mapped(),
+                Ipv6Addr::new(0, 0, 0, 0, 0, 0, x, y),
+                Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, x, y),
+                Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, x, y),
+                Ipv6Addr::new(0x2002, x, y, 0, 0, 0, 0, 1),
+            ] {
+                if form.is_unspecified() || form.is_loopback() {
+                    continue; // `::` and `::1` are themselves, not embeddings
+                }
+                assert_eq!(
+                    internal,
+                    is_internal(IpAddr::V6(form)),
+                    "{v4} and {form} are classified differently"
+                );
+            }
         }
         if let Some(b) = data.first_chunk::<16>() {
-            black_box(is_internal(IpAddr::V6(Ipv6Addr::from(*b))));
+            let v6 = Ipv6Addr::from(*b);
+            let internal = is_internal(IpAddr::V6(v6));
+            if let Some(v4) = embedded_ipv4(v6) {
+                assert_eq!(
+                    internal,
+                    is_internal(IpAddr::V4(v4)),
+                    "{v6} embeds {v4} but is classified differently"
+                );
+            }
+            black_box(internal);
         }
         let Ok(text) = std::str::from_utf8(data) else {
             return;
@@ -43,14 +70,15 @@ fn main() {
         let Ok(url) = reqwest::Url::parse(text) else {
             return;
         };
-        let at_connect = literal_refused(&url, false);
+        let guard = Guard::default();
+        let at_connect = literal_refused(&url, &guard);
         assert!(
-            literal_refused(&url, true).is_none(),
+            literal_refused(&url, &Guard::allow_all()).is_none(),
             "allow_private must allow {url}"
         );
         let ip_literal = matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)));
         if ip_literal && matches!(url.scheme(), "http" | "https") {
-            let at_creation = poll_once(check_endpoint(text, false));
+            let at_creation = poll_once(check_endpoint(text, &guard));
             let refused_at_creation = match at_creation {
                 Some(Err(EgressError::Internal { .. })) => true,
                 Some(Ok(())) => false,
