@@ -36,6 +36,7 @@ pub struct Herald {
     pub root: String,
     data_dir: PathBuf,
     env: Vec<(String, String)>,
+    config: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -47,8 +48,19 @@ impl Herald {
 
     /// Starts herald with extra environment variables on a fresh data directory.
     pub fn start_with(env: &[(&str, &str)]) -> Herald {
+        Self::start_with_config("", env)
+    }
+
+    /// Starts herald with a configuration file holding `toml` (when not empty) and extra
+    /// environment variables, on a fresh data directory.
+    pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> Herald {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
+        let config = (!toml.is_empty()).then(|| {
+            let path = tmp.path().join("herald.toml");
+            std::fs::write(&path, toml).expect("write config");
+            path
+        });
         let mut h = Herald {
             child: None,
             root: String::new(),
@@ -57,6 +69,7 @@ impl Herald {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            config,
             _tmp: Some(tmp),
         };
         h.spawn();
@@ -75,8 +88,11 @@ impl Herald {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(herald_bin());
-        cmd.arg("serve")
-            .env("HERALD_LISTEN", "127.0.0.1:0")
+        cmd.arg("serve");
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.env("HERALD_LISTEN", "127.0.0.1:0")
             .env("HERALD_DATA_DIR", &self.data_dir)
             .env(
                 "HERALD_LOG",

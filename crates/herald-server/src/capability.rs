@@ -146,6 +146,26 @@ fn subscription_capabilities(tenant: &Tenant, r: &mut Value) {
     }
 }
 
+/// `rest.security`: how to authenticate (SMART Backend Services), or that nothing is asked.
+fn security(state: &AppState, headers: &HeaderMap) -> Value {
+    if !state.auth.enabled() {
+        return json!({
+            "cors": false,
+            "description": "No authentication is configured: this endpoint serves a loopback address (or was started with auth.insecure_no_auth) and every caller is an administrator."
+        });
+    }
+    let root = crate::auth::gate::root_url(state, headers);
+    json!({
+        "cors": false,
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": format!("{root}/auth/token")}]
+        }],
+        "description": format!("SMART Backend Services: POST a client_credentials request with a private_key_jwt assertion (RS384 or ES384, aud {root}/auth/token) to the token endpoint, then send 'Authorization: Bearer <access_token>'. Registered API keys are sent the same way. Discovery: {root}/.well-known/smart-configuration.")
+    })
+}
+
 /// `GET [base]/metadata`.
 pub async fn metadata(
     State(state): State<Arc<AppState>>,
@@ -154,8 +174,7 @@ pub async fn metadata(
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &tname)?;
     let base = base_url(&state, &headers, &tenant);
-    Ok(fhir_json(
-        StatusCode::OK,
-        &capability_statement(&tenant, &base),
-    ))
+    let mut cs = capability_statement(&tenant, &base);
+    cs["rest"][0]["security"] = security(&state, &headers);
+    Ok(fhir_json(StatusCode::OK, &cs))
 }

@@ -78,6 +78,8 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     /// Applies resource writes in batches (see [`committer`]).
     pub committer: Committer,
+    /// Who may call (see [`auth`]).
+    pub auth: auth::Auth,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
         config: ServerConfig,
         delivery: DeliveryConfig,
         dispatcher: Dispatcher,
+        auth: auth::Auth,
     ) -> Result<Arc<AppState>, StoreError> {
         let mut tenants = HashMap::new();
         let mut refused = Vec::new();
@@ -114,6 +117,7 @@ impl AppState {
         let committer = Committer::start(Arc::clone(&store))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the committer: {e}")))?;
         let state = Arc::new(AppState {
+            auth,
             committer,
             store,
             tenants,
@@ -133,6 +137,10 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
+        .route(
+            "/.well-known/smart-configuration",
+            get(auth::gate::smart_configuration),
+        )
         .route("/{rtype}", get(search::search_get).post(rest::create))
         .route("/{rtype}/_search", post(search::search_post))
         .route("/{rtype}/_history", get(rest::type_history))
@@ -153,6 +161,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(middleware::healthz))
         .route("/readyz", get(middleware::readyz))
         .route("/ws", get(ws::upgrade))
+        .route(
+            "/.well-known/smart-configuration",
+            get(auth::gate::smart_configuration),
+        )
+        .route("/auth/token", post(auth::gate::token))
         .route("/admin/deliveries", get(admin::deliveries))
         .route("/admin/subscriptions", get(admin::subscriptions))
         .route(
@@ -164,6 +177,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(middleware::method_not_allowed)
         // Bodies are limited by our own reader so that the 413 is an OperationOutcome.
         .layer(DefaultBodyLimit::disable())
+        // Who is calling, and whether their scopes allow the interaction (inside the limits:
+        // an oversized request is refused before anyone's credentials are looked at).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::gate::gate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::request_limits,

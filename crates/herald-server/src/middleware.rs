@@ -74,7 +74,12 @@ const BARE_ERROR_BODY_MAX: usize = 8 * 1024;
 /// Rewrites error responses that are not FHIR (an axum extractor's plain-text rejection, say)
 /// as an OperationOutcome through [`ApiError`], keeping their status, headers and text.
 pub async fn outcome_for_bare_errors(req: Request, next: Next) -> Response {
+    // The OAuth token endpoint answers errors as OAuth does (RFC 6749 §5.2), for OAuth clients.
+    let oauth = req.uri().path() == "/auth/token";
     let resp = next.run(req).await;
+    if oauth {
+        return resp;
+    }
     let status = resp.status();
     let is_fhir = resp
         .headers()

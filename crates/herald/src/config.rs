@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use herald_delivery::DeliveryConfig;
 use herald_server::ServerConfig;
+use herald_server::auth::AuthConfig;
 use herald_store::Durability;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Authentication: registered clients and API keys.
+    pub auth: AuthConfig,
 }
 
 /// Storage settings.
@@ -80,6 +83,7 @@ const SHORT_ENV: &[(&str, &str)] = &[
         "HERALD_ALLOW_PRIVATE_ENDPOINTS",
         "delivery.allow_private_endpoints",
     ),
+    ("HERALD_INSECURE_NO_AUTH", "auth.insecure_no_auth"),
     // Comma-separated: `10.20.0.0/16,receiver.internal:8443`.
     (
         "HERALD_PRIVATE_ENDPOINT_ALLOWLIST",
@@ -109,8 +113,13 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     }
     // Any option as HERALD__SECTION__KEY, e.g. HERALD__SERVER__MAX_PAGE_SIZE=200.
     fig = fig.merge(Env::prefixed("HERALD__").split("__"));
-    fig.extract()
-        .context("invalid configuration (defaults, config file, HERALD_* environment)")
+    let cfg: Config = fig
+        .extract()
+        .context("invalid configuration (defaults, config file, HERALD_* environment)")?;
+    cfg.auth
+        .check_listen(cfg.server.listen)
+        .map_err(anyhow::Error::msg)?;
+    Ok(cfg)
 }
 
 #[cfg(test)]

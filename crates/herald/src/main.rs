@@ -115,11 +115,13 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         status_tx,
     )
     .context("starting delivery")?;
+    let auth = herald_server::auth::Auth::new(&cfg.auth).map_err(anyhow::Error::msg)?;
     let state = herald_server::AppState::new(
         store.clone(),
         cfg.server.clone(),
         cfg.delivery.clone(),
         dispatcher,
+        auth,
     )
     .await
     .context("loading topics and subscriptions")?;

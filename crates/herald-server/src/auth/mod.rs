@@ -8,6 +8,7 @@
 //! caught by remembering each `jti` until its `exp` (at most five minutes).
 
 pub mod config;
+pub mod gate;
 pub mod scopes;
 
 use std::collections::HashMap;

@@ -1,0 +1,249 @@
+//! The HTTP face of authentication: the middleware every request passes (it authenticates the
+//! caller, checks the SMART scope the interaction needs and that `/admin` is for admins, and
+//! hands the [`Caller`] to the handlers as a request extension), the token endpoint and the
+//! SMART discovery document.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{Caller, Perm};
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Paths anyone may call: health, discovery, the token endpoint, capabilities, and the
+/// websocket endpoint (a socket authenticates with the binding token only its client could get).
+fn is_open(path: &str) -> bool {
+    if matches!(
+        path,
+        "/healthz" | "/readyz" | "/auth/token" | "/.well-known/smart-configuration" | "/ws"
+    ) {
+        return true;
+    }
+    let mut parts = path.trim_start_matches('/').split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("fhir"), Some(_), Some("metadata"), None)
+            | (
+                Some("fhir"),
+                Some(_),
+                Some(".well-known"),
+                Some("smart-configuration")
+            )
+    )
+}
+
+/// The resource type and permission a FHIR request needs, from its method and path.
+pub fn required(method: &Method, path: &str) -> Option<(String, Perm)> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["fhir", _tenant, rest @ ..] = segs.as_slice() else {
+        return None;
+    };
+    let (rtype, rest) = rest.split_first()?;
+    let perm = match (method.as_str(), rest) {
+        (_, [op, ..]) if op.starts_with('$') => Perm::Read,
+        ("GET", []) => Perm::Search,
+        ("POST", []) => Perm::Create,
+        ("POST", ["_search"]) => Perm::Search,
+        (_, ["_history", ..]) => Perm::Read,
+        ("GET", [_id, ..]) => Perm::Read,
+        ("PUT", [_id]) => Perm::Update,
+        ("DELETE", [_id]) => Perm::Delete,
+        (_, [_id, op, ..]) if op.starts_with('$') => Perm::Read,
+        _ => Perm::Read,
+    };
+    Some(((*rtype).to_owned(), perm))
+}
+
+/// The middleware.
+pub async fn gate(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if is_open(&path) {
+        return next.run(req).await;
+    }
+    let caller = match state.auth.authenticate(req.headers()) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if path.starts_with("/admin") && !caller.is_admin() {
+        return forbidden(&caller, "the admin API is for the admin role").into_response();
+    }
+    if let Some((rtype, perm)) = required(req.method(), &path)
+        && !caller.scopes.allows(&rtype, perm)
+    {
+        return forbidden(
+            &caller,
+            &format!(
+                "this needs the scope system/{rtype}.{} (granted: {})",
+                perm.letter(),
+                caller.scopes.render()
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// 403 with the reason.
+pub fn forbidden(caller: &Caller, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("client '{}' may not do this: {why}", caller.client_id),
+    )
+}
+
+/// The root URL clients reach Herald at (configured, else from `Host`).
+pub fn root_url(state: &AppState, headers: &HeaderMap) -> String {
+    match &state.config.public_base_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| state.config.listen.to_string());
+            format!("http://{host}")
+        }
+    }
+}
+
+/// `GET /.well-known/smart-configuration` (also under each FHIR base).
+pub async fn smart_configuration(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
+    let root = root_url(&state, &headers);
+    let body = json!({
+        "token_endpoint": format!("{root}/auth/token"),
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "grant_types_supported": ["client_credentials"],
+        "scopes_supported": ["system/*.cruds", "system/*.read", "system/*.write"],
+        "capabilities": ["client-confidential-asymmetric"],
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST /auth/token`: `client_credentials` with a `private_key_jwt` assertion. Answers as
+/// OAuth 2.0 does (RFC 6749 §5): the token as JSON, or `{"error", "error_description"}` with
+/// 400 (401 for `invalid_client`).
+pub async fn token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let endpoint = format!("{}/auth/token", root_url(&state, &headers));
+    let no_store = [
+        (header::CONTENT_TYPE, "application/json"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    match state.auth.issue(&form, &endpoint) {
+        Ok(t) => (
+            StatusCode::OK,
+            no_store,
+            json!({
+                "access_token": t.access_token,
+                "token_type": "bearer",
+                "expires_in": t.expires_in,
+                "scope": t.scope,
+            })
+            .to_string(),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::info!(error = e.error, reason = %e.description, "token request refused");
+            let status = if e.error == "invalid_client" {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (
+                status,
+                no_store,
+                json!({"error": e.error, "error_description": e.description}).to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_interaction_needs_its_scope_letter() {
+        let r = |m: &str, p: &str| required(&Method::from_bytes(m.as_bytes()).expect("method"), p);
+        assert_eq!(
+            r("GET", "/fhir/r4/Task"),
+            Some(("Task".into(), Perm::Search))
+        );
+        assert_eq!(
+            r("POST", "/fhir/r4/Task"),
+            Some(("Task".into(), Perm::Create))
+        );
+        assert_eq!(
+            r("POST", "/fhir/r4/Task/_search"),
+            Some(("Task".into(), Perm::Search))
+        );
+        assert_eq!(
+            r("GET", "/fhir/r4/Task/1"),
+            Some(("Task".into(), Perm::Read))
+        );
+        assert_eq!(
+            r("PUT", "/fhir/r4/Task/1"),
+            Some(("Task".into(), Perm::Update))
+        );
+        assert_eq!(
+            r("DELETE", "/fhir/r4/Task/1"),
+            Some(("Task".into(), Perm::Delete))
+        );
+        assert_eq!(
+            r("GET", "/fhir/r4/Task/1/_history/2"),
+            Some(("Task".into(), Perm::Read))
+        );
+        assert_eq!(
+            r("POST", "/fhir/r4/Subscription/1/$status"),
+            Some(("Subscription".into(), Perm::Read))
+        );
+        assert_eq!(r("GET", "/admin/deliveries"), None);
+    }
+
+    #[test]
+    fn only_health_discovery_tokens_capabilities_and_sockets_are_open() {
+        for p in [
+            "/healthz",
+            "/readyz",
+            "/auth/token",
+            "/.well-known/smart-configuration",
+            "/fhir/r4/metadata",
+            "/fhir/r5/.well-known/smart-configuration",
+            "/ws",
+        ] {
+            assert!(is_open(p), "{p}");
+        }
+        for p in [
+            "/fhir/r4/Task",
+            "/fhir/r4/metadata/x",
+            "/admin/deliveries",
+            "/",
+        ] {
+            assert!(!is_open(p), "{p}");
+        }
+    }
+}
