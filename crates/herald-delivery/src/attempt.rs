@@ -24,6 +24,13 @@ pub fn kind_of(job: Job) -> NotificationType {
     }
 }
 
+/// Whether a subscription's subscriber may see a resource body now:
+/// `(tenant, subscription id, resource type, id, body)`. Installed by the server, which knows
+/// who created the subscription and what that client may read; notifications carry only what
+/// it says yes to (the send-time check: an owner reassigned since the event gets the event, not
+/// the resource).
+pub type Visibility = Arc<dyn Fn(&str, &str, &str, &str, &serde_json::Value) -> bool + Send + Sync>;
+
 /// Everything an attempt needs, copied out of the dispatcher's state.
 pub struct Attempt {
     /// Where events and resources are read.
@@ -47,6 +54,8 @@ pub struct Attempt {
     pub state: DeliveryState,
     /// The channel's time limit.
     pub timeout: Duration,
+    /// The send-time access check, once installed.
+    pub visibility: Option<Visibility>,
 }
 
 impl Attempt {
@@ -98,7 +107,19 @@ pub fn bundle(a: &Attempt) -> Result<serde_json::Value, herald_store::StoreError
     let events = match a.job {
         Job::Events(first, last) => {
             let stored = a.store.events(tenant, id, Some(first), Some(last))?;
-            materialize(&a.store, tenant, &stored, content)?
+            let mut records = materialize(&a.store, tenant, &stored, content)?;
+            if let Some(visible) = &a.visibility {
+                for e in &mut records {
+                    for r in std::iter::once(&mut e.focus).chain(e.additional_context.iter_mut()) {
+                        if let Some(body) = &r.resource
+                            && !visible(tenant, id, &r.resource_type, &r.id, body)
+                        {
+                            r.resource = None;
+                        }
+                    }
+                }
+            }
+            records
         }
         _ => Vec::new(),
     };

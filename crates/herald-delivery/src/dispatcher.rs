@@ -24,7 +24,7 @@ use herald_store::{AttemptRecord, DeliveryState, Store};
 use herald_subscriptions::{ChannelType, Subscription, SubscriptionStatus};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::attempt::{Attempt, kind_of};
+use crate::attempt::{Attempt, Visibility, kind_of};
 use crate::channel::{Channel, Key, Sent};
 use crate::config::DeliveryConfig;
 use crate::policy::RetryPolicy;
@@ -105,6 +105,7 @@ pub struct Dispatcher {
     tx: mpsc::UnboundedSender<Command>,
     kinds: Arc<HashSet<ChannelType>>,
     websocket: Option<Arc<WsHub>>,
+    visibility: Arc<std::sync::OnceLock<Visibility>>,
 }
 
 impl Dispatcher {
@@ -150,12 +151,14 @@ impl Dispatcher {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let kinds = Arc::new(channels.by_kind.keys().copied().collect());
         let websocket = channels.websocket.clone();
+        let visibility = Arc::new(std::sync::OnceLock::new());
         let router = Router {
             policy: RetryPolicy::new(&config),
             cfg: config,
             store,
             channels: channels.by_kind,
             websocket: channels.websocket,
+            visibility: Arc::clone(&visibility),
             clock,
             base_urls,
             status_tx,
@@ -172,6 +175,7 @@ impl Dispatcher {
                 tx,
                 kinds,
                 websocket,
+                visibility,
             },
             handle,
         )
@@ -181,6 +185,11 @@ impl Dispatcher {
     /// creation: accepting them would queue events nobody will ever receive).
     pub fn delivers(&self, kind: ChannelType) -> bool {
         self.kinds.contains(&kind)
+    }
+
+    /// Installs the send-time access check (once; later calls are ignored).
+    pub fn set_visibility(&self, check: Visibility) {
+        let _ = self.visibility.set(check);
     }
 
     /// The websocket channel, when there is one (tokens are issued and sockets opened there).
@@ -279,6 +288,7 @@ struct Router {
     store: Arc<Store>,
     channels: HashMap<ChannelType, Arc<dyn Channel>>,
     websocket: Option<Arc<WsHub>>,
+    visibility: Arc<std::sync::OnceLock<Visibility>>,
     clock: Arc<dyn Clock>,
     base_urls: HashMap<String, String>,
     status_tx: mpsc::UnboundedSender<StatusChange>,
@@ -482,6 +492,7 @@ impl Router {
             durable: self.durable.get(key).copied().unwrap_or(0),
             state: e.state.clone(),
             timeout: Duration::from_secs(1),
+            visibility: None,
         };
         let bundle = crate::attempt::bundle(&handshake)
             .map_err(|err| format!("cannot build the handshake: {err}"))?;
@@ -623,6 +634,7 @@ impl Router {
                     .map_or(self.cfg.default_timeout_secs, u64::from)
                     .max(1),
             ),
+            visibility: self.visibility.get().cloned(),
         };
         let done_tx = self.done_tx.clone();
         let key = key.clone();

@@ -5,6 +5,7 @@
 //! `listener` for accepting and serving connections).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod capability;
@@ -125,6 +126,16 @@ impl AppState {
             delivery,
             dispatcher,
         });
+        // The send-time check: a notification carries a resource only if the Subscription's
+        // creator may read it now.
+        let weak = Arc::downgrade(&state);
+        state.dispatcher.set_visibility(Arc::new(
+            move |tenant: &str, sub: &str, rtype: &str, id: &str, body: &serde_json::Value| {
+                weak.upgrade().is_some_and(|st| {
+                    access::subscriber_may_read(&st, tenant, sub, rtype, id, body)
+                })
+            },
+        ));
         // Subscriptions that may not be loaded say why, through their status.
         for (tenant, r) in refused {
             status::refuse_stored(&state, &tenant, &r).await;

@@ -16,6 +16,7 @@ use herald_subscriptions::notification::{
 use herald_subscriptions::{Subscription, parse_subscription};
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{fhir_json, read_limited};
 use crate::rest::{base_url, check_type, tenant};
@@ -97,6 +98,7 @@ pub async fn type_operation(
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Body,
 ) -> ApiResult<Response> {
     if !op.starts_with('$') {
@@ -135,6 +137,9 @@ pub async fn type_operation(
                 if !statuses.is_empty() && !statuses.contains(&sub.status.code()) {
                     continue;
                 }
+                if !crate::rest::visible(&state, &tenant, &caller, &stored) {
+                    continue;
+                }
                 subs.push(sub);
             }
             status_response(&state, &tenant, &headers, &subs)
@@ -154,6 +159,15 @@ pub async fn type_operation(
                     "name the subscriptions to bind with one or more 'id' parameters",
                 ));
             }
+            for id in &ids {
+                let stored = state.store.read(&tenant.name, "Subscription", id)?;
+                if !crate::rest::visible(&state, &tenant, &caller, &stored) {
+                    return Err(ApiError::not_found(format!(
+                        "Subscription/{id} is not known (or not visible to client '{}')",
+                        caller.client_id
+                    )));
+                }
+            }
             ws_token(&state, &tenant, &headers, ids)
         }
         _ => Err(unknown_operation(&rtype, &op)),
@@ -167,10 +181,21 @@ pub async fn instance_operation(
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Body,
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
+    // Subscription operations are for the Subscription's creator (and admins).
+    if rtype == "Subscription" {
+        let stored = state.store.read(&tenant.name, &rtype, &id)?;
+        if !crate::rest::visible(&state, &tenant, &caller, &stored) {
+            return Err(ApiError::not_found(format!(
+                "Subscription/{id} is not known (or not visible to client '{}')",
+                caller.client_id
+            )));
+        }
+    }
     match (rtype.as_str(), op.as_str()) {
         ("Subscription", "$status") => {
             let sub = load_subscription(&state, &tenant, &id)?;

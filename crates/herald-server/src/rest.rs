@@ -1,6 +1,7 @@
 //! The FHIR RESTful interactions on resources: create (plain and conditional), read, vread,
 //! update (with update-as-create and `If-Match`), delete, and instance/type history.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -10,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use herald_store::{StoreError, StoredVersion, WriteKind};
 use serde_json::{Value, json};
 
+use crate::access;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     PreferReturn, fhir_json, if_match, prefer_return, read_json_body, version_response,
@@ -94,12 +97,14 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     Path((tname, rtype)): Path<(String, String)>,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Body,
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
-    let body = read_json_body(&headers, body, state.config.max_body_bytes).await?;
+    let mut body = read_json_body(&headers, body, state.config.max_body_bytes).await?;
     check_body(&tenant, &rtype, &body)?;
+    authorize_write(&state, &tenant, &caller, &rtype, None, &mut body)?;
     let prefer = prefer_return(&headers);
     let base = base_url(&state, &headers, &tenant);
     if let Some(cond) = headers.get("if-none-exist") {
@@ -107,13 +112,16 @@ pub async fn create(
             ApiError::bad_request("If-None-Exist must be a visible-ASCII search query")
         })?;
         let query = query.split_once('?').map_or(query, |(_, q)| q);
-        let found = find_matches(&state, &tenant, &rtype, query, true)?;
+        let found: Vec<StoredVersion> = find_matches(&state, &tenant, &rtype, query, true)?
+            .into_iter()
+            .filter(|v| visible(&state, &tenant, &caller, v))
+            .collect();
         match found.len() {
             0 => {}
             1 => {
                 return Ok(version_response(
                     StatusCode::OK,
-                    &found[0],
+                    &shown(&caller, &found[0]),
                     Some(&base),
                     prefer,
                     "a matching resource already exists; nothing created",
@@ -143,7 +151,7 @@ pub async fn create(
     .await?;
     Ok(version_response(
         StatusCode::CREATED,
-        &outcome.stored,
+        &shown(&caller, &outcome.stored),
         Some(&base),
         prefer,
         &format!("created {rtype}/{id}"),
@@ -158,6 +166,7 @@ pub async fn read(
     method: axum::http::Method,
     query: RawQuery,
     headers: HeaderMap,
+    ext: axum::Extension<Caller>,
     body: Body,
 ) -> ApiResult<Response> {
     if id.starts_with('$') {
@@ -167,16 +176,19 @@ pub async fn read(
             method,
             query,
             headers,
+            ext,
             body,
         )
         .await;
     }
+    let caller = ext.0;
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
     let stored = state.store.read(&tenant.name, &rtype, &id)?;
+    check_visible(&state, &tenant, &caller, &stored)?;
     Ok(version_response(
         StatusCode::OK,
-        &stored,
+        &shown(&caller, &stored),
         None,
         PreferReturn::Representation,
         "",
@@ -187,6 +199,7 @@ pub async fn read(
 pub async fn vread(
     State(state): State<Arc<AppState>>,
     Path((tname, rtype, id, vid)): Path<(String, String, String, String)>,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
@@ -204,9 +217,10 @@ pub async fn vread(
         }
         .into());
     }
+    check_visible(&state, &tenant, &caller, &stored)?;
     Ok(version_response(
         StatusCode::OK,
-        &stored,
+        &shown(&caller, &stored),
         None,
         PreferReturn::Representation,
         "",
@@ -219,13 +233,19 @@ pub async fn update(
     State(state): State<Arc<AppState>>,
     Path((tname, rtype, id)): Path<(String, String, String)>,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Body,
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
     check_id(&id)?;
-    let body = read_json_body(&headers, body, state.config.max_body_bytes).await?;
+    let mut body = read_json_body(&headers, body, state.config.max_body_bytes).await?;
     check_body(&tenant, &rtype, &body)?;
+    let old = state
+        .store
+        .current(&tenant.name, &rtype, &id)?
+        .and_then(|s| s.resource);
+    authorize_write(&state, &tenant, &caller, &rtype, old.as_ref(), &mut body)?;
     match body.get("id").and_then(Value::as_str) {
         Some(bid) if bid == id => {}
         Some(bid) => {
@@ -270,7 +290,7 @@ pub async fn update(
     };
     Ok(version_response(
         status,
-        &outcome.stored,
+        &shown(&caller, &outcome.stored),
         created.then_some(base.as_str()),
         prefer,
         &message,
@@ -282,9 +302,17 @@ pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path((tname, rtype, id)): Path<(String, String, String)>,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
+    if let Some(old) = state
+        .store
+        .current(&tenant.name, &rtype, &id)?
+        .and_then(|s| s.resource)
+    {
+        crate::access::check_write(&caller, &rtype, Some(&old), None)?;
+    }
     let result = write(
         &state,
         &tenant,
@@ -316,10 +344,16 @@ pub async fn instance_history(
     Path((tname, rtype, id)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
-    let versions = state.store.history(&tenant.name, &rtype, &id)?;
+    let versions = visible_versions(
+        &state,
+        &tenant,
+        &caller,
+        state.store.history(&tenant.name, &rtype, &id)?,
+    );
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("{rtype}/{id} is not known")));
     }
@@ -338,10 +372,16 @@ pub async fn type_history(
     Path((tname, rtype)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<Caller>,
 ) -> ApiResult<Response> {
     let tenant = tenant(&state, &tname)?;
     check_type(&tenant, &rtype)?;
-    let versions = state.store.type_history(&tenant.name, &rtype)?;
+    let versions = visible_versions(
+        &state,
+        &tenant,
+        &caller,
+        state.store.type_history(&tenant.name, &rtype)?,
+    );
     let base = base_url(&state, &headers, &tenant);
     let page = Page::from_query(&state, query.as_deref().unwrap_or(""))?;
     let self_url = format!("{base}/{rtype}/_history");
@@ -349,6 +389,109 @@ pub async fn type_history(
         StatusCode::OK,
         &history_bundle(&base, &self_url, &versions, &page),
     ))
+}
+
+/// The references reachable through the Tasks and ServiceRequests `caller`'s role reaches.
+pub fn reach(state: &AppState, tenant: &Tenant, caller: &Caller) -> HashSet<String> {
+    let mut bodies = Vec::new();
+    for rt in ["Task", "ServiceRequest"] {
+        for item in state.store.live_of_type(&tenant.name, rt) {
+            if let Ok(Some(b)) = item.map(|s| s.resource) {
+                bodies.push((rt, b));
+            }
+        }
+    }
+    access::reach_of(caller, bodies.iter().map(|(r, b)| (*r, b)))
+}
+
+/// Whether `caller` may see a stored version (deleted versions: whoever could see what they
+/// replaced; here, anyone who may read the type).
+pub fn visible(state: &AppState, tenant: &Tenant, caller: &Caller, v: &StoredVersion) -> bool {
+    let Some(body) = &v.resource else {
+        return true;
+    };
+    let mut lazy = || reach(state, tenant, caller);
+    access::may_read(caller, &v.resource_type, &v.id, body, &mut lazy)
+}
+
+/// The versions `caller` may see (the reach is computed at most once).
+pub fn visible_versions(
+    state: &AppState,
+    tenant: &Tenant,
+    caller: &Caller,
+    versions: Vec<StoredVersion>,
+) -> Vec<StoredVersion> {
+    if caller.is_admin() {
+        return versions;
+    }
+    let mut cache: Option<HashSet<String>> = None;
+    versions
+        .into_iter()
+        .filter(|v| match &v.resource {
+            None => true,
+            Some(body) => {
+                let mut lazy = || {
+                    cache
+                        .get_or_insert_with(|| reach(state, tenant, caller))
+                        .clone()
+                };
+                access::may_read(caller, &v.resource_type, &v.id, body, &mut lazy)
+            }
+        })
+        .map(|v| shown(caller, &v))
+        .collect()
+}
+
+/// 404 for what `caller` may not see: its existence is not revealed either.
+fn check_visible(
+    state: &AppState,
+    tenant: &Tenant,
+    caller: &Caller,
+    v: &StoredVersion,
+) -> ApiResult<()> {
+    if visible(state, tenant, caller, v) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "{}/{} is not known (or not visible to client '{}')",
+            v.resource_type, v.id, caller.client_id
+        )))
+    }
+}
+
+/// A stored version as `caller` may see it (channel header values redacted for non-admins).
+pub fn shown(caller: &Caller, v: &StoredVersion) -> StoredVersion {
+    let mut v = v.clone();
+    if let Some(body) = v.resource.as_mut() {
+        access::redact(caller, &v.resource_type, body);
+    }
+    v
+}
+
+/// The write rules before a create or update: who may write it, a Subscription's scope,
+/// redacted headers sent back, the creator tag.
+fn authorize_write(
+    state: &AppState,
+    tenant: &Tenant,
+    caller: &Caller,
+    rtype: &str,
+    old: Option<&Value>,
+    body: &mut Value,
+) -> ApiResult<()> {
+    access::check_write(caller, rtype, old, Some(body))?;
+    if rtype == "Subscription" {
+        if let Some(o) = old {
+            access::restore_redacted(o, body);
+        }
+        if !caller.is_admin() {
+            let sub = herald_subscriptions::parse_subscription(tenant.version, body)?;
+            access::check_subscription_scope(caller, &sub)?;
+        }
+    }
+    if state.auth.enabled() {
+        access::stamp_creator(caller, old, body);
+    }
+    Ok(())
 }
 
 /// A `history` Bundle page: every entry has `request` and `response`; deletions have no resource.

@@ -159,12 +159,19 @@ async fn search(
     rtype: &str,
     query: &str,
     headers: &HeaderMap,
+    caller: &crate::auth::Caller,
 ) -> ApiResult<Response> {
     let tenant = tenant(state, tname)?;
     check_type(&tenant, rtype)?;
     let q = parse_search(&tenant, rtype, query, prefer_strict(headers))?;
     let page = Page::from_query(state, query)?;
-    let found = run(state, &tenant, rtype, &q.criteria)?;
+    // Only what the caller may read is found at all (so `total` and paging are its own).
+    let found = crate::rest::visible_versions(
+        state,
+        &tenant,
+        caller,
+        run(state, &tenant, rtype, &q.criteria)?,
+    );
     let base = base_url(state, headers, &tenant);
     let mut entries: Vec<Value> = page
         .slice(&found)
@@ -208,6 +215,7 @@ pub async fn search_get(
     Path((tname, rtype)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
 ) -> ApiResult<Response> {
     search(
         &state,
@@ -215,6 +223,7 @@ pub async fn search_get(
         &rtype,
         query.as_deref().unwrap_or(""),
         &headers,
+        &caller,
     )
     .await
 }
@@ -226,6 +235,7 @@ pub async fn search_post(
     Path((tname, rtype)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     body: Body,
 ) -> ApiResult<Response> {
     let ct = headers
@@ -249,5 +259,5 @@ pub async fn search_post(
         }
         all.push_str(form);
     }
-    search(&state, &tname, &rtype, &all, &headers).await
+    search(&state, &tname, &rtype, &all, &headers, &caller).await
 }

@@ -197,6 +197,28 @@ impl Auth {
         })
     }
 
+    /// The caller a registered, unrevoked client or API key is, with its registered scopes (for
+    /// decisions made without a request: what a Subscription's creator may receive).
+    pub fn caller_for(&self, client_id: &str) -> Option<Caller> {
+        if let Some(c) = self.clients.get(client_id).filter(|c| !c.cfg.revoked) {
+            return Some(Caller {
+                client_id: c.cfg.client_id.clone(),
+                identity: c.cfg.identity.clone(),
+                roles: c.cfg.roles.clone(),
+                scopes: c.scopes.clone(),
+            });
+        }
+        self.keys
+            .values()
+            .find(|k| k.cfg.client_id == client_id && !k.cfg.revoked)
+            .map(|k| Caller {
+                client_id: k.cfg.client_id.clone(),
+                identity: k.cfg.identity.clone(),
+                roles: k.cfg.roles.clone(),
+                scopes: k.scopes.clone(),
+            })
+    }
+
     /// Whether credentials are required.
     pub fn enabled(&self) -> bool {
         self.enabled
