@@ -445,3 +445,60 @@ fn without_authentication_herald_refuses_a_non_loopback_address_unless_told_it_i
     ]);
     assert!(!h.root.is_empty());
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_and_over_its_subscriptions_422() {
+    let config = format!(
+        "[auth]\nrequests_per_minute = 5\nmax_subscriptions_per_client = 2\n\n[[auth.api_keys]]\nclient_id = \"lab-script\"\nkey_sha256 = \"{}\"\nidentity = \"Organization/lab-1\"\nroles = [\"fulfiller\"]\nscopes = \"system/*.cruds\"\n",
+        sha256_hex(LAB_KEY)
+    );
+    let h = Herald::start_with_config(&config, &[("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true")]);
+    let c = client();
+    let base = h.fhir("r4");
+    let sub = herald_tests::r4_subscription(
+        "cow-task-changed",
+        &["Task?owner=Organization/lab-1"],
+        "http://127.0.0.1:9/hook",
+        "id-only",
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = c
+            .post(format!("{base}/Subscription"))
+            .bearer_auth(LAB_KEY)
+            .header("content-type", "application/fhir+json")
+            .body(sub.to_string())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::UNPROCESSABLE_ENTITY
+        ]
+    );
+    // two requests left in the bucket, then 429 with Retry-After and an OperationOutcome
+    for _ in 0..2 {
+        let r = c
+            .get(format!("{base}/Task"))
+            .bearer_auth(LAB_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = c
+        .get(format!("{base}/Task"))
+        .bearer_auth(LAB_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let oo: Value = r.json().await.unwrap();
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+}

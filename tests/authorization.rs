@@ -372,3 +372,91 @@ async fn no_read_search_or_notification_leaks_across_clients() {
     .await;
     assert_eq!(all["total"].as_u64().unwrap() as usize, tasks.len());
 }
+
+#[tokio::test]
+async fn planted_secrets_never_appear_in_logs_admin_output_or_responses() {
+    let rx = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("herald.log");
+    let h = Herald::start_with_config(
+        &config(),
+        &[
+            ("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true"),
+            ("HERALD_LOG", "debug"),
+            ("HERALD_TEST_STDERR", log.to_str().unwrap()),
+        ],
+    );
+    let c = client();
+    let base = h.fhir("r4");
+    let planted = ["planted-header-secret-1", "planted-param-secret-2"];
+    let mut s = r4_subscription(
+        "cow-task-changed",
+        &["Task?owner=Organization/lab-1"],
+        &rx.url("/lab"),
+        "id-only",
+    );
+    s["channel"]["header"] = json!([
+        format!("Authorization: Bearer {}", planted[0]),
+        format!("X-Api-Token: {}", planted[1])
+    ]);
+    let (st, created) = call(
+        &c,
+        "lab-1",
+        Method::POST,
+        &format!("{base}/Subscription"),
+        Some(&s),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let t = json!({"resourceType": "Task", "status": "requested", "intent": "order",
+                   "requester": {"reference": org("placer-1")}, "owner": {"reference": org("lab-1")}});
+    let (st, _) = call(
+        &c,
+        "placer-1",
+        Method::POST,
+        &format!("{base}/Task"),
+        Some(&t),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    // the receiver gets the secrets (that is their purpose) ...
+    rx.wait_until("/lab", "an event", Duration::from_secs(20), |l| {
+        l.iter()
+            .any(|r| r.kind() == Some(NotificationType::EventNotification))
+    })
+    .await;
+    // ... and nothing else shows them: responses to the owner, admin output, the log
+    let mut seen = Vec::new();
+    for (who, url) in [
+        ("lab-1", format!("{base}/Subscription/{id}")),
+        ("lab-1", format!("{base}/Subscription/{id}/_history")),
+        ("lab-1", format!("{base}/Subscription?_count=100")),
+        ("ops", format!("{}/admin/deliveries", h.root)),
+        ("ops", format!("{}/admin/subscriptions", h.root)),
+    ] {
+        let (st, v) = call(&c, who, Method::GET, &url, None).await;
+        assert_eq!(st, StatusCode::OK, "{url}");
+        seen.push((url, v.to_string()));
+    }
+    // a bad API key attempt is logged without the key
+    let r = c
+        .get(format!("{base}/Task"))
+        .bearer_auth("planted-wrong-key-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    drop(h);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("request finished"), "the log was collected");
+    seen.push(("log".into(), text));
+    for (where_, text) in &seen {
+        for secret in planted
+            .iter()
+            .chain(["planted-wrong-key-3", &key("lab-1"), &key("ops")].iter())
+        {
+            assert!(!text.contains(secret), "{secret} appears in {where_}");
+        }
+    }
+}

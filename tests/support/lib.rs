@@ -101,6 +101,17 @@ impl Herald {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in &self.env {
+            // Not Herald's: the kit's own knob to collect the log in a file (appended, so a
+            // restart keeps what came before).
+            if k == "HERALD_TEST_STDERR" {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(v)
+                    .expect("log file");
+                cmd.stderr(f);
+                continue;
+            }
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn herald");

@@ -486,6 +486,28 @@ fn authorize_write(
         if !caller.is_admin() {
             let sub = herald_subscriptions::parse_subscription(tenant.version, body)?;
             access::check_subscription_scope(caller, &sub)?;
+            if old.is_none() {
+                let limit = state.auth.max_subscriptions_per_client;
+                let owned = state
+                    .store
+                    .live_of_type(&tenant.name, "Subscription")
+                    .filter_map(Result::ok)
+                    .filter(|s| {
+                        s.resource.as_ref().and_then(access::creator)
+                            == Some(caller.client_id.as_str())
+                    })
+                    .count();
+                if owned >= limit {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "too-costly",
+                        format!(
+                            "client '{}' already owns {owned} Subscriptions (auth.max_subscriptions_per_client = {limit})",
+                            caller.client_id
+                        ),
+                    ));
+                }
+            }
         }
     }
     if state.auth.enabled() {

@@ -31,6 +31,11 @@ pub struct AuthConfig {
     /// Serve without authentication on a non-loopback address (everyone is admin). Off by
     /// default: with no client or key configured Herald refuses to listen beyond loopback.
     pub insecure_no_auth: bool,
+    /// Requests per minute one client may make (a token bucket of that size refilled over a
+    /// minute); beyond it 429 with `Retry-After`. 0: no limit.
+    pub requests_per_minute: u32,
+    /// Live Subscriptions one client (other than an admin) may own; beyond it 422.
+    pub max_subscriptions_per_client: usize,
 }
 
 impl Default for AuthConfig {
@@ -40,6 +45,8 @@ impl Default for AuthConfig {
             api_keys: Vec::new(),
             access_token_ttl_secs: 300,
             insecure_no_auth: false,
+            requests_per_minute: 6000,
+            max_subscriptions_per_client: 100,
         }
     }
 }

@@ -70,6 +70,21 @@ pub async fn gate(State(state): State<Arc<AppState>>, mut req: Request, next: Ne
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    if let Err(wait) = state.auth.throttle(&caller.client_id) {
+        let mut resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            format!(
+                "client '{}' is over its request rate (auth.requests_per_minute); retry in {wait} s",
+                caller.client_id
+            ),
+        )
+        .into_response();
+        if let Ok(v) = wait.to_string().parse() {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     if path.starts_with("/admin") && !caller.is_admin() {
         return forbidden(&caller, "the admin API is for the admin role").into_response();
     }

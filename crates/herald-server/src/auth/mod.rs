@@ -85,6 +85,11 @@ pub struct Auth {
     keys: HashMap<String, Key>,
     tokens: Mutex<HashMap<String, Issued>>,
     seen_jti: Mutex<HashMap<String, u64>>,
+    per_minute: u32,
+    /// Each client's token bucket: (tokens left, when last refilled).
+    buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
+    /// Live Subscriptions a non-admin client may own.
+    pub max_subscriptions_per_client: usize,
 }
 
 /// Why a token request was refused (RFC 6749 §5.2: `error` and `error_description`).
@@ -194,7 +199,35 @@ impl Auth {
             keys,
             tokens: Mutex::new(HashMap::new()),
             seen_jti: Mutex::new(HashMap::new()),
+            per_minute: cfg.requests_per_minute,
+            buckets: Mutex::new(HashMap::new()),
+            max_subscriptions_per_client: cfg.max_subscriptions_per_client,
         })
+    }
+
+    /// Takes one request from `client`'s bucket; `Err(seconds)` to wait when it is empty.
+    pub fn throttle(&self, client: &str) -> Result<(), u64> {
+        if !self.enabled || self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.per_minute);
+        let rate = capacity / 60.0;
+        let now = std::time::Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let (tokens, last) = buckets.entry(client.to_owned()).or_insert((capacity, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(capacity);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            // Truncation is fine: the wait is at most a minute and rounded up by the +1.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let wait = ((1.0 - *tokens) / rate).ceil() as u64;
+            Err(wait.max(1))
+        }
     }
 
     /// The caller a registered, unrevoked client or API key is, with its registered scopes (for
