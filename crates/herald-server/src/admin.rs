@@ -134,7 +134,7 @@ pub async fn redrive(
     State(state): State<Arc<AppState>>,
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let t = crate::rest::tenant(&state, &tenant)?;
+    let t = crate::context::tenant(&state, &tenant)?;
     state.store.read(&t.name, "Subscription", &id)?;
     state.dispatcher.redrive(&t.name, &id);
     Ok((

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use herald_fhir::FhirVersion;
 use herald_fhir::search::{ParamType, Registry};
 use serde_json::{Value, json};
 
+use crate::context::Ctx;
 use crate::error::ApiResult;
 use crate::http::fhir_json;
-use crate::rest::{base_url, tenant};
 use crate::{AppState, Tenant};
 
 fn param_type(kind: &ParamType) -> Option<&'static str> {
@@ -169,11 +169,14 @@ fn security(state: &AppState, headers: &HeaderMap) -> Value {
 /// `GET [base]/metadata`.
 pub async fn metadata(
     State(state): State<Arc<AppState>>,
-    Path(tname): Path<String>,
+    ctx: Ctx,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &tname)?;
-    let base = base_url(&state, &headers, &tenant);
+    let Ctx {
+        tenant,
+        base,
+        caller: _,
+    } = ctx.clone();
     let mut cs = capability_statement(&tenant, &base);
     cs["rest"][0]["security"] = security(&state, &headers);
     Ok(fhir_json(StatusCode::OK, &cs))

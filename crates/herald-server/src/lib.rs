@@ -11,6 +11,7 @@ pub mod auth;
 pub mod capability;
 pub mod committer;
 pub mod config;
+pub mod context;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -16,10 +16,9 @@ use herald_subscriptions::notification::{
 use herald_subscriptions::{Subscription, parse_subscription};
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::context::{Ctx, base_url, check_type};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{fhir_json, read_limited};
-use crate::rest::{base_url, check_type, tenant};
 use crate::{AppState, Tenant};
 
 /// Operation parameters as (name, value) strings.
@@ -94,11 +93,11 @@ fn unknown_operation(rtype: &str, op: &str) -> ApiError {
 /// `GET|POST [base]/[type]/$op` (type level).
 pub async fn type_operation(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype, op)): Path<(String, String, String)>,
+    Path((_tenant, rtype, op)): Path<(String, String, String)>,
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<Caller>,
+    ctx: Ctx,
     body: Body,
 ) -> ApiResult<Response> {
     if !op.starts_with('$') {
@@ -108,7 +107,11 @@ pub async fn type_operation(
             format!("POST is not allowed on {rtype}/{op}; use PUT to update"),
         ));
     }
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base: _,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     match (rtype.as_str(), op.as_str()) {
         ("Subscription", "$status") => {
@@ -177,14 +180,18 @@ pub async fn type_operation(
 /// `GET|POST [base]/[type]/[id]/$op` (instance level).
 pub async fn instance_operation(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype, id, op)): Path<(String, String, String, String)>,
+    Path((_tenant, rtype, id, op)): Path<(String, String, String, String)>,
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<Caller>,
+    ctx: Ctx,
     body: Body,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base: _,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     // Subscription operations are for the Subscription's creator (and admins).
     if rtype == "Subscription" {

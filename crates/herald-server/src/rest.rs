@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::access;
 use crate::auth::Caller;
+use crate::context::{Ctx, check_type};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     PreferReturn, fhir_json, if_match, prefer_return, read_json_body, version_response,
@@ -20,36 +21,6 @@ use crate::http::{
 use crate::search::{Page, find_matches};
 use crate::write::{WriteCommand, check_business_rules, write};
 use crate::{AppState, Tenant};
-
-/// Looks up a tenant (404 when unknown).
-pub fn tenant(state: &AppState, name: &str) -> ApiResult<Arc<Tenant>> {
-    state.tenants.get(name).cloned().ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no FHIR endpoint named '{name}' (configured: {})",
-            {
-                let mut names: Vec<&str> = state.tenants.keys().map(String::as_str).collect();
-                names.sort_unstable();
-                names.join(", ")
-            }
-        ))
-    })
-}
-
-/// Refuses a resource type the tenant's FHIR version does not define (404: no such endpoint).
-pub fn check_type(tenant: &Tenant, rtype: &str) -> ApiResult<()> {
-    if herald_fhir::is_resource_type(tenant.version, rtype) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            format!(
-                "'{rtype}' is not a resource type of FHIR {}",
-                tenant.version.fhir_version()
-            ),
-        ))
-    }
-}
 
 fn check_id(id: &str) -> ApiResult<()> {
     if herald_fhir::is_valid_id(id) {
@@ -59,22 +30,6 @@ fn check_id(id: &str) -> ApiResult<()> {
             "'{id}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - ., and not '.' or '..')"
         )))
     }
-}
-
-/// The base URL of a tenant as the client sees it.
-pub fn base_url(state: &AppState, headers: &HeaderMap, tenant: &Tenant) -> String {
-    let root = match &state.config.public_base_url {
-        Some(u) => u.trim_end_matches('/').to_owned(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-                .unwrap_or_else(|| state.config.listen.to_string());
-            format!("http://{host}")
-        }
-    };
-    format!("{root}/fhir/{}", tenant.name)
 }
 
 /// Validates a body for `rtype`: structure (400), type agreement (400), business rules (422).
@@ -95,18 +50,21 @@ fn check_body(tenant: &Tenant, rtype: &str, body: &Value) -> ApiResult<()> {
 /// `POST [base]/[type]`: create with a server-assigned id; `If-None-Exist` makes it conditional.
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype)): Path<(String, String)>,
+    Path((_tenant, rtype)): Path<(String, String)>,
     headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<Caller>,
+    ctx: Ctx,
     body: Body,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     let mut body = read_json_body(&headers, body, state.config.max_body_bytes).await?;
     check_body(&tenant, &rtype, &body)?;
     authorize_write(&state, &tenant, &caller, &rtype, None, &mut body)?;
     let prefer = prefer_return(&headers);
-    let base = base_url(&state, &headers, &tenant);
     if let Some(cond) = headers.get("if-none-exist") {
         let query = cond.to_str().map_err(|_| {
             ApiError::bad_request("If-None-Exist must be a visible-ASCII search query")
@@ -162,27 +120,30 @@ pub async fn create(
 /// (`GET [base]/[type]/$op` is a type-level operation and is handed to `operations`.)
 pub async fn read(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype, id)): Path<(String, String, String)>,
+    Path((_tenant, rtype, id)): Path<(String, String, String)>,
     method: axum::http::Method,
     query: RawQuery,
     headers: HeaderMap,
-    ext: axum::Extension<Caller>,
+    ctx: Ctx,
     body: Body,
 ) -> ApiResult<Response> {
     if id.starts_with('$') {
         return crate::operations::type_operation(
             State(state),
-            Path((tname, rtype, id)),
+            Path((_tenant, rtype, id)),
             method,
             query,
             headers,
-            ext,
+            ctx,
             body,
         )
         .await;
     }
-    let caller = ext.0;
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base: _,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     let stored = state.store.read(&tenant.name, &rtype, &id)?;
     check_visible(&state, &tenant, &caller, &stored)?;
@@ -198,10 +159,14 @@ pub async fn read(
 /// `GET [base]/[type]/[id]/_history/[vid]`.
 pub async fn vread(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype, id, vid)): Path<(String, String, String, String)>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    Path((_tenant, rtype, id, vid)): Path<(String, String, String, String)>,
+    ctx: Ctx,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base: _,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     let version: u64 = vid
         .parse()
@@ -231,12 +196,16 @@ pub async fn vread(
 /// optimistic locking.
 pub async fn update(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype, id)): Path<(String, String, String)>,
+    Path((_tenant, rtype, id)): Path<(String, String, String)>,
     headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<Caller>,
+    ctx: Ctx,
     body: Body,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     check_id(&id)?;
     let mut body = read_json_body(&headers, body, state.config.max_body_bytes).await?;
@@ -260,7 +229,6 @@ pub async fn update(
         }
     }
     let prefer = prefer_return(&headers);
-    let base = base_url(&state, &headers, &tenant);
     let outcome = write(
         &state,
         &tenant,
@@ -300,11 +268,15 @@ pub async fn update(
 /// `DELETE [base]/[type]/[id]`: 204 (also when already deleted or absent: delete is idempotent).
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype, id)): Path<(String, String, String)>,
+    Path((_tenant, rtype, id)): Path<(String, String, String)>,
     headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<Caller>,
+    ctx: Ctx,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base: _,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     if let Some(old) = state
         .store
@@ -341,12 +313,16 @@ pub async fn delete(
 /// `GET [base]/[type]/[id]/_history`.
 pub async fn instance_history(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype, id)): Path<(String, String, String)>,
+    Path((_tenant, rtype, id)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<Caller>,
+    _headers: HeaderMap,
+    ctx: Ctx,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     let versions = visible_versions(
         &state,
@@ -357,7 +333,6 @@ pub async fn instance_history(
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("{rtype}/{id} is not known")));
     }
-    let base = base_url(&state, &headers, &tenant);
     let page = Page::from_query(&state, query.as_deref().unwrap_or(""))?;
     let self_url = format!("{base}/{rtype}/{id}/_history");
     Ok(fhir_json(
@@ -369,12 +344,16 @@ pub async fn instance_history(
 /// `GET [base]/[type]/_history`.
 pub async fn type_history(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype)): Path<(String, String)>,
+    Path((_tenant, rtype)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<Caller>,
+    _headers: HeaderMap,
+    ctx: Ctx,
 ) -> ApiResult<Response> {
-    let tenant = tenant(&state, &tname)?;
+    let Ctx {
+        tenant,
+        base,
+        caller,
+    } = ctx.clone();
     check_type(&tenant, &rtype)?;
     let versions = visible_versions(
         &state,
@@ -382,7 +361,6 @@ pub async fn type_history(
         &caller,
         state.store.type_history(&tenant.name, &rtype)?,
     );
-    let base = base_url(&state, &headers, &tenant);
     let page = Page::from_query(&state, query.as_deref().unwrap_or(""))?;
     let self_url = format!("{base}/{rtype}/_history");
     Ok(fhir_json(

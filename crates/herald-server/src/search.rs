@@ -18,9 +18,9 @@ use herald_fhir::search::{Criterion, is_result_parameter, matches, parse_criteri
 use herald_store::StoredVersion;
 use serde_json::{Value, json};
 
+use crate::context::{Ctx, check_type};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{fhir_json, prefer_strict, read_limited};
-use crate::rest::{base_url, check_type, tenant};
 use crate::{AppState, Tenant};
 
 /// A page request: `_count` and `_offset`.
@@ -155,24 +155,27 @@ fn run(
 
 async fn search(
     state: &AppState,
-    tname: &str,
+    ctx: &Ctx,
     rtype: &str,
     query: &str,
     headers: &HeaderMap,
-    caller: &crate::auth::Caller,
 ) -> ApiResult<Response> {
-    let tenant = tenant(state, tname)?;
-    check_type(&tenant, rtype)?;
-    let q = parse_search(&tenant, rtype, query, prefer_strict(headers))?;
+    let Ctx {
+        tenant,
+        base,
+        caller,
+    } = ctx;
+    let tenant: &Tenant = tenant;
+    check_type(tenant, rtype)?;
+    let q = parse_search(tenant, rtype, query, prefer_strict(headers))?;
     let page = Page::from_query(state, query)?;
     // Only what the caller may read is found at all (so `total` and paging are its own).
     let found = crate::rest::visible_versions(
         state,
-        &tenant,
+        tenant,
         caller,
-        run(state, &tenant, rtype, &q.criteria)?,
+        run(state, tenant, rtype, &q.criteria)?,
     );
-    let base = base_url(state, headers, &tenant);
     let mut entries: Vec<Value> = page
         .slice(&found)
         .iter()
@@ -212,18 +215,17 @@ async fn search(
 /// `GET [base]/[type]?params`.
 pub async fn search_get(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype)): Path<(String, String)>,
+    Path((_tenant, rtype)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    ctx: Ctx,
 ) -> ApiResult<Response> {
     search(
         &state,
-        &tname,
+        &ctx,
         &rtype,
         query.as_deref().unwrap_or(""),
         &headers,
-        &caller,
     )
     .await
 }
@@ -232,10 +234,10 @@ pub async fn search_get(
 /// the URL query are combined with the body's).
 pub async fn search_post(
     State(state): State<Arc<AppState>>,
-    Path((tname, rtype)): Path<(String, String)>,
+    Path((_tenant, rtype)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    ctx: Ctx,
     body: Body,
 ) -> ApiResult<Response> {
     let ct = headers
@@ -259,5 +261,5 @@ pub async fn search_post(
         }
         all.push_str(form);
     }
-    search(&state, &tname, &rtype, &all, &headers, &caller).await
+    search(&state, &ctx, &rtype, &all, &headers).await
 }

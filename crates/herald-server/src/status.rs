@@ -52,7 +52,7 @@ pub async fn refuse_stored(state: &AppState, tenant: &str, refused: &crate::engi
 }
 
 async fn apply(state: &AppState, change: &StatusChange) -> crate::error::ApiResult<()> {
-    let tenant = crate::rest::tenant(state, &change.tenant)?;
+    let tenant = crate::context::tenant(state, &change.tenant)?;
     let stored = state
         .store
         .read(&tenant.name, "Subscription", &change.subscription)?;

@@ -64,6 +64,14 @@ pub fn required(method: &Method, path: &str) -> Option<(String, Perm)> {
 pub async fn gate(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if is_open(&path) {
+        // Open paths still have a caller: nobody in particular (or the anonymous admin when
+        // authentication is off), so that a handler asking for one gets no more than that.
+        let caller = if state.auth.enabled() {
+            Caller::public()
+        } else {
+            Caller::anonymous()
+        };
+        req.extensions_mut().insert(caller);
         return next.run(req).await;
     }
     let caller = match state.auth.authenticate(req.headers()) {

@@ -49,6 +49,17 @@ impl Caller {
         }
     }
 
+    /// The caller of an open path (capabilities, discovery) when authentication is on: no roles,
+    /// no scopes.
+    pub fn public() -> Caller {
+        Caller {
+            client_id: "public".to_owned(),
+            identity: None,
+            roles: Vec::new(),
+            scopes: Scopes::default(),
+        }
+    }
+
     /// Whether it has the admin role.
     pub fn is_admin(&self) -> bool {
         self.roles.contains(&Role::Admin)
