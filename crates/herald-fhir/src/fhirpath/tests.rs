@@ -446,3 +446,12 @@ fn distinct_over_a_large_collection_is_charged_quadratically() {
         Err(FhirError::FhirPathLimit(_))
     ));
 }
+
+#[test]
+fn the_fuzzers_stack_overflow_input_is_refused_by_the_depth_limit() {
+    // Found by `scripts/fuzz fhirpath` before the limits existed: 1 470 nested levels overflowed
+    // a 2 MiB stack (a tokio worker's, like this test thread's).
+    let text = include_str!("../../../../fuzz/regressions/fhirpath/deep-parens-stack-overflow.txt");
+    let m = limit_error(parse(text));
+    assert!(m.contains("levels"), "{m}");
+}
