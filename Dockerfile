@@ -13,6 +13,9 @@ RUN apt-get update \
     && chown herald /var/lib/herald
 COPY --from=build /src/target/release/herald /usr/local/bin/herald
 COPY config/herald.toml /etc/herald/herald.toml
+# Secure by default: on 0.0.0.0 Herald starts only with credentials configured. Mount a
+# configuration with [[auth.clients]] / [[auth.api_keys]] over /etc/herald/herald.toml (or, for a
+# throw-away local container only, pass -e HERALD_INSECURE_NO_AUTH=true).
 ENV HERALD_LISTEN=0.0.0.0:8080 \
     HERALD_DATA_DIR=/var/lib/herald \
     HERALD_LOG_JSON=true
