@@ -95,9 +95,9 @@ pub fn check_type(tenant: &Tenant, rtype: &str) -> ApiResult<()> {
     }
 }
 
-/// The base URL of a tenant as the client sees it.
-pub fn base_url(state: &AppState, headers: &HeaderMap, tenant: &Tenant) -> String {
-    let root = match &state.config.public_base_url {
+/// The root URL clients reach Herald at: the configured public base, else from `Host`.
+pub fn root_url(state: &AppState, headers: &HeaderMap) -> String {
+    match &state.config.public_base_url {
         Some(u) => u.trim_end_matches('/').to_owned(),
         None => {
             let host = headers
@@ -107,6 +107,10 @@ pub fn base_url(state: &AppState, headers: &HeaderMap, tenant: &Tenant) -> Strin
                 .unwrap_or_else(|| state.config.listen.to_string());
             format!("http://{host}")
         }
-    };
-    format!("{root}/fhir/{}", tenant.name)
+    }
+}
+
+/// The base URL of a tenant as the client sees it.
+pub fn base_url(state: &AppState, headers: &HeaderMap, tenant: &Tenant) -> String {
+    format!("{}/fhir/{}", root_url(state, headers), tenant.name)
 }

@@ -122,20 +122,8 @@ pub fn forbidden(caller: &Caller, why: &str) -> ApiError {
     )
 }
 
-/// The root URL clients reach Herald at (configured, else from `Host`).
-pub fn root_url(state: &AppState, headers: &HeaderMap) -> String {
-    match &state.config.public_base_url {
-        Some(u) => u.trim_end_matches('/').to_owned(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-                .unwrap_or_else(|| state.config.listen.to_string());
-            format!("http://{host}")
-        }
-    }
-}
+/// The root URL clients reach Herald at (the request context's rule).
+pub use crate::context::root_url;
 
 /// `GET /.well-known/smart-configuration` (also under each FHIR base).
 pub async fn smart_configuration(
