@@ -13,6 +13,7 @@ use crate::channel::{Channel, Key, Notification, Sent};
 use crate::payload::{error_concepts, materialize, subscription_ref};
 use crate::policy::Failure;
 use crate::signing;
+use crate::timers::unix_ms as now_ms;
 use crate::transition::Job;
 
 /// The notification type a job sends.
@@ -92,12 +93,6 @@ impl Attempt {
             ),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The notification Bundle of an attempt.

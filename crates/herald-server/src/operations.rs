@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use crate::context::{Ctx, base_url, check_type};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{fhir_json, read_limited};
+use crate::ws::instant;
 use crate::{AppState, Tenant};
+use herald_delivery::timers::unix_ms as now_ms;
 
 /// Operation parameters as (name, value) strings.
 type Params = Vec<(String, String)>;
@@ -296,18 +298,6 @@ async fn signing_secret(
         axum::http::HeaderValue::from_static("no-store"),
     );
     Ok(resp)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Unix ms as a FHIR instant.
-fn instant(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
 }
 
 /// R5 declares `$get-ws-binding-token` as affecting state (POST only); the backport allows GET.

@@ -416,7 +416,7 @@ pub fn visible_versions(
                 access::may_read(caller, &v.resource_type, &v.id, body, &mut lazy)
             }
         })
-        .map(|v| shown(caller, &v))
+        .map(|v| redacted(caller, v))
         .collect()
 }
 
@@ -439,7 +439,11 @@ fn check_visible(
 
 /// A stored version as `caller` may see it (channel header values redacted for non-admins).
 pub fn shown(caller: &Caller, v: &StoredVersion) -> StoredVersion {
-    let mut v = v.clone();
+    redacted(caller, v.clone())
+}
+
+/// [`shown`] for a version the caller already owns (no copy).
+fn redacted(caller: &Caller, mut v: StoredVersion) -> StoredVersion {
     if let Some(body) = v.resource.as_mut() {
         access::redact(caller, &v.resource_type, body);
     }

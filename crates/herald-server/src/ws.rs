@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use herald_delivery::timers::unix_ms as now_ms;
 
 /// Largest control message read from a client, in bytes.
 const MAX_CONTROL_BYTES: usize = 16 * 1024;
@@ -304,13 +305,6 @@ async fn control(
             (!failures.is_empty()).then(|| error_message(&failures.join("; ")))
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// A Unix-ms time as a FHIR instant.

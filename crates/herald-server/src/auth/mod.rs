@@ -24,6 +24,7 @@ pub use config::{AuthConfig, Role};
 pub use scopes::{Perm, Scopes};
 
 use crate::error::ApiError;
+use herald_delivery::timers::unix_ms as now_ms;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,13 +143,6 @@ pub struct Token {
 const MAX_ASSERTION_LIFETIME_SECS: u64 = 300;
 /// Clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 30;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 impl Auth {
     /// Loads the configuration (JWKS files are read here); an unusable entry refuses start-up.
