@@ -6,7 +6,7 @@
 //! the status rules are the same for every channel.
 //!
 //! * Commands come in: a subscription was created, changed or deleted; events were committed
-//!   for a subscription (`wake`); a channel became ready (`poke`: a socket bound); an operator
+//!   for a subscription (`wake`); a socket asks to be bound (`bind`); an operator
 //!   asked for a redrive.
 //! * Per subscription at most one attempt is in flight; attempts run as tasks and report back.
 //! * A failure stores the next attempt time (retries are data); one timer — the earliest due
@@ -58,7 +58,6 @@ enum Command {
     },
     Remove(Key),
     Wake(Key, u64),
-    Poke(Key),
     Redrive(Key),
     Bind(Bind),
 }
@@ -220,13 +219,6 @@ impl Dispatcher {
         let _ = self
             .tx
             .send(Command::Wake((tenant.to_owned(), id.to_owned()), upto));
-    }
-
-    /// A subscription's channel may have become ready (a socket bound): look again.
-    pub fn poke(&self, tenant: &str, id: &str) {
-        let _ = self
-            .tx
-            .send(Command::Poke((tenant.to_owned(), id.to_owned())));
     }
 
     /// Binds a socket to subscriptions: for each, its handshake goes into the socket's queue,
@@ -424,7 +416,6 @@ impl Router {
                 *d = (*d).max(upto);
                 self.consider(&key);
             }
-            Command::Poke(key) => self.consider(&key),
             Command::Bind(bind) => {
                 let mut results = Vec::new();
                 for id in &bind.ids {
