@@ -94,7 +94,10 @@ async fn r4_tenant_exposes_builtin_topics_as_basic_and_in_the_capability_stateme
         canonicals.contains(&topic("cow-task-changed").as_str()),
         "{canonicals:?}"
     );
-    assert_eq!(canonicals.len(), 5);
+    assert_eq!(
+        canonicals.len(),
+        herald_subscriptions::builtin::BUILTIN_IDS.len()
+    );
     assert_eq!(
         sub["supportedProfile"][0],
         "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"

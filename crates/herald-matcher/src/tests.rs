@@ -4,8 +4,8 @@
 
 use herald_fhir::FhirVersion;
 use herald_subscriptions::builtin::{
-    self, COW_CANCELLATION_REQUESTED, COW_SERVICEREQUEST_FOR_OWNER, COW_TASK_CHANGED,
-    COW_TASK_OUTPUT_ADDED, COW_TASK_STATUS_CHANGED,
+    self, COW_CANCELLATION_REQUESTED, COW_SERVICEREQUEST_CHANGED, COW_SERVICEREQUEST_FOR_OWNER,
+    COW_TASK_CHANGED, COW_TASK_OUTPUT_ADDED, COW_TASK_STATUS_CHANGED,
 };
 use herald_subscriptions::{
     Channel, ChannelType, Filter, Interaction, PayloadContent, QueryCriteria, ResourceTrigger,
@@ -817,4 +817,75 @@ fn a_subscription_is_not_notified_of_changes_at_or_after_its_end() {
     assert_eq!(ids(&m, &at(end_ms + 60_000)), vec!["open"]);
     // Without a commit time the end is not checked (pure evaluation).
     assert_eq!(ids(&m, &created(&t)), vec!["ending", "open"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// cow-servicerequest-changed
+// ---------------------------------------------------------------------------------------------
+
+fn specific_request(id: &str, based_on_system: &str, status: &str) -> Value {
+    json!({
+        "resourceType": "ServiceRequest",
+        "id": id,
+        "status": status,
+        "intent": "order",
+        "basedOn": [{
+            "reference": "https://placer.example.org/fhir/ServiceRequest/sr-1",
+            "identifier": {"system": based_on_system, "value": "sr-1"}
+        }],
+        "requester": {"reference": "Organization/lab-1"},
+        "subject": {"reference": "Patient/p1"}
+    })
+}
+
+#[test]
+fn a_fulfillers_request_based_on_a_placers_order_reaches_that_placer_only() {
+    let m = matcher(vec![
+        sub(
+            "placer",
+            COW_SERVICEREQUEST_CHANGED,
+            &["based-on:identifier=https://placer.example.org/ehr|"],
+        ),
+        sub(
+            "other-placer",
+            COW_SERVICEREQUEST_CHANGED,
+            &["based-on:identifier=https://other.example.org/ehr|"],
+        ),
+        sub(
+            "by-url",
+            COW_SERVICEREQUEST_CHANGED,
+            &["based-on=https://placer.example.org/fhir/ServiceRequest/sr-1"],
+        ),
+        // the Task topics never fire on a ServiceRequest
+        sub("tasks", COW_TASK_CHANGED, &[]),
+    ]);
+    let sr = specific_request("sr-lab-1", "https://placer.example.org/ehr", "active");
+    let c = change("ServiceRequest", "sr-lab-1", Interaction::Create, None, Some(&sr));
+    assert_eq!(ids(&m, &c), vec!["by-url", "placer"]);
+    let mut done = sr.clone();
+    done["status"] = json!("completed");
+    let u = change(
+        "ServiceRequest",
+        "sr-lab-1",
+        Interaction::Update,
+        Some(&sr),
+        Some(&done),
+    );
+    assert_eq!(ids(&m, &u), vec!["by-url", "placer"]);
+}
+
+#[test]
+fn a_replacing_order_reaches_the_subscription_on_what_it_replaces() {
+    let m = matcher(vec![sub(
+        "replaced",
+        COW_SERVICEREQUEST_CHANGED,
+        &["replaces=ServiceRequest/sr-3"],
+    )]);
+    let mut sr = specific_request("sr-4", "https://placer.example.org/ehr", "active");
+    sr["replaces"] = json!([{"reference": "ServiceRequest/sr-3"}]);
+    let c = change("ServiceRequest", "sr-4", Interaction::Create, None, Some(&sr));
+    assert_eq!(ids(&m, &c), vec!["replaced"]);
+    let other = specific_request("sr-5", "https://placer.example.org/ehr", "active");
+    let c = change("ServiceRequest", "sr-5", Interaction::Create, None, Some(&other));
+    assert!(ids(&m, &c).is_empty());
 }

@@ -16,6 +16,13 @@
 //! | `cow-cancellation-requested` | Task create with `code=task-code\|abort&status=requested` | focus, owner, requester |
 //! | `cow-servicerequest-for-owner` | ServiceRequest create, update | `task-owner` (topic-defined) |
 //! | `cow-task-output-added` | Task update where `output` grew | [`TASK_FILTERS`] |
+//! | `cow-servicerequest-changed` | ServiceRequest create, update | [`SERVICE_REQUEST_FILTERS`] |
+//!
+//! `cow-servicerequest-changed` serves the flows where the party to hear about a request is not
+//! named by a Task: a fulfiller that performs a more specific service under its own authority
+//! creates its own ServiceRequest `basedOn` the placer's order (the placer follows
+//! `based-on:identifier=<its order system>|`), and an accepted alternative proposal, whose new
+//! order `replaces` the old one.
 //!
 //! # `task-owner`
 //!
@@ -52,13 +59,17 @@ pub const COW_SERVICEREQUEST_FOR_OWNER: &str = "cow-servicerequest-for-owner";
 /// Id of the topic for Tasks that gained an output.
 pub const COW_TASK_OUTPUT_ADDED: &str = "cow-task-output-added";
 
+/// Id of the topic for any change to a ServiceRequest, filtered by its own search parameters.
+pub const COW_SERVICEREQUEST_CHANGED: &str = "cow-servicerequest-changed";
+
 /// All built-in topic ids.
-pub const BUILTIN_IDS: [&str; 5] = [
+pub const BUILTIN_IDS: [&str; 6] = [
     COW_TASK_CHANGED,
     COW_TASK_STATUS_CHANGED,
     COW_CANCELLATION_REQUESTED,
     COW_SERVICEREQUEST_FOR_OWNER,
     COW_TASK_OUTPUT_ADDED,
+    COW_SERVICEREQUEST_CHANGED,
 ];
 
 /// The filter parameter name of the topic-defined filter on ServiceRequest.
@@ -80,6 +91,21 @@ pub const TASK_FILTERS: [(&str, bool); 11] = [
     ("identifier", false),
     ("patient", true),
     ("intent", false),
+];
+
+/// The ServiceRequest filters of `cow-servicerequest-changed`: (search parameter code, is a
+/// reference parameter).
+pub const SERVICE_REQUEST_FILTERS: [(&str, bool); 10] = [
+    ("based-on", true),
+    ("replaces", true),
+    ("requester", true),
+    ("performer", true),
+    ("identifier", false),
+    ("status", false),
+    ("intent", false),
+    ("code", false),
+    ("patient", true),
+    ("requisition", false),
 ];
 
 /// Modifiers allowed on reference filters of the built-in topics.
@@ -160,17 +186,22 @@ fn definition(version: FhirVersion, resource_type: &str, code: &str) -> String {
         .unwrap_or_else(|| format!("http://hl7.org/fhir/SearchParameter/{resource_type}-{code}"))
 }
 
-fn task_filter(version: FhirVersion, code: &str, is_reference: bool) -> CanFilterBy {
+fn core_filter(
+    version: FhirVersion,
+    resource_type: &str,
+    code: &str,
+    is_reference: bool,
+) -> CanFilterBy {
     let modifiers: &[&str] = if is_reference {
         &REFERENCE_MODIFIERS
     } else {
         &TOKEN_MODIFIERS
     };
     CanFilterBy {
-        description: Some(format!("Task search parameter '{code}'")),
-        resource: Some("Task".to_owned()),
+        description: Some(format!("{resource_type} search parameter '{code}'")),
+        resource: Some(resource_type.to_owned()),
         filter_parameter: code.to_owned(),
-        filter_definition: Some(definition(version, "Task", code)),
+        filter_definition: Some(definition(version, resource_type, code)),
         comparators: Vec::new(),
         modifiers: modifiers.iter().map(|m| (*m).to_owned()).collect(),
     }
@@ -180,7 +211,14 @@ fn task_filters(version: FhirVersion, only: Option<&[&str]>) -> Vec<CanFilterBy>
     TASK_FILTERS
         .iter()
         .filter(|(code, _)| only.is_none_or(|o| o.contains(code)))
-        .map(|(code, is_ref)| task_filter(version, code, *is_ref))
+        .map(|(code, is_ref)| core_filter(version, "Task", code, *is_ref))
+        .collect()
+}
+
+fn service_request_filters(version: FhirVersion) -> Vec<CanFilterBy> {
+    SERVICE_REQUEST_FILTERS
+        .iter()
+        .map(|(code, is_ref)| core_filter(version, "ServiceRequest", code, *is_ref))
         .collect()
 }
 
@@ -241,7 +279,7 @@ fn topic(
     }
 }
 
-/// The five built-in topics for a tenant of `version` (filter definitions are the version's core
+/// The built-in topics ([`BUILTIN_IDS`], in that order) for a tenant of `version` (filter definitions are the version's core
 /// SearchParameter canonicals).
 pub fn topics(version: FhirVersion) -> Vec<Topic> {
     use Interaction::{Create, Delete, Update};
@@ -326,6 +364,28 @@ pub fn topics(version: FhirVersion) -> Vec<Topic> {
             vec![trigger("Task", "Task.output grew", &[Update], None, Some(OUTPUT_ADDED_FHIRPATH))],
             task_filters(version, None),
             task_shape(),
+        ),
+        topic(
+            COW_SERVICEREQUEST_CHANGED,
+            "COW: ServiceRequest changed",
+            "A ServiceRequest was created or changed (no-op updates excepted); filter by what it is based on, replaces, who requested or performs it.",
+            vec![trigger(
+                "ServiceRequest",
+                "ServiceRequest created or updated",
+                &[Create, Update],
+                None,
+                None,
+            )],
+            service_request_filters(version),
+            vec![NotificationShape {
+                resource: "ServiceRequest".to_owned(),
+                include: vec![
+                    "ServiceRequest:based-on".to_owned(),
+                    "ServiceRequest:replaces".to_owned(),
+                    "ServiceRequest:patient".to_owned(),
+                ],
+                rev_include: Vec::new(),
+            }],
         ),
     ]
 }

@@ -356,7 +356,7 @@ fn topics_round_trip_through_r4_basic() {
 #[test]
 fn builtin_topics_have_stable_canonicals_under_the_herald_base() {
     let catalog = TopicCatalog::with_builtins(FhirVersion::R4);
-    assert_eq!(catalog.len(), 5);
+    assert_eq!(catalog.len(), builtin::BUILTIN_IDS.len());
     for id in builtin::BUILTIN_IDS {
         let url = format!("http://herald.example.org/fhir/SubscriptionTopic/{id}");
         assert!(catalog.topic(&url).is_some(), "{url}");
@@ -397,6 +397,71 @@ fn builtin_task_topic_offers_the_cow_filters_with_core_definitions() {
             .include
             .contains(&"Task:focus".to_owned())
     );
+}
+
+#[test]
+fn builtin_servicerequest_topic_filters_by_the_requests_own_parameters_with_core_definitions() {
+    for v in [FhirVersion::R4, FhirVersion::R5] {
+        let topic = builtin::topics(v)
+            .into_iter()
+            .find(|t| t.url.ends_with(builtin::COW_SERVICEREQUEST_CHANGED))
+            .unwrap();
+        assert_eq!(topic.resource_triggers[0].resource, "ServiceRequest");
+        for (p, is_reference) in builtin::SERVICE_REQUEST_FILTERS {
+            let c = topic
+                .can_filter_by_for(Some("ServiceRequest"), p)
+                .next()
+                .unwrap_or_else(|| panic!("{p}"));
+            // the core definition (shared ones such as clinical-identifier included)
+            assert!(
+                c.filter_definition
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("http://hl7.org/fhir/SearchParameter/"),
+                "{v:?} {p}"
+            );
+            // a placer follows requests based on its orders by their identifier system
+            assert_eq!(
+                c.modifiers.contains(&"identifier".to_owned()),
+                is_reference,
+                "{p}"
+            );
+        }
+        assert!(topic.can_filter_by_for(Some("Task"), "owner").next().is_none());
+    }
+}
+
+#[test]
+fn a_subscription_on_requests_based_on_a_placers_orders_is_accepted() {
+    let catalog = TopicCatalog::with_builtins(FhirVersion::R4);
+    let body = json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "specific services under the fulfiller's authority",
+        "criteria": builtin::canonical(builtin::COW_SERVICEREQUEST_CHANGED),
+        "_criteria": {"extension": [{
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
+            "valueString": "ServiceRequest?based-on:identifier=https://placer.example.org/ehr|"
+        }]},
+        "channel": {"type": "rest-hook", "endpoint": "https://placer.example.org/notify", "payload": "application/fhir+json",
+                    "_payload": {"extension": [{"url": r4::EXT_PAYLOAD_CONTENT, "valueCode": "id-only"}]}}
+    });
+    let sub = crate::validate_subscription(FhirVersion::R4, &body, &catalog).unwrap();
+    assert_eq!(sub.filters[0].parameter, "based-on");
+    assert_eq!(sub.filters[0].modifier.as_deref(), Some("identifier"));
+    let wrong = json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "x",
+        "criteria": builtin::canonical(builtin::COW_SERVICEREQUEST_CHANGED),
+        "_criteria": {"extension": [{
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
+            "valueString": "ServiceRequest?task-owner=Organization/lab-1"
+        }]},
+        "channel": {"type": "rest-hook", "endpoint": "https://placer.example.org/notify", "payload": "application/fhir+json",
+                    "_payload": {"extension": [{"url": r4::EXT_PAYLOAD_CONTENT, "valueCode": "id-only"}]}}
+    });
+    assert!(crate::validate_subscription(FhirVersion::R4, &wrong, &catalog).is_err());
 }
 
 #[test]
