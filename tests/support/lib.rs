@@ -251,6 +251,9 @@ pub fn r5_subscription(
 /// A recording rest-hook receiver with controllable answers.
 pub mod receiver;
 
+/// Clinical Order Workflows builders, the two-Herald fixture and the notification view.
+pub mod cow;
+
 /// Sends a FHIR JSON body; returns the status and the parsed answer (`Null` when there is none).
 pub async fn send(
     c: &reqwest::Client,
