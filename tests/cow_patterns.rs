@@ -31,7 +31,7 @@ async fn pattern1_the_placer_hears_every_status_change_of_its_task_at_the_fulfil
     let placer = Party::anonymous();
     let lab = Party::anonymous();
     placer
-        .put(
+        .subscribe(
             &fb,
             &subscription(
                 "cow-task-status-changed",
@@ -142,7 +142,7 @@ async fn pattern2_the_owner_hears_its_task_and_a_competing_fulfiller_nothing() {
         Party::with_key("lab-1"),
         Party::with_key("lab-2"),
     );
-    lab1.put(
+    lab1.subscribe(
         &base,
         &subscription(
             "cow-task-changed",
@@ -152,7 +152,7 @@ async fn pattern2_the_owner_hears_its_task_and_a_competing_fulfiller_nothing() {
         ),
     )
     .await;
-    lab2.put(
+    lab2.subscribe(
         &base,
         &subscription(
             "cow-task-changed",
@@ -241,7 +241,7 @@ async fn pattern2_reassignment_tells_the_old_owner_the_task_left_and_nothing_aft
         Party::with_key("lab-2"),
     );
     for (lab, who) in [(&lab1, "lab-1"), (&lab2, "lab-2")] {
-        lab.put(
+        lab.subscribe(
             &base,
             &subscription(
                 "cow-task-changed",
@@ -321,7 +321,7 @@ async fn servicerequest_for_owner_fires_when_the_linking_task_arrives_after_the_
         Party::with_key("lab-2"),
     );
     for (lab, who) in [(&lab1, "lab-1"), (&lab2, "lab-2")] {
-        lab.put(
+        lab.subscribe(
             &base,
             &subscription(
                 "cow-servicerequest-for-owner",

@@ -222,6 +222,29 @@ impl Party {
         v
     }
 
+    /// PUTs Subscription `body` and waits until its handshake made it `active` (as a COW party
+    /// does before it relies on it: a notification built while the handshake's status change
+    /// is still being applied may say `requested`).
+    pub async fn subscribe(&self, base: &str, body: &Value) {
+        self.put(base, body).await;
+        let id = body["id"].as_str().expect("id");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let b = self
+                .read(&format!("{base}/Subscription/{id}/$status"))
+                .await;
+            let parsed = parse_status_bundle(&b).expect("status bundle");
+            if parsed[0].status.as_deref() == Some("active") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Subscription/{id} not active: {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `events-since-subscription-start` of Subscription `id`, from `$status`.
     pub async fn events_since_start(&self, base: &str, id: &str) -> u64 {
         let b = self
