@@ -430,7 +430,11 @@ async fn outputs_reach_the_placer_and_stay_discoverable_through_the_placers_copy
                 "in-progress",
                 Some("preliminary-outcome"),
             ),
-            ("Task/ct-1/_history/5", "in-progress", None),
+            (
+                "Task/ct-1/_history/5",
+                "in-progress",
+                Some("preliminary-outcome"),
+            ),
         ],
     );
     // the placer copies the Task and its outputs to its own Herald
