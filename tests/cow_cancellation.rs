@@ -73,10 +73,7 @@ async fn the_placer_cancels_before_work_starts_and_both_sides_hear_it() {
     placer
         .put(
             &fb,
-            &with_reason(
-                &with_status(&t, "cancelled", None),
-                "no longer needed",
-            ),
+            &with_reason(&with_status(&t, "cancelled", None), "no longer needed"),
         )
         .await;
     let mut sr = placer.read(&format!("{pb}/ServiceRequest/sr-1")).await;
@@ -342,9 +339,12 @@ async fn a_cancellation_never_overtakes_the_create_it_cancels() {
             .await;
     }
     pair.rx
-        .wait_until("/lab-1", "a refused delivery", herald_tests::cow::WAIT, |l| {
-            l.iter().any(|r| r.answered == 503)
-        })
+        .wait_until(
+            "/lab-1",
+            "a refused delivery",
+            herald_tests::cow::WAIT,
+            |l| l.iter().any(|r| r.answered == 503),
+        )
         .await;
     pair.rx.set(Behaviour::Accept);
     let got = pair

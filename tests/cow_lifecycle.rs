@@ -74,7 +74,12 @@ async fn order_grouping_the_placer_follows_the_group_and_each_child_in_order() {
     g["groupIdentifier"] = group_id.clone();
     let mut g = placer.put(&fb, &g).await;
     let child = |id: &str, sr: &str| {
-        let mut c = coordination_task(id, &format!("{pb}/ServiceRequest/{sr}"), PLACER, Some(LAB_1));
+        let mut c = coordination_task(
+            id,
+            &format!("{pb}/ServiceRequest/{sr}"),
+            PLACER,
+            Some(LAB_1),
+        );
         c["partOf"] = json!([{"reference": "Task/grp-1"}]);
         c["groupIdentifier"] = group_id.clone();
         c
@@ -125,9 +130,11 @@ async fn order_grouping_the_placer_follows_the_group_and_each_child_in_order() {
             ("Task/ct-b/_history/4", "completed", None),
         ],
     );
-    assert!(children.iter().all(|n| {
-        n.resource.as_ref().unwrap()["partOf"][0]["reference"] == "Task/grp-1"
-    }));
+    assert!(
+        children
+            .iter()
+            .all(|n| { n.resource.as_ref().unwrap()["partOf"][0]["reference"] == "Task/grp-1" })
+    );
 }
 
 /// Fulfiller determination by a central triage office: the placer posts Tasks without an
@@ -174,13 +181,23 @@ async fn triage_the_chosen_fulfiller_hears_the_task_as_it_enters_its_filter_and_
         )
         .await;
     }
-    placer.put(&base, &service_request("sr-1", PLACER, LAB_1)).await;
-    placer.put(&base, &service_request("sr-2", PLACER, LAB_1)).await;
-    let t1 = placer
-        .put(&base, &coordination_task("ct-1", "ServiceRequest/sr-1", PLACER, None))
+    placer
+        .put(&base, &service_request("sr-1", PLACER, LAB_1))
         .await;
     placer
-        .put(&base, &coordination_task("ct-2", "ServiceRequest/sr-2", PLACER, None))
+        .put(&base, &service_request("sr-2", PLACER, LAB_1))
+        .await;
+    let t1 = placer
+        .put(
+            &base,
+            &coordination_task("ct-1", "ServiceRequest/sr-1", PLACER, None),
+        )
+        .await;
+    placer
+        .put(
+            &base,
+            &coordination_task("ct-2", "ServiceRequest/sr-2", PLACER, None),
+        )
         .await;
     // the office chooses lab-1 for ct-1 (ct-2 stays in the pool); lab-1 accepts
     let mut assigned = t1.clone();
@@ -213,7 +230,9 @@ async fn triage_the_chosen_fulfiller_hears_the_task_as_it_enters_its_filter_and_
     assert_eq!(lab2.events_since_start(&base, "lab-2-tasks").await, 0);
     assert!(event_requests(&rx, "/lab-2").is_empty());
     for t in ["ct-1", "ct-2"] {
-        let (s, _) = lab2.call(Method::GET, &format!("{base}/Task/{t}"), None).await;
+        let (s, _) = lab2
+            .call(Method::GET, &format!("{base}/Task/{t}"), None)
+            .await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{t}");
     }
 }
@@ -238,7 +257,9 @@ async fn more_information_the_request_reaches_the_placer_and_the_answer_the_fulf
         ),
     )
     .await;
-    placer.put(&pb, &service_request("sr-1", PLACER, LAB_1)).await;
+    placer
+        .put(&pb, &service_request("sr-1", PLACER, LAB_1))
+        .await;
     let t = placer
         .put(
             &fb,
@@ -267,7 +288,8 @@ async fn more_information_the_request_reaches_the_placer_and_the_answer_the_fulf
     answer["input"] = json!([{"type": {"text": "fasting status"},
                               "valueString": "fasting since 22:00"}]);
     let answered = placer.put(&fb, &answer).await;
-    lab.put(&fb, &with_status(&answered, "accepted", None)).await;
+    lab.put(&fb, &with_status(&answered, "accepted", None))
+        .await;
 
     assert_notes(
         &wait_notes(&pair.rx, "/placer", 3).await,
@@ -325,13 +347,17 @@ async fn a_fulfillers_more_specific_request_based_on_the_order_reaches_the_place
             &fb,
             &subscription(
                 "cow-servicerequest-changed",
-                &[&format!("ServiceRequest?based-on:identifier={PLACER_ORDERS}|")],
+                &[&format!(
+                    "ServiceRequest?based-on:identifier={PLACER_ORDERS}|"
+                )],
                 &pair.rx.url("/placer"),
                 "placer-derived",
             ),
         )
         .await;
-    placer.put(&pb, &service_request("sr-1", PLACER, LAB_1)).await;
+    placer
+        .put(&pb, &service_request("sr-1", PLACER, LAB_1))
+        .await;
     let derived = |id: &str, system: &str| {
         let mut sr = service_request(id, LAB_1, LAB_1);
         sr["identifier"] = json!([{"system": herald_tests::cow::FILLER_IDS, "value": id}]);
@@ -344,8 +370,11 @@ async fn a_fulfillers_more_specific_request_based_on_the_order_reaches_the_place
         sr
     };
     let mine = lab.put(&fb, &derived("lab-sr-1", PLACER_ORDERS)).await;
-    lab.put(&fb, &derived("lab-sr-2", "https://other-placer.example.org/ehr"))
-        .await;
+    lab.put(
+        &fb,
+        &derived("lab-sr-2", "https://other-placer.example.org/ehr"),
+    )
+    .await;
     let mut done = mine.clone();
     done["status"] = json!("completed");
     lab.put(&fb, &done).await;
@@ -386,7 +415,9 @@ async fn outputs_reach_the_placer_and_stay_discoverable_through_the_placers_copy
             ),
         )
         .await;
-    placer.put(&pb, &service_request("sr-1", PLACER, LAB_1)).await;
+    placer
+        .put(&pb, &service_request("sr-1", PLACER, LAB_1))
+        .await;
     let mut t = placer
         .put(
             &fb,
@@ -462,7 +493,12 @@ async fn outputs_reach_the_placer_and_stay_discoverable_through_the_placers_copy
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| o["valueReference"]["reference"].as_str().unwrap().to_owned())
+        .map(|o| {
+            o["valueReference"]["reference"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(
         outputs,

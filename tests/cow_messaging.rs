@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use herald_tests::Herald;
 use herald_tests::cow::{
     COW_ENV, COW_TEMP, CowPair, LAB_1, PLACER, PLACER_ORDERS, PLACER_TASKS, Party, WAIT,
-    assert_notes, coordination_task, local, service_request, subscription, wait_notes,
-    with_status,
+    assert_notes, coordination_task, local, service_request, subscription, wait_notes, with_status,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -169,7 +168,10 @@ async fn task_by_identifier(p: &Party, base: &str, ct: &str) -> Option<Value> {
     let b = p
         .read(&format!("{base}/Task?identifier={PLACER_TASKS}|{ct}"))
         .await;
-    assert!(b["total"].as_u64().unwrap() <= 1, "one Task per identifier: {b}");
+    assert!(
+        b["total"].as_u64().unwrap() <= 1,
+        "one Task per identifier: {b}"
+    );
     b["entry"][0].get("resource").cloned()
 }
 
@@ -239,7 +241,10 @@ fn response_of(b: &Value) -> (String, String) {
     let h = &b["entry"][0]["resource"];
     assert_eq!(h["resourceType"], "MessageHeader", "{b}");
     (
-        h["response"]["code"].as_str().unwrap_or_default().to_owned(),
+        h["response"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         h["response"]["identifier"]
             .as_str()
             .unwrap_or_default()
@@ -270,7 +275,9 @@ async fn play(faults: bool) -> (Value, Value, usize, usize) {
     )
     .await;
 
-    placer.put(&pb, &service_request("sr-1", PLACER, LAB_1)).await;
+    placer
+        .put(&pb, &service_request("sr-1", PLACER, LAB_1))
+        .await;
     let created = placer
         .put(
             &pb,
@@ -347,8 +354,16 @@ async fn pattern3_messaging_survives_duplicates_reordering_and_an_outage_with_th
     let (clean_p, clean_f, clean_pv, clean_fv) = play(false).await;
     let (p, f, pv, fv) = play(true).await;
     assert_eq!(business(&clean_p), business(&clean_f), "clean run in step");
-    assert_eq!(business(&p), business(&clean_p), "placer side as in the clean run");
-    assert_eq!(business(&f), business(&clean_f), "fulfiller side as in the clean run");
+    assert_eq!(
+        business(&p),
+        business(&clean_p),
+        "placer side as in the clean run"
+    );
+    assert_eq!(
+        business(&f),
+        business(&clean_f),
+        "fulfiller side as in the clean run"
+    );
     // nothing applied twice: as many versions as in the clean run
     assert_eq!((pv, fv), (clean_pv, clean_fv));
 }

@@ -43,7 +43,9 @@ async fn pattern1_the_placer_hears_every_status_change_of_its_task_at_the_fulfil
         .await;
 
     // the order on the placer's side, its Coordination Task on the fulfiller's
-    placer.put(&pb, &service_request("sr-1", PLACER, LAB_1)).await;
+    placer
+        .put(&pb, &service_request("sr-1", PLACER, LAB_1))
+        .await;
     let order = format!("{pb}/ServiceRequest/sr-1");
     let mut t = placer
         .put(&fb, &coordination_task("ct-1", &order, PLACER, Some(LAB_1)))
@@ -104,7 +106,10 @@ async fn pattern1_the_placer_hears_every_status_change_of_its_task_at_the_fulfil
         last["output"][0]["valueReference"]["reference"],
         "DiagnosticReport/dr-1"
     );
-    assert_eq!(last["identifier"][0]["value"], "ct-1", "the shared identifier");
+    assert_eq!(
+        last["identifier"][0]["value"], "ct-1",
+        "the shared identifier"
+    );
     // the sender is the fulfiller's Herald
     assert!(
         pair.rx.on("/placer")[1]
@@ -174,7 +179,9 @@ async fn pattern2_the_owner_hears_its_task_and_a_competing_fulfiller_nothing() {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
-    placer.put(&base, &service_request("sr-1", PLACER, LAB_1)).await;
+    placer
+        .put(&base, &service_request("sr-1", PLACER, LAB_1))
+        .await;
     let mut t = placer
         .put(
             &base,
@@ -252,7 +259,9 @@ async fn pattern2_reassignment_tells_the_old_owner_the_task_left_and_nothing_aft
         )
         .await;
     }
-    placer.put(&base, &service_request("sr-1", PLACER, LAB_1)).await;
+    placer
+        .put(&base, &service_request("sr-1", PLACER, LAB_1))
+        .await;
     let t = placer
         .put(
             &base,
@@ -285,7 +294,9 @@ async fn pattern2_reassignment_tells_the_old_owner_the_task_left_and_nothing_aft
     );
     let a = wait_notes(&rx, "/lab-1", 3).await;
     assert_eq!(
-        a.iter().map(|n| (n.number, n.focus.as_str())).collect::<Vec<_>>(),
+        a.iter()
+            .map(|n| (n.number, n.focus.as_str()))
+            .collect::<Vec<_>>(),
         [
             (1, "Task/ct-1/_history/1"),
             (2, "Task/ct-1/_history/2"),
@@ -301,7 +312,9 @@ async fn pattern2_reassignment_tells_the_old_owner_the_task_left_and_nothing_aft
     assert_eq!(a[2].subscription.as_deref(), Some("lab-1-tasks"));
     // nothing after: every write is committed, and lab-1's count stopped at the reassignment
     assert_eq!(lab1.events_since_start(&base, "lab-1-tasks").await, 3);
-    let (s, _) = lab1.call(Method::GET, &format!("{base}/Task/ct-1"), None).await;
+    let (s, _) = lab1
+        .call(Method::GET, &format!("{base}/Task/ct-1"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "lab-1 no longer reads the Task");
 }
 

@@ -183,7 +183,12 @@ impl Party {
     }
 
     /// Any request; returns the status and the JSON answer (`Null` when there is none).
-    pub async fn call(&self, method: Method, url: &str, body: Option<&Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         let mut r = self.c.request(method, url);
         if let Some(k) = &self.key {
             r = r.bearer_auth(k);
@@ -251,7 +256,9 @@ impl Party {
             .read(&format!("{base}/Subscription/{id}/$status"))
             .await;
         let parsed = parse_status_bundle(&b).expect("status bundle");
-        parsed[0].events_since_start.expect("events-since-subscription-start")
+        parsed[0]
+            .events_since_start
+            .expect("events-since-subscription-start")
     }
 }
 
@@ -385,7 +392,10 @@ pub fn notes(list: &[Received]) -> Vec<Note> {
             continue;
         }
         let ident = n.subscription_identifier.as_ref().map(|i| {
-            assert_eq!(i["system"], SUBSCRIPTIONS, "subscription identifier system: {i}");
+            assert_eq!(
+                i["system"], SUBSCRIPTIONS,
+                "subscription identifier system: {i}"
+            );
             i["value"].as_str().unwrap_or_default().to_owned()
         });
         for e in &n.events {
@@ -431,7 +441,10 @@ pub fn assert_notes(notes: &[Note], ident: &str, first: u64, expected: &[Expect]
         notes.len(),
         expected.len(),
         "{ident}: {:#?}",
-        notes.iter().map(|n| (&n.focus, n.number)).collect::<Vec<_>>()
+        notes
+            .iter()
+            .map(|n| (&n.focus, n.number))
+            .collect::<Vec<_>>()
     );
     for (i, (note, (focus, status, business))) in notes.iter().zip(expected).enumerate() {
         let want = first + i as u64;
@@ -442,10 +455,18 @@ pub fn assert_notes(notes: &[Note], ident: &str, first: u64, expected: &[Expect]
             "{ident}: events-since-subscription-start {:?} counts event {want}",
             note.since_start
         );
-        assert_eq!(note.subscription.as_deref(), Some(ident), "{ident}: identifier");
+        assert_eq!(
+            note.subscription.as_deref(),
+            Some(ident),
+            "{ident}: identifier"
+        );
         assert_eq!(note.status.as_deref(), Some("active"), "{ident}: status");
         assert_eq!(&note.focus, focus, "{ident}: event {want} focus");
-        assert_eq!(note.task_status(), Some(*status), "{ident}: event {want} status");
+        assert_eq!(
+            note.task_status(),
+            Some(*status),
+            "{ident}: event {want} status"
+        );
         assert_eq!(
             note.business_status(),
             *business,

@@ -860,7 +860,13 @@ fn a_fulfillers_request_based_on_a_placers_order_reaches_that_placer_only() {
         sub("tasks", COW_TASK_CHANGED, &[]),
     ]);
     let sr = specific_request("sr-lab-1", "https://placer.example.org/ehr", "active");
-    let c = change("ServiceRequest", "sr-lab-1", Interaction::Create, None, Some(&sr));
+    let c = change(
+        "ServiceRequest",
+        "sr-lab-1",
+        Interaction::Create,
+        None,
+        Some(&sr),
+    );
     assert_eq!(ids(&m, &c), vec!["by-url", "placer"]);
     let mut done = sr.clone();
     done["status"] = json!("completed");
@@ -883,9 +889,21 @@ fn a_replacing_order_reaches_the_subscription_on_what_it_replaces() {
     )]);
     let mut sr = specific_request("sr-4", "https://placer.example.org/ehr", "active");
     sr["replaces"] = json!([{"reference": "ServiceRequest/sr-3"}]);
-    let c = change("ServiceRequest", "sr-4", Interaction::Create, None, Some(&sr));
+    let c = change(
+        "ServiceRequest",
+        "sr-4",
+        Interaction::Create,
+        None,
+        Some(&sr),
+    );
     assert_eq!(ids(&m, &c), vec!["replaced"]);
     let other = specific_request("sr-5", "https://placer.example.org/ehr", "active");
-    let c = change("ServiceRequest", "sr-5", Interaction::Create, None, Some(&other));
+    let c = change(
+        "ServiceRequest",
+        "sr-5",
+        Interaction::Create,
+        None,
+        Some(&other),
+    );
     assert!(ids(&m, &c).is_empty());
 }

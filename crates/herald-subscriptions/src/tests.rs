@@ -427,7 +427,12 @@ fn builtin_servicerequest_topic_filters_by_the_requests_own_parameters_with_core
                 "{p}"
             );
         }
-        assert!(topic.can_filter_by_for(Some("Task"), "owner").next().is_none());
+        assert!(
+            topic
+                .can_filter_by_for(Some("Task"), "owner")
+                .next()
+                .is_none()
+        );
     }
 }
 
