@@ -11,6 +11,7 @@
 //! `cow-cancellation-requested` with `owner=<itself>` to single out cancellation requests.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use herald_subscriptions::notification::NotificationType;
 use herald_tests::cow::{
     CowPair, LAB_1, PLACER, Party, assert_notes, cancellation_task, coordination_task, notes,
     output, service_request, subscription, wait_notes, with_reason, with_status,
@@ -359,6 +360,14 @@ async fn a_cancellation_never_overtakes_the_create_it_cancels() {
         (1..=20).collect::<Vec<u64>>(),
         "gap-free, in order, once each"
     );
+    assert!(
+        got.iter()
+            .all(|n| n.kind == NotificationType::EventNotification
+                && n.subscription.as_deref() == Some("lab-1-tasks")),
+        "every event notification names the lab's subscription"
+    );
+    // a short outage (fewer failures than it takes to set `error`): the status stays active
+    assert_eq!(got.last().unwrap().status.as_deref(), Some("active"));
     for n in 1..=10 {
         let pos = |f: &str| got.iter().position(|x| x.focus == f).unwrap();
         let create = pos(&format!("Task/ct-{n}/_history/1"));

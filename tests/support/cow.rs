@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::receiver::{Received, Receiver, summary};
-use crate::{Herald, client, topic};
+use crate::{Herald, client};
 
 /// Upper bound of every wait (the machine is shared and loaded: generous on purpose).
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -481,9 +481,4 @@ pub fn event_requests(rx: &Receiver, path: &str) -> Vec<Received> {
         .into_iter()
         .filter(|r| r.kind() == Some(NotificationType::EventNotification))
         .collect()
-}
-
-/// The canonical of a built-in topic (re-exported for the test files).
-pub fn cow_topic(id: &str) -> String {
-    topic(id)
 }
