@@ -6,7 +6,8 @@
 use herald_fhir::FhirVersion;
 use herald_matcher::{Change as MatchChange, Matcher};
 use herald_store::{
-    Change, EventDraft, Interaction as StoreInteraction, Store, StoreError, WriteKind, WriteRequest,
+    Change, EventDraft, EventFocus, Interaction as StoreInteraction, Store, StoreError,
+    StoredVersion, WriteKind, WriteRequest,
 };
 use herald_subscriptions::{
     Interaction, RelatedLookup, Subscription, SubscriptionError, Topic, TopicCatalog, builtin,
@@ -217,7 +218,7 @@ impl Engine {
     pub fn events_for(
         &self,
         change: &Change<'_>,
-        related: &dyn RelatedLookup,
+        related: &Related,
     ) -> Result<Vec<EventDraft>, String> {
         let interaction = match change.interaction {
             StoreInteraction::Create => Interaction::Create,
@@ -238,64 +239,218 @@ impl Engine {
             // write nor the other subscriptions: that topic or subscription misses this change.
             tracing::warn!(resource = %mc.reference(), error = %e, "subscription matching failed for one topic or subscription");
         }
-        Ok(matches
+        let mut drafts: Vec<EventDraft> = matches
             .into_iter()
             .map(|m| EventDraft {
                 subscription_id: m.subscription_id,
                 topic: m.topic_url,
                 additional_context: m.additional_context,
+                focus: None,
             })
-            .collect())
+            .collect();
+        drafts.extend(self.linked_request_events(&mc, related));
+        Ok(drafts)
+    }
+
+    /// News about ServiceRequests that a Task write brings: when a Task starts pointing at a
+    /// ServiceRequest, or names a new owner, the request now "has a Task owned by" that owner,
+    /// so `cow-servicerequest-for-owner` subscriptions whose `task-owner` filter the Task
+    /// satisfies hear about the ServiceRequest (at its current version, the Task as additional
+    /// context). Without this a fulfiller would never hear of a ServiceRequest written before
+    /// the Task that assigns it, which is the usual order. An owner the Task leaves hears
+    /// nothing more: the filter only looks at the Tasks as they are now.
+    fn linked_request_events(
+        &self,
+        change: &MatchChange<'_>,
+        related: &Related,
+    ) -> Vec<EventDraft> {
+        let (Some(task), "Task") = (change.current, change.resource_type) else {
+            return Vec::new();
+        };
+        let before = change.previous;
+        let owner = |t: &Value| t.get("owner").cloned();
+        let mut out = Vec::new();
+        for sr in &related.linked_requests {
+            let Some(body) = &sr.resource else { continue };
+            let newly = match before {
+                None => true,
+                Some(prev) => owner(prev) != owner(task) || !task_points_at(prev, &sr.id),
+            };
+            if !newly || !task_points_at(task, &sr.id) {
+                continue;
+            }
+            let lookup = OneTask {
+                service_request: format!("ServiceRequest/{}", sr.id),
+                task,
+            };
+            let news = MatchChange {
+                resource_type: "ServiceRequest",
+                id: &sr.id,
+                interaction: Interaction::Update,
+                previous: None,
+                current: Some(body),
+                at_ms: change.at_ms,
+            };
+            let (matches, errors) = self.matcher.matches_isolated(&news, &lookup);
+            for e in errors {
+                tracing::warn!(resource = %news.reference(), error = %e, "subscription matching failed for one topic or subscription");
+            }
+            let owner_topic = format!(
+                "{}{}",
+                builtin::BUILTIN_BASE,
+                builtin::COW_SERVICEREQUEST_FOR_OWNER
+            );
+            out.extend(
+                matches
+                    .into_iter()
+                    .filter(|m| m.topic_url == owner_topic)
+                    .map(|m| EventDraft {
+                        subscription_id: m.subscription_id,
+                        topic: m.topic_url,
+                        additional_context: m.additional_context,
+                        focus: Some(EventFocus {
+                            resource_type: "ServiceRequest".to_owned(),
+                            id: sr.id.clone(),
+                            version: sr.version,
+                        }),
+                    }),
+            );
+        }
+        out
     }
 }
 
 /// Related resources for topic-defined filters, read from the store **before** the write is
 /// applied: the hook runs under the store's log lock, which every writer waits for, so it only
 /// looks at what it is handed.
+#[derive(Default)]
 pub struct Related {
+    /// For a ServiceRequest change: `ServiceRequest/<id>` and the Tasks pointing at it.
     service_request: Option<String>,
     tasks: Vec<Value>,
+    /// For a Task change: the current versions of the ServiceRequests it points at (`focus`,
+    /// `basedOn`), for news about them (see [`Engine::linked_request_events`]).
+    linked_requests: Vec<StoredVersion>,
 }
 
 impl Related {
-    /// Collects what a change of `resource_type`/`id` may need. Only a ServiceRequest change needs
-    /// anything: the Tasks whose `focus` or `basedOn` point at it (a scan of the tenant's Tasks;
-    /// an index on those references is the remedy if ServiceRequest writes become frequent).
-    pub fn prefetch(store: &Store, tenant: &str, resource_type: &str, id: &str) -> Related {
-        if resource_type != "ServiceRequest" {
-            return Related {
-                service_request: None,
-                tasks: Vec::new(),
-            };
-        }
-        let target = format!("ServiceRequest/{id}");
-        let refers = |v: &Value| {
-            v.get("reference")
-                .and_then(Value::as_str)
-                .is_some_and(|r| r == target || r.ends_with(&format!("/{target}")))
-        };
-        let tasks = store
-            .live_of_type(tenant, "Task")
-            .filter_map(Result::ok)
-            .filter_map(|s| s.resource)
-            .filter(|t| {
-                t.get("focus").is_some_and(refers)
-                    || t.get("basedOn")
-                        .and_then(Value::as_array)
-                        .is_some_and(|a| a.iter().any(refers))
-            })
-            .collect();
-        Related {
-            service_request: Some(target),
-            tasks,
+    /// Collects what a change of `resource_type`/`id` (new body `body`) may need: for a
+    /// ServiceRequest, the Tasks whose `focus` or `basedOn` point at it (a scan of the tenant's
+    /// Tasks; an index on those references is the remedy if ServiceRequest writes become
+    /// frequent); for a Task, the ServiceRequests it points at.
+    pub fn prefetch(
+        store: &Store,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+        body: Option<&Value>,
+    ) -> Related {
+        match resource_type {
+            "ServiceRequest" => {
+                let target = format!("ServiceRequest/{id}");
+                let tasks = store
+                    .live_of_type(tenant, "Task")
+                    .filter_map(Result::ok)
+                    .filter_map(|s| s.resource)
+                    .filter(|t| task_points_at(t, id))
+                    .collect();
+                Related {
+                    service_request: Some(target),
+                    tasks,
+                    linked_requests: Vec::new(),
+                }
+            }
+            "Task" => Related {
+                linked_requests: body
+                    .map(linked_service_requests)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|sr| store.current(tenant, "ServiceRequest", &sr).ok().flatten())
+                    .filter(|v| !v.is_deleted())
+                    .collect(),
+                ..Related::default()
+            },
+            _ => Related::default(),
         }
     }
+
+    /// Adds Tasks written in the same transaction (after the stored ones they replace), so a
+    /// ServiceRequest and the Task naming its owner can arrive together.
+    pub fn with_tasks(mut self, written: &[(&str, &Value)]) -> Related {
+        let Some(target) = &self.service_request else {
+            return self;
+        };
+        let sr_id = target.trim_start_matches("ServiceRequest/").to_owned();
+        for (id, body) in written {
+            self.tasks
+                .retain(|t| t.get("id").and_then(Value::as_str) != Some(*id));
+            if task_points_at(body, &sr_id) {
+                self.tasks.push((*body).clone());
+            }
+        }
+        self
+    }
+
+    /// Drops the linked ServiceRequests written in the same transaction: their own write is
+    /// matched with this Task as related data, so news about them here would repeat it.
+    pub fn without_requests(mut self, written: &[&str]) -> Related {
+        self.linked_requests
+            .retain(|v| !written.contains(&v.id.as_str()));
+        self
+    }
+}
+
+/// Whether Task `t` points at `ServiceRequest/<sr_id>` through `focus` or `basedOn`.
+fn task_points_at(t: &Value, sr_id: &str) -> bool {
+    linked_service_requests(t).iter().any(|s| s == sr_id)
+}
+
+/// The ids of the local ServiceRequests a Task points at through `focus` and `basedOn`
+/// (relative references, or absolute ones ending in `ServiceRequest/<id>`).
+pub fn linked_service_requests(task: &Value) -> Vec<String> {
+    let refs = task
+        .get("focus")
+        .into_iter()
+        .chain(
+            task.get("basedOn")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        )
+        .filter_map(|r| r.get("reference").and_then(Value::as_str));
+    let mut out: Vec<String> = Vec::new();
+    for r in refs {
+        let mut parts = r.rsplit('/');
+        let (Some(id), Some("ServiceRequest")) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if herald_fhir::is_valid_id(id) && !out.iter().any(|o| o == id) {
+            out.push(id.to_owned());
+        }
+    }
+    out
 }
 
 impl RelatedLookup for Related {
     fn tasks_for_service_request(&self, service_request: &str) -> Vec<Value> {
         if self.service_request.as_deref() == Some(service_request) {
             self.tasks.clone()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// A lookup that answers for one ServiceRequest with one Task (the Task just written).
+struct OneTask<'a> {
+    service_request: String,
+    task: &'a Value,
+}
+
+impl RelatedLookup for OneTask<'_> {
+    fn tasks_for_service_request(&self, service_request: &str) -> Vec<Value> {
+        if service_request == self.service_request {
+            vec![self.task.clone()]
         } else {
             Vec::new()
         }

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod bundle;
 pub mod capability;
 pub mod committer;
 pub mod config;
@@ -148,6 +149,7 @@ impl AppState {
 /// The complete HTTP router.
 pub fn router(state: Arc<AppState>) -> Router {
     let fhir = Router::new()
+        .route("/", post(bundle::system_post))
         .route("/metadata", get(capability::metadata))
         .route(
             "/.well-known/smart-configuration",

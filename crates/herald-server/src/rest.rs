@@ -33,7 +33,7 @@ fn check_id(id: &str) -> ApiResult<()> {
 }
 
 /// Validates a body for `rtype`: structure (400), type agreement (400), business rules (422).
-fn check_body(tenant: &Tenant, rtype: &str, body: &Value) -> ApiResult<()> {
+pub(crate) fn check_body(tenant: &Tenant, rtype: &str, body: &Value) -> ApiResult<()> {
     herald_fhir::validate::check_resource(tenant.version, body)?;
     let body_type = body
         .get("resourceType")
@@ -452,7 +452,7 @@ fn redacted(caller: &Caller, mut v: StoredVersion) -> StoredVersion {
 
 /// The write rules before a create or update: who may write it, a Subscription's scope,
 /// redacted headers sent back, the creator tag.
-fn authorize_write(
+pub(crate) fn authorize_write(
     state: &AppState,
     tenant: &Tenant,
     caller: &Caller,

@@ -83,7 +83,13 @@ pub async fn write_as(
     {
         check_egress(state, tenant.version, body).await?;
     }
-    let related = Related::prefetch(&state.store, &tenant.name, cmd.resource_type, cmd.id);
+    let related = Related::prefetch(
+        &state.store,
+        &tenant.name,
+        cmd.resource_type,
+        cmd.id,
+        cmd.body.as_ref(),
+    );
     let mut changed_subscription: Option<Option<herald_subscriptions::Subscription>> = None;
     let mut synced = None;
     let request = |body| WriteRequest {
@@ -204,20 +210,25 @@ pub async fn write_as(
             Some(None) => state.dispatcher.remove(&tenant.name, cmd.id),
             None => {}
         }
-        // Each subscription's highest event number of this write: durable now, and with it
-        // every lower one (numbers are assigned in commit order).
-        let mut durable: Vec<(&str, u64)> = Vec::new();
-        for (sub, n) in &outcome.events {
-            match durable.iter_mut().find(|(s, _)| *s == sub.as_str()) {
-                Some((_, upto)) => *upto = (*upto).max(*n),
-                None => durable.push((sub, *n)),
-            }
-        }
-        for (sub, upto) in durable {
-            state.dispatcher.wake(&tenant.name, sub, upto);
-        }
+        announce(state, tenant, &outcome.events);
     }
     Ok(outcome)
+}
+
+/// Tells delivery about events that are durable now: each subscription's highest event number,
+/// and with it every lower one (numbers are assigned in commit order). Call only after the
+/// sync that made them durable.
+pub fn announce(state: &AppState, tenant: &Tenant, events: &[(String, u64)]) {
+    let mut durable: Vec<(&str, u64)> = Vec::new();
+    for (sub, n) in events {
+        match durable.iter_mut().find(|(s, _)| *s == sub.as_str()) {
+            Some((_, upto)) => *upto = (*upto).max(*n),
+            None => durable.push((sub, *n)),
+        }
+    }
+    for (sub, upto) in durable {
+        state.dispatcher.wake(&tenant.name, sub, upto);
+    }
 }
 
 /// The egress guard at creation: a rest-hook endpoint that is (or resolves to) an internal

@@ -51,6 +51,11 @@ pub fn event_prefix(tenant: &str, subscription_id: &str) -> Vec<u8> {
     k
 }
 
+/// `tenant \0 message-id` — key of the `messages` tree.
+pub fn message(tenant: &str, message_id: &str) -> Vec<u8> {
+    join(&[tenant.as_bytes(), message_id.as_bytes()])
+}
+
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, p) in parts.iter().enumerate() {

@@ -13,6 +13,7 @@ mod commit;
 mod delivery;
 mod error;
 pub mod keys;
+mod messages;
 mod record;
 mod secrets;
 mod wal;
@@ -28,7 +29,8 @@ use serde_json::Value;
 pub use commit::Durability;
 pub use delivery::{AttemptFilter, AttemptRecord, DeliveryState};
 pub use error::{Result, StoreError};
-pub use record::{EventDraft, EventRecord, Interaction, StoredVersion};
+pub use messages::{Atomic, MessageRecord};
+pub use record::{EventDraft, EventFocus, EventRecord, Interaction, StoredVersion};
 pub use secrets::{SigningKeys, SigningSecret};
 
 use commit::{Checkpointer, GroupCommit};
@@ -143,6 +145,8 @@ pub struct Store {
     attempts: sled::Tree,
     /// Signing secrets of resources (rest-hook Subscriptions), see `secrets.rs`.
     secrets: sled::Tree,
+    /// Responses to processed FHIR messages, by message id, see `messages.rs`.
+    messages: sled::Tree,
     /// Entries in `attempts` (sled's `len` is a full scan; pruning needs the count often).
     attempts_len: std::sync::atomic::AtomicUsize,
     wal: Arc<Wal>,
@@ -176,6 +180,7 @@ impl Store {
             delivery,
             attempts,
             secrets,
+            messages,
         ] = trees.0;
         Ok(Store {
             attempts_len: std::sync::atomic::AtomicUsize::new(attempts.len()),
@@ -186,6 +191,7 @@ impl Store {
             delivery,
             attempts,
             secrets,
+            messages,
             checkpointer: Checkpointer::start(Arc::clone(&wal)),
             wal,
             db,
@@ -646,15 +652,28 @@ fn record_events(
         let ckey = keys::subscription(req.tenant, &d.subscription_id);
         let number = keys::decode_u64(pending.get(TreeId::Counters, &ckey)?.as_deref()) + 1;
         pending.put(TreeId::Counters, ckey, keys::encode_u64(number).to_vec());
-        let event = EventRecord {
-            number,
-            timestamp: stored.last_updated.clone(),
-            topic: d.topic,
-            focus_type: stored.resource_type.clone(),
-            focus_id: stored.id.clone(),
-            focus_version: stored.version,
-            interaction: stored.interaction,
-            additional_context: d.additional_context,
+        let event = match d.focus {
+            Some(f) => EventRecord {
+                number,
+                timestamp: stored.last_updated.clone(),
+                topic: d.topic,
+                focus_type: f.resource_type,
+                focus_id: f.id,
+                focus_version: f.version,
+                // The focus itself did not change: what happened is news about it.
+                interaction: Interaction::Update,
+                additional_context: d.additional_context,
+            },
+            None => EventRecord {
+                number,
+                timestamp: stored.last_updated.clone(),
+                topic: d.topic,
+                focus_type: stored.resource_type.clone(),
+                focus_id: stored.id.clone(),
+                focus_version: stored.version,
+                interaction: stored.interaction,
+                additional_context: d.additional_context,
+            },
         };
         let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         pending.put(

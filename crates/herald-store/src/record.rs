@@ -51,7 +51,7 @@ impl StoredVersion {
 }
 
 /// A matched subscription's request to record an event, produced by the write hook.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EventDraft {
     /// The subscription that matched.
     pub subscription_id: String,
@@ -59,6 +59,23 @@ pub struct EventDraft {
     pub topic: String,
     /// Additional-context references (`Type/id`, resolved at their current version).
     pub additional_context: Vec<String>,
+    /// The event's focus when it is not the resource written: a change to one resource can be
+    /// news about another (a Task naming a new owner is news about the ServiceRequest it
+    /// fulfils, for a subscription on ServiceRequests "with a Task owned by X"). `None`: the
+    /// written resource at the version just written.
+    pub focus: Option<EventFocus>,
+}
+
+/// The focus of an event about a resource other than the one written (see
+/// [`EventDraft::focus`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFocus {
+    /// Resource type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// The version the notification shows.
+    pub version: u64,
 }
 
 /// A numbered event in a subscription's log. The focus is recorded with the version that

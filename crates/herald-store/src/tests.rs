@@ -239,12 +239,14 @@ async fn hook_events_are_numbered_per_subscription_and_survive_reopen() {
                 subscription_id: "a".into(),
                 topic: "t".into(),
                 additional_context: vec![],
+                ..Default::default()
             }];
             if c.id == "t2" {
                 v.push(EventDraft {
                     subscription_id: "b".into(),
                     topic: "t".into(),
                     additional_context: vec!["Patient/p".into()],
+                    ..Default::default()
                 });
             }
             Ok(v)
@@ -276,6 +278,7 @@ async fn hook_events_are_numbered_per_subscription_and_survive_reopen() {
             subscription_id: "a".into(),
             topic: "t".into(),
             additional_context: vec![],
+            ..Default::default()
         }])
     };
     let out = store
@@ -317,6 +320,7 @@ fn draft(sub: &str) -> EventDraft {
         subscription_id: sub.into(),
         topic: "t".into(),
         additional_context: vec![],
+        ..Default::default()
     }
 }
 

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Result, StoreError};
 
 /// The trees of the store, in the order their ids are written to the log (never reorder).
-pub(crate) const TREE_NAMES: [&str; 7] = [
+pub(crate) const TREE_NAMES: [&str; 8] = [
     "resources",
     "history",
     "counters",
@@ -43,6 +43,7 @@ pub(crate) const TREE_NAMES: [&str; 7] = [
     "delivery",
     "attempts",
     "secrets",
+    "messages",
 ];
 
 /// A tree's id in log records.
@@ -55,6 +56,7 @@ pub(crate) enum TreeId {
     Delivery = 4,
     Attempts = 5,
     Secrets = 6,
+    Messages = 7,
 }
 
 /// One mutation.
@@ -66,7 +68,7 @@ pub(crate) enum Op {
 
 /// The sled trees, indexed by [`TreeId`].
 #[derive(Clone)]
-pub(crate) struct Trees(pub(crate) [sled::Tree; 7]);
+pub(crate) struct Trees(pub(crate) [sled::Tree; 8]);
 
 impl Trees {
     pub(crate) fn open(db: &sled::Db) -> Result<Trees> {
@@ -74,7 +76,7 @@ impl Trees {
         for name in TREE_NAMES {
             trees.push(db.open_tree(name)?);
         }
-        let trees: [sled::Tree; 7] = trees
+        let trees: [sled::Tree; 8] = trees
             .try_into()
             .map_err(|_| StoreError::Corrupt("tree list".into()))?;
         Ok(Trees(trees))
@@ -108,6 +110,7 @@ fn tree_id(b: u8) -> Option<TreeId> {
         4 => TreeId::Delivery,
         5 => TreeId::Attempts,
         6 => TreeId::Secrets,
+        7 => TreeId::Messages,
         _ => return None,
     })
 }
