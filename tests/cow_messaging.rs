@@ -11,8 +11,8 @@
 //!   outage (its process stopped and restarted on the same port): the final Task on both sides
 //!   is the clean run's, nothing lost, nothing applied twice.
 //!
-//! Written against the interface the lead is landing on `main` ("Transactions:", "Messaging:",
-//! "COW:" commits); ignored until then, with the reason.
+//! Pattern 3 is written against the interface the lead is landing on `main` ("Messaging:"
+//! commits) and ignored until then, with the reason.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -48,7 +48,6 @@ fn order_transaction(order: &str, task: &str) -> Value {
 }
 
 #[tokio::test]
-#[ignore = "needs Transactions: transaction Bundles at POST /fhir/{tenant} and the ServiceRequest as additional-context (lead, on main)"]
 async fn pattern1_through_one_transaction_the_placer_hears_the_create_with_its_order_and_every_change()
  {
     let pair = CowPair::start().await;

@@ -323,7 +323,6 @@ async fn pattern2_reassignment_tells_the_old_owner_the_task_left_and_nothing_aft
 /// the owner hears the order (at its current version) then, and every change after; a
 /// competing fulfiller hears nothing.
 #[tokio::test]
-#[ignore = "needs COW: cow-servicerequest-for-owner firing when the linking Task arrives after the ServiceRequest (lead, on main)"]
 async fn servicerequest_for_owner_fires_when_the_linking_task_arrives_after_the_order() {
     let h = side(&pattern2_config());
     let rx = Receiver::start().await;
