@@ -211,14 +211,15 @@ async fn versions(p: &Party, base: &str, r: &str) -> usize {
     h["entry"].as_array().map_or(0, Vec::len)
 }
 
-/// A COW `order-update` message about `task`, as a counterpart sends it (R4: the message is
-/// identified by `MessageHeader.id`).
+/// A COW `order-update` message about `task` (as stored at the sender, `meta` included), as a
+/// counterpart sends it (R4: the message is identified by `MessageHeader.id`; the Bundle's
+/// timestamp is the Task version's `lastUpdated`).
 fn order_update(header_id: &str, source: &str, task: &Value) -> Value {
     json!({
         "resourceType": "Bundle",
         "id": format!("bundle-{header_id}"),
         "type": "message",
-        "timestamp": "2026-12-03T12:00:00Z",
+        "timestamp": task["meta"]["lastUpdated"].clone(),
         "entry": [
             {"fullUrl": format!("urn:uuid:{header_id}"),
              "resource": {
@@ -310,11 +311,8 @@ async fn play(faults: bool) -> (Value, Value, usize, usize) {
     if faults {
         // a duplicate: the same message twice is answered the same way and applied once
         let task = task_by_identifier(&placer, &fb, "ct-1").await.unwrap();
-        let msg = order_update(
-            "b7f5f0a4-2b7e-4a53-9a5e-1d0c7a6f0001",
-            &format!("{fb}/$process-message"),
-            &business(&task),
-        );
+        let source = format!("{fb}/$process-message");
+        let msg = order_update("b7f5f0a4-2b7e-4a53-9a5e-1d0c7a6f0001", &source, &task);
         let target = format!("{pb}/$process-message");
         let before = versions(&placer, &pb, "Task/ct-1").await;
         let (s1, r1) = placer.call(Method::POST, &target, Some(&msg)).await;
@@ -329,21 +327,33 @@ async fn play(faults: bool) -> (Value, Value, usize, usize) {
             )
         );
         assert_eq!(versions(&placer, &pb, "Task/ct-1").await, before);
-        // reordering: an older state arriving after a newer one does not win
-        let mut stale = business(&task);
-        stale["status"] = json!("in-progress");
-        let old = order_update(
-            "b7f5f0a4-2b7e-4a53-9a5e-1d0c7a6f0000",
-            &format!("{fb}/$process-message"),
-            &stale,
-        );
+        // reordering: the fulfiller's earlier version (in-progress) arriving after the newer
+        // one does not win
+        let fid = task["id"].as_str().unwrap();
+        let history = placer.read(&format!("{fb}/Task/{fid}/_history")).await;
+        let stale = history["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"].clone())
+            .find(|t| t["status"] == "in-progress")
+            .expect("the in-progress version");
+        let old = order_update("b7f5f0a4-2b7e-4a53-9a5e-1d0c7a6f0000", &source, &stale);
         let (s, r) = placer.call(Method::POST, &target, Some(&old)).await;
         assert!(s.is_success() || s.is_client_error(), "{s} {r}");
     }
     let (a, b) = converged(&placer, &pb, &fb, "ct-1", "completed").await;
-    let pv = versions(&placer, &pb, "Task/ct-1").await;
     let fid = b["id"].as_str().unwrap().to_owned();
-    let fv = versions(&placer, &fb, &format!("Task/{fid}")).await;
+    let count = || async {
+        (
+            versions(&placer, &pb, "Task/ct-1").await,
+            versions(&placer, &fb, &format!("Task/{fid}")).await,
+        )
+    };
+    let (pv, fv) = count().await;
+    // settled: applying the counterpart's copy makes no new version, so nothing ping-pongs
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count().await, (pv, fv), "the two sides stopped exchanging");
     (a, b, pv, fv)
 }
 
