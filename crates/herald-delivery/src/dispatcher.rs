@@ -108,7 +108,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the dispatcher with the rest-hook and websocket channels. `base_urls` maps each tenant to the
+    /// Starts the dispatcher with the rest-hook, message and websocket channels. `base_urls` maps each tenant to the
     /// base URL used in notification references; `status_tx` receives the status changes to
     /// apply.
     pub fn start(
@@ -123,6 +123,10 @@ impl Dispatcher {
         ));
         let channels = Channels::default()
             .with(Arc::new(RestHook::new(
+                &config.guard(),
+                config.attempt_log_body_bytes,
+            )?))
+            .with(Arc::new(crate::message::MessageChannel::new(
                 &config.guard(),
                 config.attempt_log_body_bytes,
             )?))

@@ -11,6 +11,7 @@ pub mod channel;
 pub mod config;
 pub mod dispatcher;
 pub mod egress;
+pub mod message;
 pub mod payload;
 pub mod policy;
 pub mod resthook;

@@ -89,10 +89,23 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
             "searchParam": [
                 {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
                 {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}
             ],
+            "operation": [{
+                "name": "process-message",
+                "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
+            }],
+        }],
+        // FHIR messaging (COW pattern 3): synchronous, each message processed once.
+        "messaging": [{
+            "endpoint": [{
+                "protocol": {"system": "http://terminology.hl7.org/CodeSystem/message-transport", "code": "http"},
+                "address": format!("{base}/$process-message"),
+            }],
+            "documentation": "Messages (COW new-order, order-update; subscription event-notification, handshake, heartbeat) are applied by business identifier, all or nothing, once: a resend with the same message id is answered with the first response.",
         }],
     });
     if tenant.version == FhirVersion::R4 {

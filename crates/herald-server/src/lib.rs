@@ -18,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod messaging;
 mod middleware;
 pub mod operations;
 pub mod rest;
@@ -150,6 +151,7 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let fhir = Router::new()
         .route("/", post(bundle::system_post))
+        .route("/$process-message", post(messaging::process_message))
         .route("/metadata", get(capability::metadata))
         .route(
             "/.well-known/smart-configuration",

@@ -237,7 +237,10 @@ async fn check_egress(state: &AppState, version: FhirVersion, body: &Value) -> A
     let Ok(sub) = parse_subscription(version, body) else {
         return Ok(()); // validation reports what is wrong with it
     };
-    if sub.channel.kind != herald_subscriptions::ChannelType::RestHook {
+    if !matches!(
+        sub.channel.kind,
+        herald_subscriptions::ChannelType::RestHook | herald_subscriptions::ChannelType::Message
+    ) {
         return Ok(());
     }
     let Some(endpoint) = &sub.channel.endpoint else {

@@ -690,12 +690,15 @@ fn endpoint_must_fit_the_channel() {
         ("email", Some("mailto:someone@example.org"), true),
         ("email", Some("https://a.example"), false),
         ("message", Some("https://a.example/$process-message"), true),
-        ("message", Some("urn:uuid:1234"), true),
+        ("message", Some("urn:uuid:1234"), false),
         ("message", Some("not a url"), false),
     ];
     for (channel, endpoint, ok) in cases {
         let mut body = r5_request();
         body["channelType"]["code"] = json!(channel);
+        if channel == "message" {
+            body["content"] = json!("full-resource");
+        }
         match endpoint {
             Some(e) => body["endpoint"] = json!(e),
             None => {
@@ -704,6 +707,21 @@ fn endpoint_must_fit_the_channel() {
         }
         let result = validate(FhirVersion::R5, &body);
         assert_eq!(result.is_ok(), ok, "{channel} {endpoint:?}: {result:?}");
+    }
+}
+
+#[test]
+fn the_message_channel_needs_full_resource_content() {
+    for (content, ok) in [("full-resource", true), ("id-only", false), ("empty", false)] {
+        let mut body = r5_request();
+        body["channelType"]["code"] = json!("message");
+        body["endpoint"] = json!("https://a.example/fhir/$process-message");
+        body["content"] = json!(content);
+        let result = validate(FhirVersion::R5, &body);
+        assert_eq!(result.is_ok(), ok, "{content}: {result:?}");
+        if let Err(e) = result {
+            assert!(e.to_string().contains("full-resource"), "{e}");
+        }
     }
 }
 

@@ -15,7 +15,8 @@ use crate::builtin::TopicDefinedFilter;
 use crate::catalog::TopicLookup;
 use crate::json::{extensions, with_url};
 use crate::model::{
-    CanFilterBy, Channel, ChannelType, Filter, Subscription, SubscriptionStatus, Topic,
+    CanFilterBy, Channel, ChannelType, Filter, PayloadContent, Subscription, SubscriptionStatus,
+    Topic,
 };
 use crate::r4::{
     EXT_CHANNEL_TYPE, EXT_FILTER_CRITERIA, EXT_HEARTBEAT_PERIOD, EXT_MAX_COUNT,
@@ -415,9 +416,19 @@ fn check_endpoint(channel: &Channel) -> Result<(), SubscriptionError> {
             Some((s, rest)) if s == "mailto" && rest.contains('@') => Ok(()),
             _ => Err(bad(e, "expected a mailto: address")),
         },
+        // Herald delivers messages by POSTing them to the counterpart's `$process-message`.
         (ChannelType::Message, Some(e)) => match scheme(e) {
-            Some(_) if !e.chars().any(char::is_whitespace) => Ok(()),
-            _ => Err(bad(e, "expected an absolute URL")),
+            Some((s, rest))
+                if (s == "http" || s == "https")
+                    && has_host(rest)
+                    && !e.chars().any(char::is_whitespace) =>
+            {
+                Ok(())
+            }
+            _ => Err(bad(
+                e,
+                "expected the absolute http:// or https:// URL of the counterpart's $process-message",
+            )),
         },
     }
 }
@@ -454,6 +465,20 @@ pub fn check_content_type(
 
 fn check_channel(version: FhirVersion, channel: &Channel) -> Result<(), SubscriptionError> {
     check_endpoint(channel)?;
+    // A message carries the resources themselves: the counterpart applies them by identifier.
+    if channel.kind == ChannelType::Message && channel.content != PayloadContent::FullResource {
+        return Err(SubscriptionError::Invalid {
+            element: match version {
+                FhirVersion::R4 => "Subscription.channel.payload",
+                FhirVersion::R5 => "Subscription.content",
+            }
+            .to_owned(),
+            reason: format!(
+                "the message channel carries the resources themselves: use full-resource, not {}",
+                channel.content.code()
+            ),
+        });
+    }
     let element = match version {
         FhirVersion::R4 => "Subscription.channel.header",
         FhirVersion::R5 => "Subscription.parameter",

@@ -14,7 +14,7 @@
 pub mod commit;
 pub mod plan;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -97,7 +97,14 @@ pub async fn transaction(state: &AppState, ctx: &Ctx, bundle: &Value) -> ApiResu
         check_scope(&ctx.caller, &r.resource_type, r.method).map_err(|e| at(i, e))?;
         planned.push(resolve(state, &ctx.tenant, &ctx.caller, r).map_err(|e| at(i, e))?);
     }
-    let written = write_plan(state, &ctx.tenant, &ctx.caller, &mut planned, true)?;
+    let references = local_references(&planned);
+    let written = write_plan(
+        state,
+        &ctx.tenant,
+        &ctx.caller,
+        &mut planned,
+        Some(&references),
+    )?;
     let outcomes = match commit_atomic(state, &ctx.tenant, &written.writes, None).await {
         Ok(Committed::Applied(o)) => o,
         Ok(Committed::Duplicate(_)) => {
@@ -126,15 +133,16 @@ pub struct PlannedWrites {
 
 /// Checks a resolved plan as one unit (no resource written twice, references to other entries
 /// rewritten and resolvable) and each write as a REST write would be (body, access rules,
-/// creator tag), and returns the writes. `atomic`: a transaction or message, whose entries may
-/// refer to each other.
+/// creator tag), and returns the writes. `references`: for a transaction or message, whose
+/// entries may refer to each other, what each entry reference becomes; `None` for a batch.
 pub fn write_plan(
     state: &AppState,
     tenant: &Tenant,
     caller: &Caller,
     planned: &mut [Planned],
-    atomic: bool,
+    references: Option<&HashMap<String, String>>,
 ) -> ApiResult<PlannedWrites> {
+    let atomic = references.is_some();
     let mut seen = HashSet::new();
     for p in planned.iter() {
         if matches!(p.action, Action::Write { .. }) {
@@ -149,11 +157,8 @@ pub fn write_plan(
             }
         }
     }
-    let map = if atomic {
-        local_references(planned)
-    } else {
-        Default::default()
-    };
+    let none = HashMap::new();
+    let map = references.unwrap_or(&none);
     let mut out = PlannedWrites {
         writes: Vec::new(),
         entry_of: Vec::new(),
@@ -169,7 +174,7 @@ pub fn write_plan(
             continue;
         };
         if let Some(b) = body.as_mut() {
-            let unresolved = plan::rewrite_references(b, &map);
+            let unresolved = plan::rewrite_references(b, map);
             if let Some(u) = unresolved.first() {
                 return Err(at(
                     i,
@@ -206,7 +211,7 @@ pub fn write_plan(
 }
 
 /// The scope an entry needs.
-fn check_scope(caller: &Caller, resource_type: &str, method: Method) -> ApiResult<()> {
+pub fn check_scope(caller: &Caller, resource_type: &str, method: Method) -> ApiResult<()> {
     let perm = match method {
         Method::Get => Perm::Read,
         Method::Post => Perm::Create,
@@ -379,7 +384,7 @@ async fn batch_entry(state: &AppState, ctx: &Ctx, r: plan::Request) -> ApiResult
     let i = r.index;
     check_scope(&ctx.caller, &r.resource_type, r.method).map_err(|e| at(i, e))?;
     let mut planned = [resolve(state, &ctx.tenant, &ctx.caller, r).map_err(|e| at(i, e))?];
-    let writes = write_plan(state, &ctx.tenant, &ctx.caller, &mut planned, false)?;
+    let writes = write_plan(state, &ctx.tenant, &ctx.caller, &mut planned, None)?;
     let [p] = &planned;
     let Some(w) = writes.writes.into_iter().next() else {
         return Ok(results(state, ctx, &planned, &[], Vec::new())
