@@ -642,7 +642,11 @@ fn endpoint_must_fit_the_channel() {
 
 #[test]
 fn the_message_channel_needs_full_resource_content() {
-    for (content, ok) in [("full-resource", true), ("id-only", false), ("empty", false)] {
+    for (content, ok) in [
+        ("full-resource", true),
+        ("id-only", false),
+        ("empty", false),
+    ] {
         let mut body = r5_request();
         body["channelType"]["code"] = json!("message");
         body["endpoint"] = json!("https://a.example/fhir/$process-message");

@@ -323,7 +323,27 @@ fn plan_message(
             if_match: None,
             full_url,
         };
-        planned.push(resolve(state, &ctx.tenant, &ctx.caller, request).map_err(|e| at(i, e))?);
+        // A message may carry several versions of one resource (a backlog of its changes):
+        // they are applied in order, to the resource the first one resolved to.
+        let earlier = planned.iter().find(|p| {
+            p.request.resource_type == request.resource_type && p.request.query == request.query
+        });
+        match earlier {
+            Some(e) => {
+                let id = e.id.clone();
+                planned.push(Planned {
+                    action: Action::Write {
+                        kind: herald_store::WriteKind::Upsert,
+                        body: request.resource.clone(),
+                        if_match: None,
+                    },
+                    request,
+                    id,
+                });
+            }
+            None => planned
+                .push(resolve(state, &ctx.tenant, &ctx.caller, request).map_err(|e| at(i, e))?),
+        }
     }
     let references = message_references(&planned, &skipped);
     for p in &planned {
