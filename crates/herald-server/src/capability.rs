@@ -110,11 +110,10 @@ const SIGNING_SECRET_OPERATION: &str =
     "http://herald.example.org/fhir/OperationDefinition/Subscription-signing-secret";
 const BACKPORT_SERVER_R4: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4";
 /// The backport's R4B server CapabilityStatement (it has no `-r4b` suffix).
-const BACKPORT_SERVER_R4B: &str =
-    "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server";
+const BACKPORT_SERVER_R4B: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server";
 
-/// What a Subscription entry advertises: the operations, and on R4 and R4B the backport profile and
-/// the supported topic canonicals (extension `capabilitystatement-subscriptiontopic-canonical`).
+/// What a Subscription entry advertises: the operations, and on R4 and R4B the backport profile
+/// and the supported topic canonicals (extension `capabilitystatement-subscriptiontopic-canonical`).
 fn subscription_capabilities(tenant: &Tenant, r: &mut Value) {
     match tenant.version {
         FhirVersion::R4 | FhirVersion::R4B => {
