@@ -1,6 +1,7 @@
 //! The R4B tenant (`/fhir/r4b`, FHIR 4.3.0 with the Subscriptions Backport) end to end: the
 //! scenarios of `herald_tests::suite` on R4B, plus what only R4B has: native SubscriptionTopics
-//! without R5's `name` and `comparator`, and R5 topic bodies refused.
+//! without R5's `name` and `comparator`, R5 topic bodies refused, its own data and resource
+//! types, and the websocket channel bound with a backport (GET) token carrying R4B Bundles.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -180,4 +181,85 @@ async fn r4b_tenant_has_its_own_data() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = get(&c, &format!("{}/MedicinalProduct", h.fhir("r4"))).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+/// The next text frame of `ws` as JSON, within the wait.
+async fn next_frame(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> serde_json::Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(herald_tests::versions::WAIT, ws.next())
+            .await
+            .expect("a frame within the wait")
+            .expect("socket open")
+            .expect("frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON frame"),
+            Message::Close(f) => panic!("closed: {f:?}"),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn r4b_websocket_binds_with_a_get_token_and_carries_r4b_bundles() {
+    use futures_util::SinkExt;
+    use herald_subscriptions::notification::{NotificationType, parse_notification};
+    let h = Herald::start();
+    let c = client();
+    let base = h.fhir("r4b");
+    let mut s = herald_tests::r4_subscription("cow-task-changed", &[], "", "id-only");
+    s["channel"]["type"] = json!("websocket");
+    s["channel"].as_object_mut().unwrap().remove("endpoint");
+    let sub = create(&c, &base, "Subscription", &s).await;
+    let id = sub["id"].as_str().unwrap();
+    // the backport allows GET (R5 asks for POST)
+    let (status, p) = get(
+        &c,
+        &format!("{base}/Subscription/{id}/$get-ws-binding-token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    let param = |name: &str, key: &str| {
+        p["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .and_then(|x| x[key].as_str())
+            .unwrap_or_else(|| panic!("{name} in {p}"))
+            .to_owned()
+    };
+    let (token, url) = (
+        param("token", "valueString"),
+        param("websocket-url", "valueUrl"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("websocket connect");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        format!("bind-with-token {token}").into(),
+    ))
+    .await
+    .expect("send");
+    let hs = next_frame(&mut ws).await;
+    herald_tests::versions::assert_notification_shape(V, &hs);
+    assert_eq!(
+        parse_notification(&hs).unwrap().kind,
+        NotificationType::Handshake
+    );
+    create(&c, &base, "Task", &herald_tests::task("Organization/lab")).await;
+    let n = loop {
+        let v = next_frame(&mut ws).await;
+        let n = parse_notification(&v).unwrap();
+        if n.kind == NotificationType::EventNotification {
+            herald_tests::versions::assert_notification_shape(V, &v);
+            break n;
+        }
+    };
+    assert_eq!(n.events.iter().map(|e| e.number).collect::<Vec<_>>(), [1]);
 }
