@@ -74,6 +74,16 @@ async fn r4b_heartbeats_arrive_while_idle_only_when_a_period_is_set() {
 }
 
 #[tokio::test]
+async fn r4b_a_backlog_is_delivered_in_order_in_batches_of_at_most_max_count() {
+    suite::a_backlog_is_delivered_in_order_in_batches_of_at_most_max_count(V).await;
+}
+
+#[tokio::test]
+async fn r4b_an_outage_sets_error_keeps_counting_and_recovery_makes_it_active() {
+    suite::an_outage_sets_error_keeps_counting_and_recovery_makes_it_active(V).await;
+}
+
+#[tokio::test]
 async fn r4b_topics_can_be_searched_created_and_builtins_are_protected() {
     let h = Herald::start();
     let c = client();

@@ -68,3 +68,13 @@ async fn r5_handshake_then_active_then_every_payload_level_has_its_shape() {
 async fn r5_heartbeats_arrive_while_idle_only_when_a_period_is_set() {
     suite::heartbeats_arrive_while_idle_only_when_a_period_is_set(V).await;
 }
+
+#[tokio::test]
+async fn r5_a_backlog_is_delivered_in_order_in_batches_of_at_most_max_count() {
+    suite::a_backlog_is_delivered_in_order_in_batches_of_at_most_max_count(V).await;
+}
+
+#[tokio::test]
+async fn r5_an_outage_sets_error_keeps_counting_and_recovery_makes_it_active() {
+    suite::an_outage_sets_error_keeps_counting_and_recovery_makes_it_active(V).await;
+}

@@ -3,7 +3,8 @@
 //! topics and their advertisement, acceptance and every refusal, numbered and versioned events
 //! with `$status` and `$events`, filters on the previous and current version, subscriptions that
 //! must get nothing, event numbers across a crash, the topic-defined `task-owner` filter, and
-//! delivery (handshake, `active`, each payload level's shape, heartbeats).
+//! delivery (handshake, `active`, each payload level's shape, heartbeats, `maxCount` batches of a
+//! backlog, an outage's `error` and the recovery to `active` with nothing lost).
 //! `tests/subscriptions.rs` and `tests/delivery.rs` hold the R4 originals of these scenarios.
 
 use herald_fhir::FhirVersion;
@@ -11,10 +12,11 @@ use herald_subscriptions::notification::NotificationType;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::receiver::{Receiver, delivered_events, has_all_events, of_kind, summary};
+use crate::receiver::{Behaviour, Receiver, delivered_events, has_all_events, of_kind, summary};
 use crate::versions::{
     WAIT, assert_notification_shape, backport, event_list, events, set_channel_type, set_endpoint,
-    set_heartbeat, set_identifier, set_mime, status, subscription, tenant, topic_type, wait_status,
+    set_heartbeat, set_identifier, set_max_count, set_mime, status, subscription, tenant,
+    topic_type, wait_status,
 };
 use crate::{Herald, client, create, get, post_refused, send, task, topic};
 
@@ -502,11 +504,17 @@ pub async fn servicerequest_topic_notifies_the_owner_of_its_task(v: FhirVersion)
     );
 }
 
-/// Herald with loopback endpoints allowed and a one-second retry schedule.
-fn delivering_herald() -> Herald {
+/// Herald with loopback endpoints allowed, a one-second retry schedule and `error` after
+/// `error_after` consecutive failures.
+fn delivering_herald(error_after: u32) -> Herald {
+    let error_after = error_after.to_string();
     Herald::start_with(&[
         ("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true"),
         ("HERALD__DELIVERY__RETRY_SCHEDULE_SECS", "[1]"),
+        (
+            "HERALD__DELIVERY__ERROR_AFTER_FAILURES",
+            error_after.as_str(),
+        ),
     ])
 }
 
@@ -514,7 +522,7 @@ fn delivering_herald() -> Herald {
 /// 2 at each payload level in the version's Bundle shape, the subscription named by reference.
 pub async fn handshake_then_active_then_every_payload_level_has_its_shape(v: FhirVersion) {
     let rx = Receiver::start().await;
-    let h = delivering_herald();
+    let h = delivering_herald(3);
     let c = client();
     let base = h.fhir(tenant(v));
     let mut subs = Vec::new();
@@ -610,7 +618,7 @@ pub async fn handshake_then_active_then_every_payload_level_has_its_shape(v: Fhi
 /// no events; without a period only the handshake comes.
 pub async fn heartbeats_arrive_while_idle_only_when_a_period_is_set(v: FhirVersion) {
     let rx = Receiver::start().await;
-    let h = delivering_herald();
+    let h = delivering_herald(3);
     let c = client();
     let base = h.fhir(tenant(v));
     let mut beat = subscription(v, "cow-task-changed", &[], &rx.url("/beat"), "empty");
@@ -641,4 +649,84 @@ pub async fn heartbeats_arrive_while_idle_only_when_a_period_is_set(v: FhirVersi
     let got = rx.on("/quiet");
     assert_eq!(got.len(), 1, "{}", summary(&got));
     assert_eq!(got[0].kind(), Some(NotificationType::Handshake));
+}
+
+/// A backlog (built while the receiver answered 503) goes out in event-number order, each event
+/// once, in notifications of at most `maxCount` events, and batched.
+pub async fn a_backlog_is_delivered_in_order_in_batches_of_at_most_max_count(v: FhirVersion) {
+    let rx = Receiver::start().await;
+    let h = delivering_herald(100);
+    let c = client();
+    let base = h.fhir(tenant(v));
+    let mut s = subscription(v, "cow-task-changed", &[], &rx.url("/backlog"), "id-only");
+    set_max_count(v, &mut s, 3);
+    let sub = create(&c, &base, "Subscription", &s).await;
+    wait_status(&c, &base, id(&sub), "active").await;
+    rx.set(Behaviour::Status(503, None));
+    for i in 0..11 {
+        create(&c, &base, "Task", &task(&format!("Organization/o{i}"))).await;
+    }
+    rx.set(Behaviour::Accept);
+    let got = rx
+        .wait_until("/backlog", "events 1..=11", WAIT, |l| has_all_events(l, 11))
+        .await;
+    assert_eq!(
+        delivered_events(&got),
+        (1..=11).collect::<Vec<u64>>(),
+        "in order, each once: {}",
+        summary(&got)
+    );
+    let sizes: Vec<usize> = got
+        .iter()
+        .filter(|r| r.kind() == Some(NotificationType::EventNotification))
+        .map(|r| r.event_numbers().len())
+        .collect();
+    assert!(
+        sizes.iter().all(|n| (1..=3).contains(n)),
+        "never more than maxCount: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().any(|n| *n > 1),
+        "a backlog is batched: {sizes:?}"
+    );
+}
+
+/// An outage (500s) makes the Subscription `error` (with the reason in `Subscription.error` on
+/// the backport versions) while events keep being counted; when the endpoint recovers every
+/// event arrives, in order, once, and the Subscription is `active` again.
+pub async fn an_outage_sets_error_keeps_counting_and_recovery_makes_it_active(v: FhirVersion) {
+    let rx = Receiver::start().await;
+    let h = delivering_herald(2);
+    let c = client();
+    let base = h.fhir(tenant(v));
+    let s = subscription(v, "cow-task-changed", &[], &rx.url("/outage"), "id-only");
+    let sub = create(&c, &base, "Subscription", &s).await;
+    let sid = id(&sub).to_owned();
+    wait_status(&c, &base, &sid, "active").await;
+    rx.set(Behaviour::Status(500, None));
+    for _ in 0..3 {
+        create(&c, &base, "Task", &task("Organization/lab")).await;
+    }
+    let stored = wait_status(&c, &base, &sid, "error").await;
+    if backport(v) {
+        assert!(
+            stored["error"].as_str().is_some_and(|e| e.contains("500")),
+            "the reason is recorded: {stored}"
+        );
+    }
+    for _ in 0..2 {
+        create(&c, &base, "Task", &task("Organization/lab")).await;
+    }
+    let st = status(&c, v, &base, &sid).await;
+    assert_eq!(st.status.as_deref(), Some("error"));
+    assert_eq!(st.events_since_start, Some(5));
+    rx.set(Behaviour::Accept);
+    let got = rx
+        .wait_until("/outage", "events 1..=5", WAIT, |l| has_all_events(l, 5))
+        .await;
+    assert_eq!(delivered_events(&got), [1, 2, 3, 4, 5], "{}", summary(&got));
+    wait_status(&c, &base, &sid, "active").await;
+    let st = status(&c, v, &base, &sid).await;
+    assert_eq!(st.status.as_deref(), Some("active"));
+    assert_eq!(st.events_since_start, Some(5));
 }

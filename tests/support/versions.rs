@@ -124,6 +124,16 @@ pub fn set_heartbeat(v: FhirVersion, s: &mut Value, secs: u32) {
     }
 }
 
+/// Caps the events per notification.
+pub fn set_max_count(v: FhirVersion, s: &mut Value, max: u32) {
+    if backport(v) {
+        let url = format!("{BACKPORT}backport-max-count");
+        channel_extension(s, &url, "valuePositiveInt", json!(max));
+    } else {
+        s["maxCount"] = json!(max);
+    }
+}
+
 /// Gives the Subscription a business identifier.
 pub fn set_identifier(v: FhirVersion, s: &mut Value, identifier: Value) {
     if backport(v) {
