@@ -251,6 +251,12 @@ pub fn r5_subscription(
 /// A recording rest-hook receiver with controllable answers.
 pub mod receiver;
 
+/// Subscription bodies, `$status`/`$events` and notification shapes for any FHIR version.
+pub mod versions;
+
+/// The Subscription scenarios every FHIR version runs.
+pub mod suite;
+
 /// Sends a FHIR JSON body; returns the status and the parsed answer (`Null` when there is none).
 pub async fn send(
     c: &reqwest::Client,

@@ -686,14 +686,24 @@ fn content_type_must_be_fhir_json_of_the_tenant_version() {
             false,
         ),
         (FhirVersion::R4, "text/plain", false),
+        (
+            FhirVersion::R4B,
+            "application/fhir+json;fhirVersion=4.3",
+            true,
+        ),
+        (
+            FhirVersion::R4B,
+            "application/fhir+json;fhirVersion=4.0",
+            false,
+        ),
     ];
     for (v, mime, ok) in cases {
         let mut body = match v {
-            FhirVersion::R4 => r4_request(),
+            FhirVersion::R4 | FhirVersion::R4B => r4_request(),
             FhirVersion::R5 => r5_request(),
         };
         match v {
-            FhirVersion::R4 => body["channel"]["payload"] = json!(mime),
+            FhirVersion::R4 | FhirVersion::R4B => body["channel"]["payload"] = json!(mime),
             FhirVersion::R5 => body["contentType"] = json!(mime),
         }
         let result = validate(v, &body);
