@@ -469,7 +469,7 @@ fn check_channel(version: FhirVersion, channel: &Channel) -> Result<(), Subscrip
     if channel.kind == ChannelType::Message && channel.content != PayloadContent::FullResource {
         return Err(SubscriptionError::Invalid {
             element: match version {
-                FhirVersion::R4 => "Subscription.channel.payload",
+                FhirVersion::R4 | FhirVersion::R4B => "Subscription.channel.payload",
                 FhirVersion::R5 => "Subscription.content",
             }
             .to_owned(),

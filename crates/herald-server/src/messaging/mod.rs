@@ -204,12 +204,12 @@ fn envelope(version: FhirVersion, bundle: &Value) -> ApiResult<(response::Reques
         .map(str::to_owned);
     let header_id = header.get("id").and_then(Value::as_str).map(str::to_owned);
     let id = match version {
-        FhirVersion::R4 => header_id.or(identifier_value),
+        FhirVersion::R4 | FhirVersion::R4B => header_id.or(identifier_value),
         _ => identifier_value.or(header_id),
     }
     .ok_or_else(|| {
         ApiError::bad_request(match version {
-            FhirVersion::R4 => {
+            FhirVersion::R4 | FhirVersion::R4B => {
                 "a message needs an id to be processed once: MessageHeader.id (or Bundle.identifier)"
             }
             _ => "a message needs an id to be processed once: Bundle.identifier (or MessageHeader.id)",
