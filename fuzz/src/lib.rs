@@ -8,8 +8,8 @@
 use herald_fhir::FhirVersion;
 use serde_json::Value;
 
-/// Both FHIR releases Herald serves; every target exercises each.
-pub const VERSIONS: [FhirVersion; 2] = [FhirVersion::R4, FhirVersion::R5];
+/// The FHIR releases Herald serves; every target exercises each.
+pub const VERSIONS: [FhirVersion; 3] = [FhirVersion::R4, FhirVersion::R4B, FhirVersion::R5];
 
 /// A Task after an update (status `in-progress`, many element kinds: contained resource,
 /// extensions, choice types, decimals, periods): `%current` and the default focus.

@@ -254,6 +254,12 @@ pub mod receiver;
 /// Clinical Order Workflows builders, the two-Herald fixture and the notification view.
 pub mod cow;
 
+/// Subscription bodies, `$status`/`$events` and notification shapes for any FHIR version.
+pub mod versions;
+
+/// The Subscription scenarios every FHIR version runs.
+pub mod suite;
+
 /// Sends a FHIR JSON body; returns the status and the parsed answer (`Null` when there is none).
 pub async fn send(
     c: &reqwest::Client,

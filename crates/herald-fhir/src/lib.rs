@@ -23,31 +23,38 @@ use serde::{Deserialize, Serialize};
 pub enum FhirVersion {
     /// FHIR R4 (4.0.1).
     R4,
+    /// FHIR R4B (4.3.0): R4's Subscription (with the Subscriptions Backport) next to native
+    /// SubscriptionTopic and SubscriptionStatus resources.
+    R4B,
     /// FHIR R5 (5.0.0).
     R5,
 }
 
 impl FhirVersion {
-    /// The `fhirVersion` string: "4.0.1" or "5.0.0".
+    /// The `fhirVersion` string: "4.0.1", "4.3.0" or "5.0.0".
     pub fn fhir_version(&self) -> &'static str {
         match self {
             FhirVersion::R4 => "4.0.1",
+            FhirVersion::R4B => "4.3.0",
             FhirVersion::R5 => "5.0.0",
         }
     }
 
-    /// The short label: "r4" or "r5".
+    /// The short label: "r4", "r4b" or "r5".
     pub fn label(&self) -> &'static str {
         match self {
             FhirVersion::R4 => "r4",
+            FhirVersion::R4B => "r4b",
             FhirVersion::R5 => "r5",
         }
     }
 
-    /// Parses r4, R4, 4.0, 4.0.1, r5, R5, 5.0, 5.0.0 (surrounding whitespace ignored).
+    /// Parses r4, R4, 4.0, 4.0.1, r4b, R4B, 4.3, 4.3.0, r5, R5, 5.0, 5.0.0 (surrounding
+    /// whitespace ignored).
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim() {
             "r4" | "R4" | "4.0" | "4.0.1" => Some(FhirVersion::R4),
+            "r4b" | "R4B" | "4.3" | "4.3.0" => Some(FhirVersion::R4B),
             "r5" | "R5" | "5.0" | "5.0.0" => Some(FhirVersion::R5),
             _ => None,
         }
@@ -85,7 +92,12 @@ mod tests {
         for s in ["r5", "R5", "5.0", "5.0.0"] {
             assert_eq!(FhirVersion::parse(s), Some(FhirVersion::R5));
         }
-        assert_eq!(FhirVersion::parse("4.3.0"), None);
+        for s in ["r4b", "R4B", "4.3", "4.3.0"] {
+            assert_eq!(FhirVersion::parse(s), Some(FhirVersion::R4B));
+        }
+        assert_eq!(FhirVersion::parse("4.1.0"), None);
+        assert_eq!(FhirVersion::R4B.fhir_version(), "4.3.0");
+        assert_eq!(FhirVersion::R4B.label(), "r4b");
         assert_eq!(FhirVersion::R4.fhir_version(), "4.0.1");
         assert_eq!(FhirVersion::R5.label(), "r5");
     }
@@ -98,6 +110,8 @@ mod tests {
         );
         let v: Result<FhirVersion, _> = serde_json::from_str("\"r5\"");
         assert_eq!(v.ok(), Some(FhirVersion::R5));
+        let v: Result<FhirVersion, _> = serde_json::from_str("\"r4b\"");
+        assert_eq!(v.ok(), Some(FhirVersion::R4B));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Owns the complete lists of concrete resource type names for FHIR R4 (4.0.1) and R5 (5.0.0).
+//! Owns the complete lists of concrete resource type names for FHIR R4 (4.0.1), R4B (4.3.0) and
+//! R5 (5.0.0).
 //!
 //! The lists are sorted so lookups use binary search.
 
@@ -143,6 +144,153 @@ pub(crate) static R4: &[&str] = &[
     "SubstanceReferenceInformation",
     "SubstanceSourceMaterial",
     "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestReport",
+    "TestScript",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
+];
+
+/// Concrete resource types of FHIR R4B 4.3.0 (sorted): R4's less the MedicinalProduct*, the
+/// evidence syntheses and the Substance* details, plus the medication-definition resources,
+/// Citation, EvidenceReport, NutritionProduct, SubscriptionTopic and SubscriptionStatus.
+pub(crate) static R4B: &[&str] = &[
+    "Account",
+    "ActivityDefinition",
+    "AdministrableProductDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Citation",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "ClinicalUseDefinition",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "Encounter",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceReport",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "Ingredient",
+    "InsurancePlan",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "ManufacturedItemDefinition",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProductDefinition",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionOrder",
+    "NutritionProduct",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "PackagedProductDefinition",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RegulatedAuthorization",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "SubscriptionStatus",
+    "SubscriptionTopic",
+    "Substance",
+    "SubstanceDefinition",
     "SupplyDelivery",
     "SupplyRequest",
     "Task",
@@ -325,6 +473,7 @@ pub fn is_resource_type(version: FhirVersion, name: &str) -> bool {
 pub fn resource_types(version: FhirVersion) -> &'static [&'static str] {
     match version {
         FhirVersion::R4 => R4,
+        FhirVersion::R4B => R4B,
         FhirVersion::R5 => R5,
     }
 }
@@ -335,11 +484,12 @@ mod tests {
 
     #[test]
     fn lists_are_sorted_and_sized() {
-        for v in [FhirVersion::R4, FhirVersion::R5] {
+        for v in [FhirVersion::R4, FhirVersion::R4B, FhirVersion::R5] {
             let l = resource_types(v);
             assert!(l.windows(2).all(|w| w[0] < w[1]));
         }
         assert_eq!(resource_types(FhirVersion::R4).len(), 146);
+        assert_eq!(resource_types(FhirVersion::R4B).len(), 141);
         assert_eq!(resource_types(FhirVersion::R5).len(), 158);
     }
 
@@ -349,6 +499,11 @@ mod tests {
         assert!(!is_resource_type(FhirVersion::R5, "Media"));
         assert!(is_resource_type(FhirVersion::R5, "SubscriptionTopic"));
         assert!(!is_resource_type(FhirVersion::R4, "SubscriptionTopic"));
+        assert!(is_resource_type(FhirVersion::R4B, "SubscriptionTopic"));
+        assert!(is_resource_type(FhirVersion::R4B, "SubscriptionStatus"));
+        assert!(is_resource_type(FhirVersion::R4B, "Media"));
+        assert!(!is_resource_type(FhirVersion::R4B, "MedicinalProduct"));
+        assert!(!is_resource_type(FhirVersion::R4B, "SubstancePolymer"));
         assert!(is_resource_type(FhirVersion::R4, "Task"));
         assert!(!is_resource_type(FhirVersion::R4, "Resource"));
         assert!(!is_resource_type(FhirVersion::R4, "task"));

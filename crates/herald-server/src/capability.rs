@@ -108,8 +108,10 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
             "documentation": "Messages (COW new-order, order-update; subscription event-notification, handshake, heartbeat) are applied by business identifier, all or nothing, once: a resend with the same message id is answered with the first response.",
         }],
     });
-    if tenant.version == FhirVersion::R4 {
-        cs["instantiates"] = json!([BACKPORT_SERVER_R4]);
+    match tenant.version {
+        FhirVersion::R4 => cs["instantiates"] = json!([BACKPORT_SERVER_R4]),
+        FhirVersion::R4B => cs["instantiates"] = json!([BACKPORT_SERVER_R4B]),
+        FhirVersion::R5 => {}
     }
     cs
 }
@@ -120,12 +122,14 @@ const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport";
 const SIGNING_SECRET_OPERATION: &str =
     "http://herald.example.org/fhir/OperationDefinition/Subscription-signing-secret";
 const BACKPORT_SERVER_R4: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4";
+/// The backport's R4B server CapabilityStatement (it has no `-r4b` suffix).
+const BACKPORT_SERVER_R4B: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server";
 
-/// What a Subscription entry advertises: the operations, and on R4 the backport profile and
-/// the supported topic canonicals (extension `capabilitystatement-subscriptiontopic-canonical`).
+/// What a Subscription entry advertises: the operations, and on R4 and R4B the backport profile
+/// and the supported topic canonicals (extension `capabilitystatement-subscriptiontopic-canonical`).
 fn subscription_capabilities(tenant: &Tenant, r: &mut Value) {
     match tenant.version {
-        FhirVersion::R4 => {
+        FhirVersion::R4 | FhirVersion::R4B => {
             let topics: Vec<Value> = tenant
                 .engine()
                 .catalog

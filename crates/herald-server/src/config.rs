@@ -97,6 +97,10 @@ impl Default for ServerConfig {
                     fhir_version: FhirVersion::R4,
                 },
                 TenantConfig {
+                    name: "r4b".into(),
+                    fhir_version: FhirVersion::R4B,
+                },
+                TenantConfig {
                     name: "r5".into(),
                     fhir_version: FhirVersion::R5,
                 },
@@ -111,7 +115,7 @@ impl Default for ServerConfig {
 pub struct TenantConfig {
     /// Name (the URL segment after `/fhir/`).
     pub name: String,
-    /// FHIR version: `4.0.1` (or `r4`) or `5.0.0` (or `r5`).
+    /// FHIR version: `4.0.1` (or `r4`), `4.3.0` (or `r4b`) or `5.0.0` (or `r5`).
     #[serde(deserialize_with = "fhir_version")]
     pub fhir_version: FhirVersion,
 }
@@ -120,7 +124,7 @@ fn fhir_version<'de, D: Deserializer<'de>>(d: D) -> Result<FhirVersion, D::Error
     let s = String::deserialize(d)?;
     FhirVersion::parse(&s).ok_or_else(|| {
         serde::de::Error::custom(format!(
-            "unsupported FHIR version '{s}' (use 4.0.1 or 5.0.0)"
+            "unsupported FHIR version '{s}' (use 4.0.1, 4.3.0 or 5.0.0)"
         ))
     })
 }

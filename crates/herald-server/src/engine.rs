@@ -51,7 +51,7 @@ pub struct Refused {
 pub enum Kind {
     /// A `Subscription`.
     Subscription,
-    /// A topic: R5 `SubscriptionTopic`, or an R4 `Basic` carrying one.
+    /// A topic: R4B or R5 `SubscriptionTopic`, or an R4 `Basic` carrying one.
     Topic,
     /// Anything else.
     Other,
@@ -98,7 +98,7 @@ impl Engine {
     ) -> Result<Loaded, StoreError> {
         let topic_type = match version {
             FhirVersion::R4 => "Basic",
-            FhirVersion::R5 => "SubscriptionTopic",
+            FhirVersion::R4B | FhirVersion::R5 => "SubscriptionTopic",
         };
         for topic in builtin::topics(version) {
             let id = topic.url.rsplit('/').next().unwrap_or_default().to_owned();

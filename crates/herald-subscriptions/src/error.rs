@@ -139,9 +139,9 @@ pub enum SubscriptionError {
         /// Code given.
         content: String,
     },
-    /// A 5.0 cross-version extension used on R4 where the backport defines its own.
+    /// A 5.0 cross-version extension used on R4 or R4B where the backport defines its own.
     #[error(
-        "extension '{url}' on {element} must not be used on an R4 Subscription; use '{use_instead}'"
+        "extension '{url}' on {element} must not be used on a Subscriptions Backport (R4 or R4B) Subscription; use '{use_instead}'"
     )]
     CrossVersionExtension {
         /// Extension URL found.

@@ -1,5 +1,5 @@
 //! Version-neutral model of `SubscriptionTopic` and `Subscription`, the adapters that read and
-//! write them as R4 (Subscriptions Backport) and R5 JSON, validation of a Subscription request,
+//! write them as R4 and R4B (Subscriptions Backport) and R5 JSON, validation of a Subscription request,
 //! the built-in Clinical Order Workflows topics, and the notification bundles per FHIR version
 //! and payload level.
 //!
@@ -15,6 +15,7 @@ mod json;
 pub mod model;
 pub mod notification;
 pub mod r4;
+pub mod r4b;
 pub mod r5;
 pub mod validate;
 

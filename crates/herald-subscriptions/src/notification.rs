@@ -1,6 +1,6 @@
 //! Notification bundles: building the Bundles Herald sends (handshake, heartbeat,
-//! event-notification, query-event) and the `$status` result, for the R4 Subscriptions Backport
-//! and for R5, at each payload content level; and a lenient parser for notification Bundles of
+//! event-notification, query-event) and the `$status` result, for the R4 and R4B Subscriptions
+//! Backport and for R5, at each payload content level; and a lenient parser for notification Bundles of
 //! R4 (backport `Parameters` status), R4B and R5 (`SubscriptionStatus`).
 //!
 //! This module owns its own input types so that it does not depend on the Subscription model;
@@ -16,16 +16,20 @@
 //!   `meta.versionId` when several versions are present), never by exact string (fixture quirk Q3).
 //! - **Entry requests** follow the interaction that triggered the event: create is
 //!   `POST {Type}` (as in the backport full-resource example), update is `PUT {Type}/{id}`, delete
-//!   is `DELETE {Type}/{id}`; additional-context entries are `GET {Type}/{id}`. In R4 the matching
-//!   `response.status` is `"201"`, `"200"`, `"204"` and `"200"`. R5 entries carry the `request` but
-//!   **never** a `response` (the R5 `subscription-notification-bundle` profile sets it to 0..0).
+//!   is `DELETE {Type}/{id}`; additional-context entries are `GET {Type}/{id}`. In R4 and R4B the
+//!   matching `response.status` is `"201"`, `"200"`, `"204"` and `"200"`. R5 entries carry the
+//!   `request` but **never** a `response` (the R5 `subscription-notification-bundle` profile sets it to 0..0).
 //! - **Deleted resources** (interaction delete) never carry a `resource`, even at full-resource.
 //! - **Status entry**: `fullUrl` `urn:uuid:{u}` where `{u}` is a UUID derived deterministically
-//!   from the Bundle id (so it is fresh whenever the Bundle id is). In R4 its request is
+//!   from the Bundle id (so it is fresh whenever the Bundle id is). In R4 and R4B its request is
 //!   `GET Subscription/{id}/$status` (`$events` for query-event) with response `"200"`.
-//! - **`$status`** returns a `searchset` Bundle in both versions, as both OperationDefinitions
-//!   say; each entry is a status of type `query-status` with `search.mode = match`. The R5
-//!   example that wraps it in a `subscription-notification` Bundle is parsed, not imitated.
+//! - **R4B** is R4's envelope (a `history` Bundle with the backport's R4B notification profile)
+//!   around R5's status: a native `SubscriptionStatus` (R4B's has the same elements, counts as
+//!   strings).
+//! - **`$status`** returns a `searchset` Bundle in every version, as the OperationDefinitions
+//!   say (R4B's core example wraps it in a `history` Bundle; parsed, not imitated); each entry
+//!   is a status of type `query-status` with `search.mode = match`. The R5 example that wraps it
+//!   in a `subscription-notification` Bundle is parsed, not imitated.
 //! - **Payload entries are de-duplicated**: the same resource at the same version appears once;
 //!   in R5 at id-only (no `meta.versionId` to tell entries apart, `bdl-7`) the same resource appears
 //!   once whatever its version.
@@ -42,6 +46,9 @@ pub const BACKPORT_STATUS_PROFILE_R4: &str = "http://hl7.org/fhir/uv/subscriptio
 
 /// Profile of the R4 backport notification `Bundle`.
 pub const BACKPORT_NOTIFICATION_PROFILE_R4: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4";
+
+/// Profile of the backport notification `Bundle` on R4B (entry 0 is a `SubscriptionStatus`).
+pub const BACKPORT_NOTIFICATION_PROFILE_R4B: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification";
 
 /// Kind of notification (`http://hl7.org/fhir/subscription-notification-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -266,7 +273,7 @@ pub fn build_notification(input: &NotificationInput) -> Value {
     bundle.insert("resourceType".into(), json!("Bundle"));
     bundle.insert("id".into(), json!(input.bundle_id));
     match input.version {
-        FhirVersion::R4 => {
+        FhirVersion::R4 | FhirVersion::R4B => {
             let op = if input.kind == NotificationType::QueryEvent {
                 "$events"
             } else {
@@ -274,17 +281,24 @@ pub fn build_notification(input: &NotificationInput) -> Value {
             };
             entries.push(obj([
                 ("fullUrl", Value::String(format!("urn:uuid:{status_id}"))),
-                ("resource", r4_status(&status, &status_id)),
+                (
+                    "resource",
+                    match input.version {
+                        FhirVersion::R4B => r5_status(&status, &status_id),
+                        _ => r4_status(&status, &status_id),
+                    },
+                ),
                 (
                     "request",
                     json!({ "method": "GET", "url": format!("Subscription/{}/{op}", sub.id) }),
                 ),
                 ("response", json!({ "status": "200" })),
             ]));
-            bundle.insert(
-                "meta".into(),
-                json!({ "profile": [BACKPORT_NOTIFICATION_PROFILE_R4] }),
-            );
+            let profile = match input.version {
+                FhirVersion::R4B => BACKPORT_NOTIFICATION_PROFILE_R4B,
+                _ => BACKPORT_NOTIFICATION_PROFILE_R4,
+            };
+            bundle.insert("meta".into(), json!({ "profile": [profile] }));
             bundle.insert("type".into(), json!("history"));
         }
         FhirVersion::R5 => {
@@ -302,7 +316,7 @@ pub fn build_notification(input: &NotificationInput) -> Value {
 }
 
 /// Builds the `$status` result: a `searchset` Bundle with one status of type `query-status` per
-/// Subscription (R4: backport `Parameters`; R5: `SubscriptionStatus`), each with `topic`,
+/// Subscription (R4: backport `Parameters`; R4B and R5: `SubscriptionStatus`), each with `topic`,
 /// `events-since-subscription-start` and any errors, and `search.mode = match`.
 pub fn build_status_bundle(
     version: FhirVersion,
@@ -325,7 +339,7 @@ pub fn build_status_bundle(
             };
             let resource = match version {
                 FhirVersion::R4 => r4_status(&data, &status_id),
-                FhirVersion::R5 => r5_status(&data, &status_id),
+                FhirVersion::R4B | FhirVersion::R5 => r5_status(&data, &status_id),
             };
             obj([
                 ("fullUrl", Value::String(format!("urn:uuid:{status_id}"))),
@@ -595,7 +609,7 @@ fn payload_entry(
         entry.insert("resource".into(), resource.clone());
     }
     entry.insert("request".into(), json!({ "method": method, "url": url }));
-    if matches!(version, FhirVersion::R4) {
+    if matches!(version, FhirVersion::R4 | FhirVersion::R4B) {
         entry.insert("response".into(), json!({ "status": status }));
     }
     Value::Object(entry)

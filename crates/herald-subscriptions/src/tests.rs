@@ -712,7 +712,11 @@ fn endpoint_must_fit_the_channel() {
 
 #[test]
 fn the_message_channel_needs_full_resource_content() {
-    for (content, ok) in [("full-resource", true), ("id-only", false), ("empty", false)] {
+    for (content, ok) in [
+        ("full-resource", true),
+        ("id-only", false),
+        ("empty", false),
+    ] {
         let mut body = r5_request();
         body["channelType"]["code"] = json!("message");
         body["endpoint"] = json!("https://a.example/fhir/$process-message");
@@ -752,14 +756,24 @@ fn content_type_must_be_fhir_json_of_the_tenant_version() {
             false,
         ),
         (FhirVersion::R4, "text/plain", false),
+        (
+            FhirVersion::R4B,
+            "application/fhir+json;fhirVersion=4.3",
+            true,
+        ),
+        (
+            FhirVersion::R4B,
+            "application/fhir+json;fhirVersion=4.0",
+            false,
+        ),
     ];
     for (v, mime, ok) in cases {
         let mut body = match v {
-            FhirVersion::R4 => r4_request(),
+            FhirVersion::R4 | FhirVersion::R4B => r4_request(),
             FhirVersion::R5 => r5_request(),
         };
         match v {
-            FhirVersion::R4 => body["channel"]["payload"] = json!(mime),
+            FhirVersion::R4 | FhirVersion::R4B => body["channel"]["payload"] = json!(mime),
             FhirVersion::R5 => body["contentType"] = json!(mime),
         }
         let result = validate(v, &body);

@@ -30,7 +30,7 @@ pub const ACCEPTED_MIME_TYPES: [&str; 2] = ["application/fhir+json", "applicatio
 
 /// Parses and checks a Subscription submitted by a client to a tenant of `version`.
 ///
-/// Refuses: on R4, an extension Herald does not understand where the backport puts filters,
+/// Refuses: on R4 and R4B, an extension Herald does not understand where the backport puts filters,
 /// payload content or other delivery settings (including 5.0 cross-version extensions where the
 /// backport has its own); a missing content
 /// level; a status other than `requested` or `off`; an unknown topic; a filter the topic's
@@ -68,7 +68,7 @@ pub fn check_subscription(
     topics: &impl TopicLookup,
 ) -> Result<Subscription, SubscriptionError> {
     match version {
-        FhirVersion::R4 => check_r4_extensions(body)?,
+        FhirVersion::R4 | FhirVersion::R4B => check_r4_extensions(body)?,
         FhirVersion::R5 => {
             if body.get("content").is_none() && body.get("resourceType").is_some() {
                 return Err(SubscriptionError::MissingContent {
@@ -81,7 +81,7 @@ pub fn check_subscription(
     if sub.filters.len() > MAX_FILTERS {
         return Err(SubscriptionError::TooMany {
             element: match version {
-                FhirVersion::R4 => "Subscription.criteria filters".to_owned(),
+                FhirVersion::R4 | FhirVersion::R4B => "Subscription.criteria filters".to_owned(),
                 FhirVersion::R5 => "Subscription.filterBy".to_owned(),
             },
             count: sub.filters.len(),
@@ -469,7 +469,7 @@ fn check_channel(version: FhirVersion, channel: &Channel) -> Result<(), Subscrip
     if channel.kind == ChannelType::Message && channel.content != PayloadContent::FullResource {
         return Err(SubscriptionError::Invalid {
             element: match version {
-                FhirVersion::R4 => "Subscription.channel.payload",
+                FhirVersion::R4 | FhirVersion::R4B => "Subscription.channel.payload",
                 FhirVersion::R5 => "Subscription.content",
             }
             .to_owned(),
@@ -480,7 +480,7 @@ fn check_channel(version: FhirVersion, channel: &Channel) -> Result<(), Subscrip
         });
     }
     let element = match version {
-        FhirVersion::R4 => "Subscription.channel.header",
+        FhirVersion::R4 | FhirVersion::R4B => "Subscription.channel.header",
         FhirVersion::R5 => "Subscription.parameter",
     };
     crate::headers::check_headers(&channel.headers, element)?;
@@ -491,10 +491,13 @@ fn check_channel(version: FhirVersion, channel: &Channel) -> Result<(), Subscrip
 /// criteria, so the count bounds what one topic can make every write cost.
 pub const MAX_TRIGGERS: usize = 16;
 
-/// Parses and checks a topic submitted to a tenant of `version` (R5 `SubscriptionTopic`, or an R4
-/// Basic-wrapped topic): resource types known, FHIRPath criteria within the supported subset,
+/// Parses and checks a topic submitted to a tenant of `version` (R5 or R4B `SubscriptionTopic`
+/// (without R5-only elements on R4B), or an R4 Basic-wrapped topic): resource types known, FHIRPath criteria within the supported subset,
 /// query criteria parseable.
 pub fn validate_topic(version: FhirVersion, body: &Value) -> Result<Topic, SubscriptionError> {
+    if version == FhirVersion::R4B {
+        crate::r4b::check_topic_elements(body)?;
+    }
     let topic = adapter::parse_topic(version, body)?;
     if topic.resource_triggers.len() > MAX_TRIGGERS {
         return Err(SubscriptionError::TooMany {

@@ -158,7 +158,7 @@ fn subscription_reference_omits_identifier_when_subscription_has_none() {
         ));
         let reference = match version {
             FhirVersion::R4 => params(&b, "subscription")[0]["valueReference"].clone(),
-            FhirVersion::R5 => status_resource(&b)["subscription"].clone(),
+            FhirVersion::R4B | FhirVersion::R5 => status_resource(&b)["subscription"].clone(),
         };
         assert_eq!(
             reference,
@@ -391,7 +391,7 @@ fn empty_content_has_only_the_status_entry_without_focus_or_topic() {
                     .collect();
                 assert_eq!(names, ["event-number", "timestamp"]);
             }
-            FhirVersion::R5 => {
+            FhirVersion::R4B | FhirVersion::R5 => {
                 let s = status_resource(&b);
                 assert!(s.get("topic").is_none());
                 assert_eq!(
@@ -462,7 +462,9 @@ fn full_resource_includes_the_resource_at_the_triggering_version() {
         // topic SHOULD be present at full-resource
         match version {
             FhirVersion::R4 => assert_eq!(params(&b, "topic").len(), 1),
-            FhirVersion::R5 => assert!(status_resource(&b)["topic"].is_string()),
+            FhirVersion::R4B | FhirVersion::R5 => {
+                assert!(status_resource(&b)["topic"].is_string())
+            }
         }
     }
 }
@@ -520,7 +522,9 @@ fn deleted_focus_gets_a_delete_request_and_no_resource() {
             assert!(t.get("resource").is_none(), "{version:?}");
             assert_eq!(t["request"]["method"], "DELETE");
             match version {
-                FhirVersion::R4 => assert_eq!(t["response"]["status"], "204"),
+                FhirVersion::R4 | FhirVersion::R4B => {
+                    assert_eq!(t["response"]["status"], "204")
+                }
                 FhirVersion::R5 => assert!(t.get("response").is_none()),
             }
         }
@@ -703,7 +707,7 @@ fn handshake_carries_the_given_count_and_no_events() {
                 );
                 assert!(params(&b, "notification-event").is_empty());
             }
-            FhirVersion::R5 => {
+            FhirVersion::R4B | FhirVersion::R5 => {
                 let s = status_resource(&b);
                 assert_eq!(s["type"], "handshake");
                 assert_eq!(s["status"], "requested");
@@ -756,8 +760,13 @@ fn query_event_has_event_notification_shape_with_type_query_event() {
                         "Subscription/sub-1/$events"
                     );
                 }
-                FhirVersion::R5 => {
-                    assert_eq!(q["type"], "subscription-notification");
+                FhirVersion::R4B | FhirVersion::R5 => {
+                    let bundle_type = if version == FhirVersion::R5 {
+                        "subscription-notification"
+                    } else {
+                        "history"
+                    };
+                    assert_eq!(q["type"], bundle_type);
                     assert_eq!(status_resource(&q)["type"], "query-event");
                     assert_eq!(
                         status_resource(&q)["notificationEvent"]
@@ -799,7 +808,7 @@ fn batched_events_are_emitted_in_the_given_order_without_sorting() {
                         .to_string()
                 })
                 .collect(),
-            FhirVersion::R5 => status_resource(&b)["notificationEvent"]
+            FhirVersion::R4B | FhirVersion::R5 => status_resource(&b)["notificationEvent"]
                 .as_array()
                 .unwrap()
                 .iter()

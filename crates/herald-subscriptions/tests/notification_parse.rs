@@ -475,7 +475,7 @@ fn built_notifications_parse_back_to_what_was_built() {
                 inp.errors = vec![json!({ "text": "late" })];
                 let built = build_notification(&inp);
                 let bundle_type = match version {
-                    FhirVersion::R4 => "history",
+                    FhirVersion::R4 | FhirVersion::R4B => "history",
                     FhirVersion::R5 => "subscription-notification",
                 };
                 let parsed = parse_notification(&built).unwrap();
@@ -520,7 +520,7 @@ fn status_bundle_is_a_searchset_of_query_status_per_subscription() {
             let rt = &entry["resource"]["resourceType"];
             match version {
                 FhirVersion::R4 => assert_eq!(rt, "Parameters"),
-                FhirVersion::R5 => assert_eq!(rt, "SubscriptionStatus"),
+                FhirVersion::R4B | FhirVersion::R5 => assert_eq!(rt, "SubscriptionStatus"),
             }
         }
         let parsed = parse_status_bundle(&bundle).unwrap();

@@ -1,4 +1,4 @@
-//! Owns search-parameter definitions (embedded HL7 bundles for R4 and R5), parsing of search
+//! Owns search-parameter definitions (embedded HL7 bundles for R4, R4B and R5), parsing of search
 //! criteria, search-semantics matching of a resource against a criterion, and index keys.
 
 mod matching;
@@ -76,10 +76,15 @@ struct Resolved {
 }
 
 static R4_BUNDLE: &str = include_str!("../../data/r4/search-parameters-workflow.json");
+static R4B_BUNDLE: &str = include_str!("../../data/r4b/search-parameters-workflow.json");
 static R5_BUNDLE: &str = include_str!("../../data/r5/search-parameters-workflow.json");
-/// Subscription and SubscriptionTopic parameters (core R4/R5 and the backport's `topic`),
+/// Subscription and SubscriptionTopic parameters (core R4/R4B/R5 and the backport's `topic`),
 /// written out from the specification's search tables: the workflow extract does not hold them.
+/// R4B's are R4's Subscription parameters (the resource did not change) and the SubscriptionTopic
+/// parameters R4B and R5 share.
 static R4_SUBSCRIPTIONS: &str = include_str!("../../data/r4/search-parameters-subscriptions.json");
+static R4B_SUBSCRIPTIONS: &str =
+    include_str!("../../data/r4b/search-parameters-subscriptions.json");
 static R5_SUBSCRIPTIONS: &str = include_str!("../../data/r5/search-parameters-subscriptions.json");
 
 fn param_type(code: &str) -> Option<ParamType> {
@@ -158,9 +163,11 @@ impl Registry {
     /// The registry of `v`, parsed once from the embedded HL7 bundle.
     pub fn for_version(v: FhirVersion) -> &'static Registry {
         static R4: OnceLock<Registry> = OnceLock::new();
+        static R4B: OnceLock<Registry> = OnceLock::new();
         static R5: OnceLock<Registry> = OnceLock::new();
         let (cell, text, extra) = match v {
             FhirVersion::R4 => (&R4, R4_BUNDLE, R4_SUBSCRIPTIONS),
+            FhirVersion::R4B => (&R4B, R4B_BUNDLE, R4B_SUBSCRIPTIONS),
             FhirVersion::R5 => (&R5, R5_BUNDLE, R5_SUBSCRIPTIONS),
         };
         cell.get_or_init(|| {

@@ -698,6 +698,43 @@ fn subscription_and_topic_parameters_are_registered_per_version() {
 }
 
 #[test]
+fn r4b_registers_r4_subscription_and_native_topic_parameters() {
+    let r4b = Registry::for_version(FhirVersion::R4B);
+    assert_eq!(
+        r4b.get("Subscription", "url")
+            .and_then(|d| d.expression.clone())
+            .as_deref(),
+        Some("Subscription.channel.endpoint")
+    );
+    assert_eq!(
+        r4b.get("Subscription", "topic")
+            .and_then(|d| d.expression.clone())
+            .as_deref(),
+        Some("Subscription.criteria")
+    );
+    for code in ["url", "resource", "status", "title", "derived-or-self"] {
+        assert!(
+            r4b.get("SubscriptionTopic", code).is_some(),
+            "SubscriptionTopic {code}"
+        );
+    }
+    for code in [
+        "owner",
+        "requester",
+        "focus",
+        "based-on",
+        "status",
+        "patient",
+    ] {
+        assert!(r4b.get("Task", code).is_some(), "Task {code}");
+    }
+    assert_eq!(
+        r4b.get("Task", "owner").map(|d| d.kind),
+        Some(ParamType::Reference)
+    );
+}
+
+#[test]
 fn malformed_dates_reached_by_date_parameters_are_reported() {
     let reg = Registry::for_version(R4);
     let ok = json!({"resourceType":"Task","status":"requested","intent":"order",

@@ -97,6 +97,7 @@ pub async fn transaction(state: &AppState, ctx: &Ctx, bundle: &Value) -> ApiResu
         check_scope(&ctx.caller, &r.resource_type, r.method).map_err(|e| at(i, e))?;
         planned.push(resolve(state, &ctx.tenant, &ctx.caller, r).map_err(|e| at(i, e))?);
     }
+    check_distinct(&planned)?;
     let references = local_references(&planned);
     let written = write_plan(
         state,
@@ -123,28 +124,10 @@ pub async fn transaction(state: &AppState, ctx: &Ctx, bundle: &Value) -> ApiResu
     Ok(results(state, ctx, &planned, &written.entry_of, outcomes))
 }
 
-/// The writes of a resolved plan, and for each the entry it came from.
-pub struct PlannedWrites {
-    /// The writes, in entry order.
-    pub writes: Vec<AtomicWrite>,
-    /// `entry_of[w]`: index (in the plan) of write `w`'s entry.
-    pub entry_of: Vec<usize>,
-}
-
-/// Checks a resolved plan as one unit (no resource written twice, references to other entries
-/// rewritten and resolvable) and each write as a REST write would be (body, access rules,
-/// creator tag), and returns the writes. `references`: for a transaction or message, whose
-/// entries may refer to each other, what each entry reference becomes; `None` for a batch.
-pub fn write_plan(
-    state: &AppState,
-    tenant: &Tenant,
-    caller: &Caller,
-    planned: &mut [Planned],
-    references: Option<&HashMap<String, String>>,
-) -> ApiResult<PlannedWrites> {
-    let atomic = references.is_some();
+/// A transaction writes each resource once (the specification: overlapping entries fail it).
+fn check_distinct(planned: &[Planned]) -> ApiResult<()> {
     let mut seen = HashSet::new();
-    for p in planned.iter() {
+    for p in planned {
         if matches!(p.action, Action::Write { .. }) {
             let key = format!("{}/{}", p.request.resource_type, p.id);
             if !seen.insert(key.clone()) {
@@ -157,6 +140,28 @@ pub fn write_plan(
             }
         }
     }
+    Ok(())
+}
+
+/// The writes of a resolved plan, and for each the entry it came from.
+pub struct PlannedWrites {
+    /// The writes, in entry order.
+    pub writes: Vec<AtomicWrite>,
+    /// `entry_of[w]`: index (in the plan) of write `w`'s entry.
+    pub entry_of: Vec<usize>,
+}
+
+/// Checks a resolved plan as one unit (references to other entries rewritten and resolvable) and each write as a REST write would be (body, access rules,
+/// creator tag), and returns the writes. `references`: for a transaction or message, whose
+/// entries may refer to each other, what each entry reference becomes; `None` for a batch.
+pub fn write_plan(
+    state: &AppState,
+    tenant: &Tenant,
+    caller: &Caller,
+    planned: &mut [Planned],
+    references: Option<&HashMap<String, String>>,
+) -> ApiResult<PlannedWrites> {
+    let atomic = references.is_some();
     let none = HashMap::new();
     let map = references.unwrap_or(&none);
     let mut out = PlannedWrites {

@@ -204,12 +204,12 @@ fn envelope(version: FhirVersion, bundle: &Value) -> ApiResult<(response::Reques
         .map(str::to_owned);
     let header_id = header.get("id").and_then(Value::as_str).map(str::to_owned);
     let id = match version {
-        FhirVersion::R4 => header_id.or(identifier_value),
+        FhirVersion::R4 | FhirVersion::R4B => header_id.or(identifier_value),
         _ => identifier_value.or(header_id),
     }
     .ok_or_else(|| {
         ApiError::bad_request(match version {
-            FhirVersion::R4 => {
+            FhirVersion::R4 | FhirVersion::R4B => {
                 "a message needs an id to be processed once: MessageHeader.id (or Bundle.identifier)"
             }
             _ => "a message needs an id to be processed once: Bundle.identifier (or MessageHeader.id)",
@@ -323,7 +323,27 @@ fn plan_message(
             if_match: None,
             full_url,
         };
-        planned.push(resolve(state, &ctx.tenant, &ctx.caller, request).map_err(|e| at(i, e))?);
+        // A message may carry several versions of one resource (a backlog of its changes):
+        // they are applied in order, to the resource the first one resolved to.
+        let earlier = planned.iter().find(|p| {
+            p.request.resource_type == request.resource_type && p.request.query == request.query
+        });
+        match earlier {
+            Some(e) => {
+                let id = e.id.clone();
+                planned.push(Planned {
+                    action: Action::Write {
+                        kind: herald_store::WriteKind::Upsert,
+                        body: request.resource.clone(),
+                        if_match: None,
+                    },
+                    request,
+                    id,
+                });
+            }
+            None => planned
+                .push(resolve(state, &ctx.tenant, &ctx.caller, request).map_err(|e| at(i, e))?),
+        }
     }
     let references = message_references(&planned, &skipped);
     for p in &planned {

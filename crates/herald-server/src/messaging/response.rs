@@ -59,7 +59,7 @@ pub fn build(req: &Request, code: Code, own_endpoint: &str, issues: &[Issue]) ->
     let header_url = format!("urn:uuid:{}", uuid::Uuid::new_v4());
     let outcome_url = format!("urn:uuid:{}", uuid::Uuid::new_v4());
     let response_identifier = match req.version {
-        FhirVersion::R4 => json!(req.id),
+        FhirVersion::R4 | FhirVersion::R4B => json!(req.id),
         _ => req
             .identifier
             .clone()
@@ -76,7 +76,7 @@ pub fn build(req: &Request, code: Code, own_endpoint: &str, issues: &[Issue]) ->
     });
     header[&req.event.0] = req.event.1.clone();
     match req.version {
-        FhirVersion::R4 => {
+        FhirVersion::R4 | FhirVersion::R4B => {
             header["source"] = json!({"endpoint": own_endpoint});
             header["destination"] = json!([{"endpoint": req.source}]);
         }

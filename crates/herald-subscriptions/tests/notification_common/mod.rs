@@ -127,7 +127,7 @@ pub const LEVELS: [PayloadContent; 3] = [
     PayloadContent::FullResource,
 ];
 
-pub const VERSIONS: [FhirVersion; 2] = [FhirVersion::R4, FhirVersion::R5];
+pub const VERSIONS: [FhirVersion; 3] = [FhirVersion::R4, FhirVersion::R4B, FhirVersion::R5];
 
 pub const KINDS: [NotificationType; 5] = [
     NotificationType::Handshake,
