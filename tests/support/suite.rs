@@ -103,7 +103,11 @@ pub async fn builtin_topics_are_served_and_advertised(v: FhirVersion) {
             .iter()
             .map(|e| e["valueCanonical"].as_str().unwrap_or_default())
             .collect();
-        assert_eq!(canonicals.len(), 5, "{canonicals:?}");
+        assert_eq!(
+            canonicals.len(),
+            herald_subscriptions::builtin::BUILTIN_IDS.len(),
+            "{canonicals:?}"
+        );
         assert!(canonicals.contains(&topic("cow-task-changed").as_str()));
         assert_eq!(
             sub["supportedProfile"][0],
