@@ -533,3 +533,6 @@ pub fn compare_sort_values(
     }
     Ordering::Equal
 }
+
+#[cfg(test)]
+mod tests;
