@@ -556,3 +556,58 @@ async fn included_resources_obey_the_same_access_rules_as_matches() {
         assert_eq!(entries(&full, "include"), ["ServiceRequest/sr1"], "{v}");
     }
 }
+
+#[tokio::test]
+async fn supported_result_parameters_pass_strict_handling_untouched() {
+    let h = Herald::start();
+    let c = client();
+    for v in VERSIONS {
+        let base = h.fhir(v);
+        seed(&c, &base).await;
+        let url = format!(
+            "{base}/Task?_sort=-status&_include=Task:focus&_revinclude=Task:part-of&_summary=data&_total=accurate&_pretty=true&_format=json&_count=2"
+        );
+        let r = c
+            .get(&url)
+            .header("prefer", "handling=strict")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{v}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("\n  \"entry\""), "{v}: _pretty indents");
+        let b: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(outcome(&b), "", "{v}: nothing to report");
+        assert_eq!(entries(&b, "match"), ["Task/t1", "Task/t2"], "{v}");
+        assert_eq!(
+            sorted(entries(&b, "include")),
+            ["ServiceRequest/sr1"],
+            "{v}: t2 is a match, so t1's part-of revinclude adds nothing new"
+        );
+        assert_eq!(b["total"], 3);
+        let next = b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for p in [
+            "_sort=-status",
+            "_include=Task%3Afocus",
+            "_summary=data",
+            "_revinclude=Task%3Apart-of",
+        ] {
+            assert!(next.contains(p), "{v}: {p} in {next}");
+        }
+        let (_, diag) = strict(&c, &format!("{base}/Task?_include=Task:_in")).await;
+        // R5 defines `_in` (list membership), R4 does not: neither is followed.
+        assert!(
+            diag.contains("_include=Task:_in (")
+                && (diag.contains("cannot be followed") || diag.contains("not a search parameter")),
+            "{v}: {diag}"
+        );
+    }
+}

@@ -366,8 +366,8 @@ fn parse_include(
             Some(d) if d.kind != ParamType::Reference => {
                 return Ok(Err(format!("{source}:{code} is not a reference parameter")));
             }
-            Some(d) if cached_path(d, source).is_none() => {
-                return Ok(Err(format!("{source}:{code} has no expression to follow")));
+            Some(d) if code.starts_with('_') || cached_path(d, source).is_none() => {
+                return Ok(Err(format!("{source}:{code} cannot be followed")));
             }
             Some(d) => vec![d.clone()],
         }
@@ -388,12 +388,17 @@ fn parse_include(
 }
 
 /// The reference parameters of `source` that an `_include`/`_revinclude` can follow (those
-/// with an expression for the type), sorted by code.
+/// with an expression for the type), sorted by code. The Resource-level ones (`_in`, R5's
+/// `_profile`) are not: they name lists and profiles, not the workflow's references.
 pub fn include_params(version: FhirVersion, source: &str) -> Vec<&'static SearchParamDef> {
     Registry::for_version(version)
         .for_resource(source)
         .into_iter()
-        .filter(|d| d.kind == ParamType::Reference && cached_path(d, source).is_some())
+        .filter(|d| {
+            d.kind == ParamType::Reference
+                && !d.code.starts_with('_')
+                && cached_path(d, source).is_some()
+        })
         .collect()
 }
 
