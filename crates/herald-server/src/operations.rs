@@ -1,6 +1,8 @@
 //! FHIR operations on Subscription: `$status` (instance and type level), `$events` and
 //! `$signing-secret` (instance level), `$get-ws-binding-token` (both). Parameters come from the
-//! URL query or a `Parameters` body (POST).
+//! URL query or a `Parameters` body (POST). An operation asked for where it does not run (no id,
+//! another type, the system level) or not known at all is answered by [`misplaced`], which says
+//! where it lives instead of "unknown resource" or "no such id".
 
 use std::sync::Arc;
 
