@@ -205,6 +205,21 @@ pub fn parse_result_params<'a>(
                 if names.is_empty() {
                     return Err(invalid("_elements", value, "no element named"));
                 }
+                // Top-level names, or `Type.name` for one type; a deeper path is not applied.
+                let (names, deeper): (Vec<String>, Vec<String>) =
+                    names.into_iter().partition(|n| match n.split_once('.') {
+                        None => true,
+                        Some((t, rest)) => is_resource_type(version, t) && !rest.contains('.'),
+                    });
+                for n in deeper {
+                    ignore(
+                        &mut out,
+                        &format!("_elements names top-level elements ('{n}' is a path below one)"),
+                    );
+                }
+                if names.is_empty() {
+                    continue;
+                }
                 out.elements.get_or_insert_with(Vec::new).extend(names);
                 out.echo.push(("_elements".to_owned(), value.to_owned()));
             }

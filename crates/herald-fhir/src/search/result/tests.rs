@@ -83,6 +83,13 @@ fn summary_count_drops_includes_and_modes_parse() {
         Some(vec!["status".to_owned(), "owner".to_owned()])
     );
     assert!(rp.subsets());
+    let rp = parse(&[(
+        "_elements",
+        "status,Task.restriction.period,restriction.period",
+    )])
+    .unwrap_or_default();
+    assert_eq!(rp.elements, Some(vec!["status".to_owned()]));
+    assert_eq!(rp.ignored.len(), 2, "{:?}", rp.ignored);
 }
 
 fn key(code: &str, descending: bool) -> SortKey {
