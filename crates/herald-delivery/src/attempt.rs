@@ -122,6 +122,10 @@ pub fn bundle(a: &Attempt) -> Result<serde_json::Value, herald_store::StoreError
     let mut sref = subscription_ref(&a.base_url, &a.sub);
     if a.job == Job::Handshake {
         sref.status = SubscriptionStatus::Requested.code().to_owned();
+    } else if a.sub.status == SubscriptionStatus::Requested && a.state.verified {
+        // The endpoint accepted the handshake: the Subscription is `active`, even while the
+        // server is still storing that status change and this copy says `requested`.
+        sref.status = SubscriptionStatus::Active.code().to_owned();
     }
     Ok(build_notification(&NotificationInput {
         version: a.version,

@@ -9,6 +9,7 @@ pub mod fhirpath;
 pub mod outcome;
 pub mod reference;
 pub mod search;
+pub mod summary;
 mod types;
 pub mod validate;
 

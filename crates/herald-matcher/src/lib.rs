@@ -17,7 +17,11 @@
 //!   resource type) are evaluated against the **current** version on create, the **previous**
 //!   version on delete, and on update against the current version **or** the previous one: the
 //!   subscription matches when all its filters pass on either version. So when a Task's owner is
-//!   reassigned from A to B, both A's and B's subscriptions are notified (spec §5.7).
+//!   reassigned from A to B, both A's and B's subscriptions are notified (spec §5.7), and after
+//!   it only B's. Why: a subscriber must hear the change that takes a resource out of its filter,
+//!   or it keeps a stale copy for ever. Clients are told in each built-in topic's description
+//!   (`herald_subscriptions::builtin::FILTER_TIMING`) and in the CapabilityStatement; the
+//!   implementation is `index::filter_versions`.
 //! * **Index** (design invariant 5): topics by (resource type, interaction); subscriptions by
 //!   topic and, per resource type, by the keys of one indexable equality filter (a reference or
 //!   token filter with no modifier or comparator, e.g. `owner=Organization/x`). A change only

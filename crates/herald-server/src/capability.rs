@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use herald_fhir::FhirVersion;
+use herald_fhir::search::result::include_params;
 use herald_fhir::search::{ParamType, Registry};
 use serde_json::{Value, json};
 
@@ -43,6 +44,7 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
     .iter()
     .map(|c| json!({"code": c}))
     .collect();
+    let rev_includes = rev_include_index(tenant);
     let resources: Vec<Value> = herald_fhir::resource_types(tenant.version)
         .iter()
         .map(|rt| {
@@ -70,8 +72,16 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
             if !params.is_empty() {
                 r["searchParam"] = Value::Array(params);
             }
+            let includes = search_includes(tenant, rt);
+            if !includes.is_empty() {
+                r["searchInclude"] = json!(includes);
+            }
+            if let Some(rev) = rev_includes.get(*rt) {
+                r["searchRevInclude"] = json!(rev);
+            }
             if *rt == "Subscription" {
                 subscription_capabilities(tenant, &mut r);
+                r["documentation"] = json!(FILTER_SEMANTICS);
             }
             r
         })
@@ -88,6 +98,7 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
+            "documentation": SEARCH_DOCUMENTATION,
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
             "searchParam": [
@@ -114,6 +125,44 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
         FhirVersion::R5 => {}
     }
     cs
+}
+
+/// What search supports beyond the parameters listed per type (CapabilityStatement has no
+/// element for result parameters).
+const SEARCH_DOCUMENTATION: &str = "Search result parameters: _count, _offset (paging); _sort on any listed search parameter of the type and on _id and _lastUpdated (comma-separated keys, '-' for descending; resources without a value sort last); _include and _revinclude on reference parameters (Type:param, Type:param:Target, Type:*), one level from the matches (no :iterate), included resources obeying the same access rules as matches (search.mode = include); _summary = true (the core definitions' summary elements plus mandatory ones; meta.tag SUBSETTED), text, data, count or false; _elements (plus mandatory elements; Type.element names apply to that type, including included resources; SUBSETTED); _total = none, estimate or accurate (Herald always counts exactly); _pretty; _format=json. Not supported, and reported (ignored with an OperationOutcome entry, search.mode = outcome; 400 under Prefer: handling=strict): _include:iterate and _revinclude:iterate, _contained, _containedType, _graph, _score, _maxresults, chained and _has parameters, unknown parameters.";
+
+/// How Subscription filters meet updates: said in the CapabilityStatement and in each
+/// built-in topic's description, since clients cannot guess it.
+pub const FILTER_SEMANTICS: &str = "Filters on an update: a Subscription's filters match a change when they all match the current version (on create), the previous version (on delete), or, on an update, either the previous or the current version. So when a Task's owner moves from A to B, A's subscription hears that update (the Task left it) and nothing after it, and B's hears that update and everything after it; a status filter likewise hears the update that leaves the status and the one that enters it.";
+
+/// `Type:param` for each reference parameter of `rtype` Herald can follow, and `Type:*`.
+fn search_includes(tenant: &Tenant, rtype: &str) -> Vec<String> {
+    let mut out: Vec<String> = include_params(tenant.version, rtype)
+        .into_iter()
+        .map(|d| format!("{rtype}:{}", d.code))
+        .collect();
+    if !out.is_empty() {
+        out.push(format!("{rtype}:*"));
+    }
+    out
+}
+
+/// For each resource type, the `Source:param` includes that can point at it (reverse includes).
+fn rev_include_index(tenant: &Tenant) -> std::collections::HashMap<String, Vec<String>> {
+    let types = herald_fhir::resource_types(tenant.version);
+    let mut out: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for source in types {
+        for d in include_params(tenant.version, source) {
+            for target in types {
+                if d.targets.is_empty() || d.targets.iter().any(|t| t == target) {
+                    out.entry((*target).to_owned())
+                        .or_default()
+                        .push(format!("{source}:{}", d.code));
+                }
+            }
+        }
+    }
+    out
 }
 
 const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport";

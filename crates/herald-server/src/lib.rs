@@ -157,7 +157,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/.well-known/smart-configuration",
             get(auth::gate::smart_configuration),
         )
-        .route("/{rtype}", get(search::search_get).post(rest::create))
+        .route(
+            "/{rtype}",
+            get(search::search_get).post(operations::create_or_misplaced),
+        )
         .route("/{rtype}/_search", post(search::search_post))
         .route("/{rtype}/_history", get(rest::type_history))
         .route(

@@ -1,6 +1,8 @@
 //! FHIR operations on Subscription: `$status` (instance and type level), `$events` and
 //! `$signing-secret` (instance level), `$get-ws-binding-token` (both). Parameters come from the
-//! URL query or a `Parameters` body (POST).
+//! URL query or a `Parameters` body (POST). An operation asked for where it does not run (no id,
+//! another type, the system level) or not known at all is answered by [`misplaced`], which says
+//! where it lives instead of "unknown resource" or "no such id".
 
 use std::sync::Arc;
 
@@ -82,14 +84,86 @@ fn load_subscription(state: &AppState, tenant: &Tenant, id: &str) -> ApiResult<S
     Ok(sub)
 }
 
-fn unknown_operation(rtype: &str, op: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-supported",
-        format!(
-            "operation {op} is not supported on {rtype} (supported: Subscription $status, $events, $get-ws-binding-token, $signing-secret)"
-        ),
-    )
+/// Where an operation was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// `[base]/$op`
+    System,
+    /// `[base]/[type]/$op`
+    Type,
+    /// `[base]/[type]/[id]/$op`
+    Instance,
+}
+
+/// Herald's operations, all on Subscription: (name, type level, instance level).
+const OPERATIONS: [(&str, bool, bool); 4] = [
+    ("$status", true, true),
+    ("$events", false, true),
+    ("$get-ws-binding-token", true, true),
+    ("$signing-secret", false, true),
+];
+
+/// Where each operation can be called, for messages: `Subscription/$status`, ….
+fn forms(op: &str, type_level: bool, instance_level: bool) -> String {
+    let mut f = Vec::new();
+    if type_level {
+        f.push(format!("[base]/Subscription/{op}"));
+    }
+    if instance_level {
+        f.push(format!("[base]/Subscription/{{id}}/{op}"));
+    }
+    f.join(" or ")
+}
+
+/// The 4xx for an operation Herald does not run where (or on what) it was asked: an operation
+/// that needs a Subscription id asked without one, one asked on another type or at the system
+/// level, or one Herald does not know (which lists those it knows).
+pub fn misplaced(level: Level, rtype: &str, op: &str) -> ApiError {
+    let Some(&(name, type_level, instance_level)) = OPERATIONS.iter().find(|(n, _, _)| *n == op)
+    else {
+        let known: Vec<String> = OPERATIONS
+            .iter()
+            .map(|(n, t, i)| forms(n, *t, *i))
+            .collect();
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            format!(
+                "unknown operation {op}{}; Herald's operations are {}",
+                if level == Level::System {
+                    String::new()
+                } else {
+                    format!(" on {rtype}")
+                },
+                known.join(", ")
+            ),
+        );
+    };
+    let how = forms(name, type_level, instance_level);
+    let message = match level {
+        Level::System => format!("{name} is an operation on Subscription: use {how}"),
+        _ if rtype != "Subscription" => {
+            format!("{name} is an operation on Subscription, not {rtype}: use {how}")
+        }
+        Level::Type => format!("{name} needs a Subscription id: use {how}"),
+        Level::Instance => format!("{name} is not an instance operation: use {how}"),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "not-supported", message)
+}
+
+/// `POST [base]/[type]`: a create, unless the "type" is an operation name (`POST [base]/$events`),
+/// which is answered with where that operation lives rather than "unknown resource type".
+pub async fn create_or_misplaced(
+    state: State<Arc<AppState>>,
+    Path((tenant, rtype)): Path<(String, String)>,
+    headers: HeaderMap,
+    ctx: Ctx,
+    body: Body,
+) -> ApiResult<Response> {
+    if rtype.starts_with('$') {
+        return Err(misplaced(Level::System, "", &rtype));
+    }
+    crate::rest::create(state, Path((tenant, rtype)), headers, ctx, body).await
 }
 
 /// `GET|POST [base]/[type]/$op` (type level).
@@ -175,7 +249,7 @@ pub async fn type_operation(
             }
             ws_token(&state, &tenant, &headers, ids)
         }
-        _ => Err(unknown_operation(&rtype, &op)),
+        _ => Err(misplaced(Level::Type, &rtype, &op)),
     }
 }
 
@@ -195,6 +269,9 @@ pub async fn instance_operation(
         caller,
     } = ctx.clone();
     check_type(&tenant, &rtype)?;
+    if rtype != "Subscription" || !OPERATIONS.iter().any(|(n, _, i)| *n == op && *i) {
+        return Err(misplaced(Level::Instance, &rtype, &op));
+    }
     // Subscription operations are for the Subscription's creator (and admins).
     if rtype == "Subscription" {
         let stored = state.store.read(&tenant.name, &rtype, &id)?;
@@ -230,7 +307,7 @@ pub async fn instance_operation(
             }
             signing_secret(&state, &tenant, &id, rotate).await
         }
-        _ => Err(unknown_operation(&rtype, &op)),
+        _ => Err(misplaced(Level::Instance, &rtype, &op)),
     }
 }
 

@@ -766,6 +766,9 @@ fn same_content(stored: &Value, body: &Value) -> bool {
             if let Some(Value::Object(meta)) = map.get_mut("meta") {
                 meta.remove("versionId");
                 meta.remove("lastUpdated");
+                // Where identical content was copied from does not make a new version: two
+                // servers exchanging a resource would otherwise never settle.
+                meta.remove("source");
                 if meta.is_empty() {
                     map.remove("meta");
                 }

@@ -43,6 +43,12 @@ use crate::model::{
     CanFilterBy, Interaction, NotificationShape, QueryCriteria, ResourceTrigger, Topic, TopicStatus,
 };
 
+/// How filters meet an update, said in every built-in topic's description (clients cannot
+/// guess it): a filter matches when the previous or the current version matches, so a
+/// subscriber hears the change that takes a resource out of its filter (an owner reassigned
+/// away learns that the Task left it) as well as the one that brings it in.
+pub const FILTER_TIMING: &str = "On an update, filters match when the previous or the current version matches, so the change that takes a resource out of a filter is notified too (a Task's old owner hears that it was reassigned).";
+
 /// Base of the built-in topic canonicals.
 pub const BUILTIN_BASE: &str = "http://herald.example.org/fhir/SubscriptionTopic/";
 /// Base Herald uses for the definitions of topic-defined filters.
@@ -271,7 +277,7 @@ fn topic(
         status: TopicStatus::Active,
         date: Some("2025-01-01".to_owned()),
         description: Some(format!(
-            "{description} Herald broker-specific topic for Clinical Order Workflows (COW defines no topics)."
+            "{description} {FILTER_TIMING} Herald broker-specific topic for Clinical Order Workflows (COW defines no topics)."
         )),
         resource_triggers,
         can_filter_by,

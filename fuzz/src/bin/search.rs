@@ -3,7 +3,9 @@
 //! that parses is matched (`search::matches`) against fixture resources. Each `name=value` pair
 //! also goes through `parse_filter` (the R5 `filterBy` / backport filter path, with the value's
 //! first two letters tried as a comparator), and each value through `reference::parse` and
-//! `date::parse_range`.
+//! `date::parse_range`. The result-control pairs go through `search::result::parse_result_params`,
+//! and what parses is applied to the fixtures: sort values, include targets, `_summary` and
+//! `_elements` subsets (`herald_fhir::summary::apply`).
 //!
 //! One property is checked besides crash-freedom, because `index_keys` documents it and the
 //! matcher's equality index relies on it: an indexable criterion matches a resource exactly when
@@ -16,7 +18,9 @@ use std::hint::black_box;
 use herald_fhir::search::{
     Criterion, index_keys, index_keys_of_criterion, matches, parse_filter, parse_query,
 };
-use herald_fhir::{date, reference};
+use herald_fhir::search::result::{include_targets, parse_result_params, sort_value};
+use herald_fhir::summary::{self, Subset};
+use herald_fhir::{FhirVersion, date, reference};
 use herald_fuzz::{
     SERVICE_REQUEST, TASK_CURRENT, TASK_PREVIOUS, VERSIONS, consume, fixture, warm_up,
 };
@@ -40,7 +44,7 @@ fn main() {
             for rt in RESOURCE_TYPES {
                 match parse_query(version, rt, query) {
                     Ok((criteria, control)) => {
-                        black_box(control);
+                        result_parameters(version, rt, &control, &resources);
                         for c in &criteria {
                             for r in &resources {
                                 check_criterion(c, r);
@@ -74,6 +78,34 @@ fn main() {
             }
         }
     });
+}
+
+/// Parses the result parameters and applies what parses to the fixtures.
+fn result_parameters(
+    version: FhirVersion,
+    rt: &str,
+    control: &[(String, String)],
+    resources: &[Value],
+) {
+    let pairs = control.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let rp = match parse_result_params(version, rt, pairs) {
+        Ok(rp) => rp,
+        Err(e) => return consume::<(), _>(Err(e)),
+    };
+    for r in resources {
+        for k in &rp.sort {
+            black_box(sort_value(k, r));
+        }
+        for inc in rp.include.iter().chain(&rp.revinclude) {
+            black_box(include_targets(inc, r));
+        }
+        if let Some(names) = &rp.elements {
+            black_box(summary::apply(version, r, Subset::Elements(names)));
+        }
+        if let Some(mode) = rp.summary {
+            black_box(summary::apply(version, r, Subset::Summary(mode)));
+        }
+    }
 }
 
 /// Matches `c` against `resource` and checks the index-key property documented on

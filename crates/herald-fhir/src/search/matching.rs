@@ -137,7 +137,7 @@ fn codings(cc: &Value) -> Vec<(Option<String>, String)> {
 
 /// (system, code) pairs a token target offers. Primitives (code, string, boolean, id) have no
 /// system.
-fn token_candidates(t: &Value) -> Vec<(Option<String>, String)> {
+pub(super) fn token_candidates(t: &Value) -> Vec<(Option<String>, String)> {
     match t {
         Value::String(s) => vec![(None, s.clone())],
         Value::Bool(b) => vec![(None, b.to_string())],
@@ -296,7 +296,7 @@ const STRING_SKIP: &[&str] = &[
     "url",
 ];
 
-fn string_leaves<'v>(t: &'v Value, out: &mut Vec<&'v str>) {
+pub(super) fn string_leaves<'v>(t: &'v Value, out: &mut Vec<&'v str>) {
     match t {
         Value::String(s) => out.push(s),
         Value::Array(a) => a.iter().for_each(|x| string_leaves(x, out)),
@@ -331,7 +331,7 @@ fn string_matches(m: Option<&Modifier>, s: &str, t: &Value) -> bool {
 // date and number
 // ---------------------------------------------------------------------------------------------
 
-fn target_ranges(t: &Value) -> Vec<DateRange> {
+pub(super) fn target_ranges(t: &Value) -> Vec<DateRange> {
     match t {
         Value::String(s) => parse_range(s).map(|r| r.0).into_iter().collect(),
         Value::Object(o) => {
@@ -428,7 +428,7 @@ pub(crate) fn date_matches(prefix: Prefix, s: &DateRange, t: &DateRange) -> bool
     }
 }
 
-fn number_of(t: &Value) -> Option<f64> {
+pub(super) fn number_of(t: &Value) -> Option<f64> {
     match t {
         Value::Number(n) => n.as_f64(),
         _ => None,
@@ -454,7 +454,7 @@ fn number_matches(prefix: Prefix, v: f64, precision: f64, x: f64) -> bool {
 /// The parameter's expression compiled for one resource type, compiled once per process.
 /// Read-mostly: lookups borrow the key (no allocation) under a shared lock, so concurrent
 /// writers matching in parallel do not serialise here.
-fn cached_path(def: &SearchParamDef, resource_type: &str) -> Option<Arc<Expression>> {
+pub(super) fn cached_path(def: &SearchParamDef, resource_type: &str) -> Option<Arc<Expression>> {
     type Cache = RwLock<HashMap<String, HashMap<String, Option<Arc<Expression>>>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let expression = def.expression.as_deref()?;

@@ -2,6 +2,7 @@
 //! criteria, search-semantics matching of a resource against a criterion, and index keys.
 
 mod matching;
+pub mod result;
 #[cfg(test)]
 mod tests;
 

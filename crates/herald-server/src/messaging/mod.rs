@@ -272,6 +272,7 @@ fn plan_message(
     let mut issues = Vec::new();
     let mut planned: Vec<Planned> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
+    let mut stale_keys: Vec<(String, Option<String>)> = Vec::new();
     for (i, e) in entries.iter().enumerate().skip(1) {
         let Some(resource) = e.get("resource") else {
             continue;
@@ -300,16 +301,23 @@ fn plan_message(
         };
         crate::context::check_type(&ctx.tenant, &rt).map_err(|e| at(i, e))?;
         check_scope(&ctx.caller, &rt, Method::Put).map_err(|e| at(i, e))?;
+        let origin = Origin::of(resource, full_url.as_deref());
         let mut body = resource.clone();
         if let Some(o) = body.as_object_mut() {
             o.remove("id");
-            // The sender's version bookkeeping is its own.
+            // The sender's version bookkeeping is its own; where the content came from is
+            // kept as `meta.source` (the sender's versioned URL), to tell late messages apart.
             if let Some(Value::Object(meta)) = o.get_mut("meta") {
                 meta.remove("versionId");
                 meta.remove("lastUpdated");
+                if let Some(src) = &origin.sent {
+                    meta.insert("source".into(), Value::String(src.clone()));
+                }
                 if meta.is_empty() {
                     o.remove("meta");
                 }
+            } else if let Some(src) = &origin.sent {
+                o.insert("meta".into(), serde_json::json!({"source": src}));
             }
         }
         let request = plan::Request {
@@ -325,6 +333,28 @@ fn plan_message(
         };
         // A message may carry several versions of one resource (a backlog of its changes):
         // they are applied in order, to the resource the first one resolved to.
+        if stale_keys
+            .iter()
+            .any(|(rt, q)| *rt == request.resource_type && *q == request.query)
+        {
+            // A later version of a resource whose first version here was stale: judge it alone.
+            let held = resolve(state, &ctx.tenant, &ctx.caller, request.clone())
+                .ok()
+                .and_then(|p| {
+                    state
+                        .store
+                        .current(&ctx.tenant.name, &p.request.resource_type, &p.id)
+                        .ok()
+                        .flatten()
+                });
+            if held
+                .as_ref()
+                .is_some_and(|h| origin.stale(&ctx.tenant.name, h).is_some())
+            {
+                continue;
+            }
+            stale_keys.retain(|(rt, q)| !(*rt == request.resource_type && *q == request.query));
+        }
         let earlier = planned.iter().find(|p| {
             p.request.resource_type == request.resource_type && p.request.query == request.query
         });
@@ -341,8 +371,29 @@ fn plan_message(
                     id,
                 });
             }
-            None => planned
-                .push(resolve(state, &ctx.tenant, &ctx.caller, request).map_err(|e| at(i, e))?),
+            None => {
+                let p = resolve(state, &ctx.tenant, &ctx.caller, request).map_err(|e| at(i, e))?;
+                let held = state
+                    .store
+                    .current(&ctx.tenant.name, &p.request.resource_type, &p.id)?
+                    .filter(|v| !v.is_deleted());
+                if let Some(held) = held
+                    && let Some(why) = origin.stale(&ctx.tenant.name, &held)
+                {
+                    issues.push(Issue {
+                        severity: Severity::Information,
+                        code: "informational",
+                        text: format!(
+                            "Bundle.entry[{i}]: {}/{} not changed: {why}",
+                            held.resource_type, held.id
+                        ),
+                    });
+                    // Later versions of it in this message are judged the same way.
+                    stale_keys.push((p.request.resource_type.clone(), p.request.query.clone()));
+                    continue;
+                }
+                planned.push(p);
+            }
         }
     }
     let references = message_references(&planned, &skipped);
@@ -383,6 +434,74 @@ fn plan_message(
         .map(|&p| planned[p].request.index)
         .collect();
     Ok((writes.writes, entries, issues))
+}
+
+/// Where a carried resource's content comes from, to tell a late message from a new one:
+/// `sent` is the sender's versioned URL of it (`fullUrl/_history/versionId`), `echo` the version
+/// it copies when the sender got it from us (its `meta.source`).
+struct Origin {
+    sent: Option<String>,
+    from: Option<(String, u64)>,
+    echo: Option<(String, u64)>,
+}
+
+impl Origin {
+    fn of(resource: &Value, full_url: Option<&str>) -> Origin {
+        let version = resource
+            .pointer("/meta/versionId")
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse::<u64>().ok());
+        let from = match (full_url, version) {
+            (Some(u), Some(v)) if u.starts_with("http://") || u.starts_with("https://") => {
+                Some((u.to_owned(), v))
+            }
+            _ => None,
+        };
+        Origin {
+            sent: from.as_ref().map(|(u, v)| format!("{u}/_history/{v}")),
+            from,
+            echo: resource
+                .pointer("/meta/source")
+                .and_then(Value::as_str)
+                .and_then(versioned),
+        }
+    }
+
+    /// Why applying it over `held` would go back in time, if it would: it is an older (or the
+    /// same) version from the same sender than the one held, or it is our own older version
+    /// coming back (an echo that crossed a newer change of ours).
+    fn stale(&self, tenant: &str, held: &herald_store::StoredVersion) -> Option<String> {
+        if let Some((url, v)) = &self.echo
+            && url.ends_with(&format!(
+                "/fhir/{tenant}/{}/{}",
+                held.resource_type, held.id
+            ))
+            && *v < held.version
+        {
+            return Some(format!(
+                "it copies our version {v}, and version {} is newer",
+                held.version
+            ));
+        }
+        let held_from = held
+            .resource
+            .as_ref()
+            .and_then(|r| r.pointer("/meta/source"))
+            .and_then(Value::as_str)
+            .and_then(versioned);
+        match (&self.from, held_from) {
+            (Some((url, v)), Some((held_url, w))) if *url == held_url && *v <= w => Some(format!(
+                "version {v} from {url} is not newer than version {w} already applied"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// `…/Type/id/_history/n` → (`…/Type/id`, n).
+fn versioned(url: &str) -> Option<(String, u64)> {
+    let (base, v) = url.rsplit_once("/_history/")?;
+    Some((base.to_owned(), v.parse().ok()?))
 }
 
 /// `identifier=system|value` for the first identifier with both, URL-encoded.
@@ -453,6 +572,60 @@ mod tests {
             )]
         );
         assert!(identifier_query(&json!({"identifier": [{"value": "x"}]})).is_none());
+    }
+
+    fn held(id: &str, version: u64, source: Option<&str>) -> herald_store::StoredVersion {
+        let mut r = json!({"resourceType": "Task", "id": id});
+        if let Some(s) = source {
+            r["meta"] = json!({"source": s});
+        }
+        herald_store::StoredVersion {
+            resource_type: "Task".into(),
+            id: id.into(),
+            version,
+            last_updated: String::new(),
+            interaction: herald_store::Interaction::Update,
+            resource: Some(r),
+        }
+    }
+
+    #[test]
+    fn an_older_version_from_the_same_sender_is_stale_and_a_newer_one_is_not() {
+        let from = |v: &str| {
+            Origin::of(
+                &json!({"resourceType": "Task", "meta": {"versionId": v}}),
+                Some("http://f.example/fhir/r4/Task/t1"),
+            )
+        };
+        let h = held(
+            "local",
+            5,
+            Some("http://f.example/fhir/r4/Task/t1/_history/3"),
+        );
+        assert!(from("2").stale("r4", &h).is_some());
+        assert!(from("3").stale("r4", &h).is_some());
+        assert!(from("4").stale("r4", &h).is_none());
+        // From another sender, or onto a resource that was never copied: not comparable.
+        let other = Origin::of(
+            &json!({"resourceType": "Task", "meta": {"versionId": "1"}}),
+            Some("http://g.example/fhir/r4/Task/t1"),
+        );
+        assert!(other.stale("r4", &h).is_none());
+        assert!(from("1").stale("r4", &held("local", 2, None)).is_none());
+    }
+
+    #[test]
+    fn our_own_older_version_coming_back_is_stale() {
+        let echo = |v: u64| {
+            Origin::of(
+                &json!({"resourceType": "Task", "meta": {"versionId": "7",
+                    "source": format!("http://p.example/fhir/r4/Task/ct-1/_history/{v}")}}),
+                Some("http://f.example/fhir/r4/Task/copy"),
+            )
+        };
+        assert!(echo(1).stale("r4", &held("ct-1", 2, None)).is_some());
+        assert!(echo(2).stale("r4", &held("ct-1", 2, None)).is_none());
+        assert!(echo(1).stale("r5", &held("ct-1", 2, None)).is_none());
     }
 
     #[test]
