@@ -9,8 +9,9 @@
 //!   side arrives as a COW `order-update` message Bundle that the other side applies by the
 //!   Task's identifier. Played clean, then with a counterpart outage (its process stopped and
 //!   restarted on the same port) and a duplicate: the final Task on both sides is the clean
-//!   run's, nothing lost, nothing applied twice. A late, older message (reordering) is a known
-//!   bug, pinned by an ignored test.
+//!   run's, nothing lost, nothing applied twice; a late, older message (reordering) changes
+//!   nothing; a client's read-modify-write of its copy still reaches the counterpart; each copy
+//!   of the Task names the order as stored on its own side.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -446,7 +447,6 @@ async fn pattern3_a_late_older_order_update_does_not_undo_a_newer_one() {
 /// A client's plain read-modify-write of its copy keeps the `meta.source` Herald stored when it
 /// applied the counterpart's message; the change must still reach the counterpart.
 #[tokio::test]
-#[ignore = "bug: a local update that keeps the meta.source of an applied message (read-modify-write) is taken by the counterpart for its own older version echoed back, and dropped: the fulfiller's in-progress never reaches the placer"]
 async fn pattern3_a_read_modify_write_of_the_copy_still_reaches_the_counterpart() {
     let (clean_p, clean_f, _, _) = play(false, false, false, false).await;
     let (p, f, _, _) = play(false, false, true, false).await;
@@ -465,7 +465,7 @@ async fn pattern3_a_read_modify_write_of_the_copy_still_reaches_the_counterpart(
 /// Each side's copy of the Task names the order as that side stores it (the order travels
 /// with the Task and is applied by its identifier, under a local id).
 #[tokio::test]
-#[ignore = "bug: after the exchange the fulfiller's copy of the Task has focus ServiceRequest/sr-1 (the placer's id) while the fulfiller stores that order under its own id: a dangling reference"]
+
 async fn pattern3_each_copy_of_the_task_names_the_order_stored_on_its_side() {
     play(false, false, false, true).await;
 }

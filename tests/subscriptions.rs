@@ -703,10 +703,17 @@ async fn servicerequest_topic_notifies_the_owner_of_its_task() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // Event 1: the Task naming the lab arrived after the ServiceRequest (news about version 1);
+    // event 2: the ServiceRequest changed.
     let ev = r4_events(&c, &base, sub["id"].as_str().unwrap(), "").await;
-    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev.len(), 2, "{ev:?}");
     assert!(
         ev[0]
+            .1
+            .contains(&format!("ServiceRequest/{srid}/_history/1"))
+    );
+    assert!(
+        ev[1]
             .1
             .contains(&format!("ServiceRequest/{srid}/_history/2"))
     );

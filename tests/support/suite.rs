@@ -498,10 +498,18 @@ pub async fn servicerequest_topic_notifies_the_owner_of_its_task(v: FhirVersion)
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    // Event 1: the Task naming the lab arrived after the ServiceRequest (news about version 1);
+    // event 2: the ServiceRequest changed.
     let ev = event_list(&c, v, &base, id(&sub), "").await;
-    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev.len(), 2, "{ev:?}");
     assert!(
         ev[0]
+            .1
+            .contains(&format!("ServiceRequest/{srid}/_history/1")),
+        "{ev:?}"
+    );
+    assert!(
+        ev[1]
             .1
             .contains(&format!("ServiceRequest/{srid}/_history/2")),
         "{ev:?}"

@@ -495,7 +495,32 @@ pub(crate) fn authorize_write(
     if state.auth.enabled() {
         access::stamp_creator(caller, old, body);
     }
+    drop_copied_source(old, body);
     Ok(())
+}
+
+/// A local change of a copy is no longer the copy: the `meta.source` that messaging recorded
+/// (where the content came from) is dropped when a client writes the resource back with it,
+/// or a counterpart would take the change for its own older version coming back.
+fn drop_copied_source(old: Option<&Value>, body: &mut Value) {
+    let source = |v: &Value| {
+        v.pointer("/meta/source")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let Some(held) = old.and_then(source) else {
+        return;
+    };
+    if source(body).as_deref() == Some(held.as_str())
+        && let Some(Value::Object(meta)) = body.get_mut("meta")
+    {
+        meta.remove("source");
+        if meta.is_empty()
+            && let Some(o) = body.as_object_mut()
+        {
+            o.remove("meta");
+        }
+    }
 }
 
 /// A `history` Bundle page: every entry has `request` and `response`; deletions have no resource.

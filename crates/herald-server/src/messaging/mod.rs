@@ -273,6 +273,7 @@ fn plan_message(
     let mut planned: Vec<Planned> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut stale_keys: Vec<(String, Option<String>)> = Vec::new();
+    let mut held_refs: Vec<(String, String)> = Vec::new();
     for (i, e) in entries.iter().enumerate().skip(1) {
         let Some(resource) = e.get("resource") else {
             continue;
@@ -388,15 +389,19 @@ fn plan_message(
                             held.resource_type, held.id
                         ),
                     });
-                    // Later versions of it in this message are judged the same way.
+                    // Later versions of it in this message are judged the same way; references
+                    // to it still name what we hold.
                     stale_keys.push((p.request.resource_type.clone(), p.request.query.clone()));
+                    if let Some(u) = &p.request.full_url {
+                        held_refs.push((u.clone(), format!("{}/{}", held.resource_type, held.id)));
+                    }
                     continue;
                 }
                 planned.push(p);
             }
         }
     }
-    let references = message_references(&planned, &skipped);
+    let references = message_references(&planned, &held_refs, &skipped);
     for p in &planned {
         let found = matches!(&p.action, Action::Write { .. })
             && state
@@ -525,11 +530,18 @@ fn has_system_and_value(i: &Value) -> bool {
         && i.get("value").and_then(Value::as_str).is_some()
 }
 
-/// What references in a message become: each applied entry's `fullUrl` (and, for an absolute
+/// What references in a message become: each applied (or already held) entry's `fullUrl` (and, for an absolute
 /// `fullUrl`, the relative `Type/id` the sender's resources use among themselves) → the local
 /// `Type/id`; an entry not applied → its absolute `fullUrl`.
-fn message_references(planned: &[Planned], skipped: &[String]) -> HashMap<String, String> {
+fn message_references(
+    planned: &[Planned],
+    held: &[(String, String)],
+    skipped: &[String],
+) -> HashMap<String, String> {
     let mut map = local_references(planned);
+    for (url, local) in held {
+        map.entry(url.clone()).or_insert_with(|| local.clone());
+    }
     let relative = |url: &str| -> Option<String> {
         let mut parts = url.rsplit('/');
         let id = parts.next()?;
