@@ -7,10 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod attempt;
+pub mod cause;
 pub mod channel;
 pub mod config;
 pub mod dispatcher;
 pub mod egress;
+pub mod live;
+pub mod metrics;
 pub mod payload;
 pub mod policy;
 pub mod resthook;

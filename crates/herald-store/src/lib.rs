@@ -9,12 +9,15 @@
 //! time); at start-up the log is re-applied to sled (`wal.rs`).
 #![forbid(unsafe_code)]
 
+mod audit;
 mod commit;
 mod delivery;
 mod error;
 pub mod keys;
 mod record;
+mod retention;
 mod secrets;
+pub mod stats;
 mod wal;
 
 use std::path::Path;
@@ -26,7 +29,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use commit::Durability;
-pub use delivery::{AttemptFilter, AttemptRecord, DeliveryState};
+pub use audit::AuditRecord;
+pub use delivery::{AttemptFilter, AttemptPage, AttemptRecord, DeliveryState};
+pub use retention::Pruned;
 pub use error::{Result, StoreError};
 pub use record::{EventDraft, EventRecord, Interaction, StoredVersion};
 pub use secrets::{SigningKeys, SigningSecret};
@@ -143,6 +148,14 @@ pub struct Store {
     attempts: sled::Tree,
     /// Signing secrets of resources (rest-hook Subscriptions), see `secrets.rs`.
     secrets: sled::Tree,
+    /// Operator actions, see `audit.rs`.
+    audit: sled::Tree,
+    /// Per subscription, the highest event number retention removed, see `retention.rs`.
+    pruned: sled::Tree,
+    /// The store's directory (disk use is measured there).
+    dir: std::path::PathBuf,
+    /// Log syncs and their batches, for `/metrics`.
+    stats: Arc<stats::SyncStats>,
     /// Entries in `attempts` (sled's `len` is a full scan; pruning needs the count often).
     attempts_len: std::sync::atomic::AtomicUsize,
     wal: Arc<Wal>,
@@ -164,8 +177,9 @@ impl Store {
         let trees = Trees::open(&db)?;
         let defer = options.durability != Durability::Off;
         let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone(), defer)?);
+        let stats = Arc::new(stats::SyncStats::default());
         let group = match options.durability {
-            Durability::GroupCommit => Some(GroupCommit::start(Arc::clone(&wal))),
+            Durability::GroupCommit => Some(GroupCommit::start(Arc::clone(&wal), Arc::clone(&stats))),
             _ => None,
         };
         let [
@@ -176,6 +190,8 @@ impl Store {
             delivery,
             attempts,
             secrets,
+            audit,
+            pruned,
         ] = trees.0;
         Ok(Store {
             attempts_len: std::sync::atomic::AtomicUsize::new(attempts.len()),
@@ -186,6 +202,10 @@ impl Store {
             delivery,
             attempts,
             secrets,
+            audit,
+            pruned,
+            dir: dir.to_path_buf(),
+            stats,
             checkpointer: Checkpointer::start(Arc::clone(&wal)),
             wal,
             db,

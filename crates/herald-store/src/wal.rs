@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Result, StoreError};
 
 /// The trees of the store, in the order their ids are written to the log (never reorder).
-pub(crate) const TREE_NAMES: [&str; 7] = [
+pub(crate) const TREE_NAMES: [&str; 9] = [
     "resources",
     "history",
     "counters",
@@ -43,6 +43,8 @@ pub(crate) const TREE_NAMES: [&str; 7] = [
     "delivery",
     "attempts",
     "secrets",
+    "audit",
+    "pruned",
 ];
 
 /// A tree's id in log records.
@@ -55,6 +57,10 @@ pub(crate) enum TreeId {
     Delivery = 4,
     Attempts = 5,
     Secrets = 6,
+    /// Operator actions (`audit.rs`).
+    Audit = 7,
+    /// Per subscription, the highest event number removed by retention (`retention.rs`).
+    Pruned = 8,
 }
 
 /// One mutation.
@@ -66,7 +72,7 @@ pub(crate) enum Op {
 
 /// The sled trees, indexed by [`TreeId`].
 #[derive(Clone)]
-pub(crate) struct Trees(pub(crate) [sled::Tree; 7]);
+pub(crate) struct Trees(pub(crate) [sled::Tree; 9]);
 
 impl Trees {
     pub(crate) fn open(db: &sled::Db) -> Result<Trees> {
@@ -74,7 +80,7 @@ impl Trees {
         for name in TREE_NAMES {
             trees.push(db.open_tree(name)?);
         }
-        let trees: [sled::Tree; 7] = trees
+        let trees: [sled::Tree; 9] = trees
             .try_into()
             .map_err(|_| StoreError::Corrupt("tree list".into()))?;
         Ok(Trees(trees))
@@ -108,6 +114,8 @@ fn tree_id(b: u8) -> Option<TreeId> {
         4 => TreeId::Delivery,
         5 => TreeId::Attempts,
         6 => TreeId::Secrets,
+        7 => TreeId::Audit,
+        8 => TreeId::Pruned,
         _ => return None,
     })
 }
