@@ -525,6 +525,10 @@ impl Router {
         match action {
             Action::Retry => {
                 e.state.parked = false;
+                e.state.next_attempt_at_ms = None;
+            }
+            Action::Redrive => {
+                e.state.parked = false;
                 e.state.consecutive_failures = 0;
                 e.state.next_attempt_at_ms = None;
                 e.state.failing_since_ms = None;

@@ -49,8 +49,11 @@ pub struct LiveState {
 /// An operator action on one subscription's delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Try now: forget the wait, the parking and the failure streak.
+    /// Try now: forget the wait (and the parking); the failure streak goes on, so a failure
+    /// counts towards `error` as any other.
     Retry,
+    /// Start over: forget the wait, the parking and the failure streak, and try now.
+    Redrive,
     /// Send nothing until resumed (events keep being recorded and queued).
     Pause,
     /// Undo a pause.
@@ -64,6 +67,7 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::Retry => "retry",
+            Action::Redrive => "redrive",
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Resend(..) => "resend",

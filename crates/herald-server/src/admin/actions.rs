@@ -1,5 +1,5 @@
 //! Operator actions on a subscription: `POST /admin/subscriptions/{tenant}/{id}/{action}` with
-//! action `retry` (alias `redrive`), `pause`, `resume`, `resend` (`from`/`to` in the query or
+//! action `retry` (try now), `redrive` (try now and forget the failure streak), `pause`, `resume`, `resend` (`from`/`to` in the query or
 //! a JSON body), `activate` (`error` → `active`) and `off`; and `GET /admin/audit`, the record
 //! of who did which. Each action is carried out by the dispatcher or the write path, then
 //! written to the audit log and made durable before the answer.
@@ -59,7 +59,8 @@ pub async fn perform(
         .map(|s| s.status);
     let mut detail = None;
     match action {
-        "retry" | "redrive" => state.dispatcher.act(&t.name, id, Action::Retry).await?,
+        "retry" => state.dispatcher.act(&t.name, id, Action::Retry).await?,
+        "redrive" => state.dispatcher.act(&t.name, id, Action::Redrive).await?,
         "pause" => state.dispatcher.act(&t.name, id, Action::Pause).await?,
         "resume" => state.dispatcher.act(&t.name, id, Action::Resume).await?,
         "resend" => {
@@ -87,7 +88,7 @@ pub async fn perform(
             }
             crate::status::set_by_operator(state, &t.name, id, SubscriptionStatus::Active).await?;
             // A fresh start: the streak that led to `error` is forgotten, and it tries now.
-            state.dispatcher.act(&t.name, id, Action::Retry).await?;
+            state.dispatcher.act(&t.name, id, Action::Redrive).await?;
         }
         "off" => {
             crate::status::set_by_operator(state, &t.name, id, SubscriptionStatus::Off).await?;

@@ -20,6 +20,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
 pub use actions::{Performed, perform};
+pub(crate) use attempts::parse as attempts_query;
 pub use health::{Health, summary};
 
 /// The admin JSON routes.
