@@ -849,3 +849,127 @@ fn signing_secrets_never_show_in_debug_output() {
     let k = keys_with("whsec_topsecret", "s1");
     assert!(!format!("{k:?}").contains("topsecret"));
 }
+
+fn attempt_at(at_ms: u64, sub: &str, outcome: &str, status: Option<u16>) -> AttemptRecord {
+    AttemptRecord {
+        at_ms,
+        at: String::new(),
+        tenant: "r4".into(),
+        subscription: sub.into(),
+        notification_type: "event-notification".into(),
+        events: vec![1],
+        outcome: outcome.into(),
+        http_status: status,
+        error: None,
+        latency_ms: 1.0,
+        response_body: None,
+        request_headers: vec![],
+        endpoint: "http://x".into(),
+    }
+}
+
+#[tokio::test]
+async fn retention_removes_only_acknowledged_events_beyond_the_limits_and_remembers_how_far() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::Off);
+    let mut hook = |_: &Change<'_>| Ok(vec![draft("a")]);
+    for i in 0..50 {
+        let body = json!({"resourceType": "Task", "status": "requested", "n": i});
+        store
+            .write(req(WriteKind::Upsert, "t", Some(body)), &mut hook)
+            .await
+            .expect("write");
+    }
+    // 30 acknowledged, keep the newest 10 of those: 1-20 go, 21-50 stay
+    assert_eq!(
+        store.prune_events("r4", "a", 30, Some(10), None).expect("prune"),
+        20
+    );
+    assert_eq!(store.pruned_through("r4", "a").expect("floor"), 20);
+    let left = store.events("r4", "a", None, None).expect("events");
+    assert_eq!(left.first().map(|e| e.number), Some(21));
+    assert_eq!(left.len(), 30);
+    // again: nothing more to do
+    assert_eq!(store.prune_events("r4", "a", 30, Some(10), None).expect("prune"), 0);
+    // by age: everything acknowledged is older than a cutoff in the future, unacked stays
+    let future = u64::MAX / 2;
+    assert_eq!(
+        store.prune_events("r4", "a", 30, None, Some(future)).expect("prune"),
+        10
+    );
+    assert_eq!(store.pruned_through("r4", "a").expect("floor"), 30);
+    assert_eq!(store.events("r4", "a", None, None).expect("events").len(), 20);
+    // numbers are never reused: the counter is untouched
+    assert_eq!(store.event_count("r4", "a").expect("count"), 50);
+    // the floor survives a restart
+    drop(store);
+    let store = open(dir.path(), Durability::Off);
+    assert_eq!(store.pruned_through("r4", "a").expect("floor"), 30);
+}
+
+#[test]
+fn attempt_pages_follow_the_cursor_and_the_age_limit_cuts_the_oldest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::Off);
+    for i in 0..7u64 {
+        let (outcome, status) = if i % 2 == 0 { ("failed", Some(503)) } else { ("delivered", Some(200)) };
+        store
+            .record_attempt(&attempt_at(1000 + i, "s", outcome, status))
+            .expect("record");
+    }
+    let all = AttemptFilter::default();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .attempt_page(&all, cursor.as_deref(), 3)
+            .expect("page")
+            .expect("a valid cursor");
+        seen.extend(page.entries.iter().map(|(_, a)| a.at_ms));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1000..1007).rev().collect::<Vec<_>>());
+    let only_503 = AttemptFilter {
+        http_status: Some(503),
+        ..Default::default()
+    };
+    let page = store.attempt_page(&only_503, None, 100).expect("page").expect("page");
+    assert_eq!(page.entries.len(), 4);
+    let (id, a) = &page.entries[0];
+    assert_eq!(store.attempt(id).expect("read").as_ref(), Some(a));
+    assert_eq!(store.attempt("not-an-id").expect("read"), None);
+    assert!(store.attempt_page(&all, Some("zz"), 3).expect("page").is_none());
+    assert_eq!(store.prune_attempts_before(1003).expect("prune"), 3);
+    let page = store.attempt_page(&all, None, 100).expect("page").expect("page");
+    assert_eq!(page.entries.last().map(|(_, a)| a.at_ms), Some(1003));
+}
+
+#[test]
+fn audit_records_come_back_newest_first_per_subscription() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Durability::Off);
+    for (i, (sub, action)) in [("a", "pause"), ("b", "retry"), ("a", "resume")].iter().enumerate() {
+        store
+            .record_audit(&AuditRecord {
+                at_ms: 1000 + i as u64,
+                at: String::new(),
+                actor: "ops".into(),
+                action: (*action).into(),
+                tenant: "r4".into(),
+                subscription: (*sub).into(),
+                detail: None,
+            })
+            .expect("audit");
+    }
+    let a: Vec<String> = store
+        .audit(Some("r4"), Some("a"), 10)
+        .expect("audit")
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(a, ["resume", "pause"]);
+    assert_eq!(store.audit(None, None, 2).expect("audit").len(), 2);
+}
