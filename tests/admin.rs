@@ -86,7 +86,10 @@ async fn read_log(path: &std::path::Path, what: &str, pred: impl Fn(&str) -> boo
         if pred(&text) {
             return text;
         }
-        assert!(Instant::now() < deadline, "the log never had {what}:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "the log never had {what}:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -148,7 +151,10 @@ async fn a_stopped_receiver_shows_live_as_connection_refused_warns_per_attempt_a
     assert!(line.contains(&format!("subscription={id}")), "{line}");
     // A log file gets no colour codes and no Rust debug formatting.
     assert!(!text.contains('\u{1b}'), "ANSI escape codes in a log file");
-    assert!(!text.contains("Some("), "debug formatting in the log:\n{text}");
+    assert!(
+        !text.contains("Some("),
+        "debug formatting in the log:\n{text}"
+    );
     let row = live_until(&c, &h, &id, "recovered", |r| r["health"] == "ok").await;
     assert_eq!(row["last_error"], Value::Null, "{row}");
     assert_eq!(row["queue_depth"], 0, "{row}");
@@ -186,7 +192,10 @@ async fn attempts_filter_by_subscription_outcome_status_and_time_and_page_by_cur
         assert_eq!(e["subscription"], id.as_str());
         assert_eq!(e["outcome"], "failed");
         assert_eq!(e["http_status"], 503);
-        assert_eq!(e["error"], "http-status: HTTP 503 Service Unavailable", "{e}");
+        assert_eq!(
+            e["error"], "http-status: HTTP 503 Service Unavailable",
+            "{e}"
+        );
     }
     // by HTTP status: only the refused ones, of any subscription
     let by_status = list("http_status=503".into()).await;
@@ -237,7 +246,10 @@ async fn attempts_filter_by_subscription_outcome_status_and_time_and_page_by_cur
     let one = get(&c, &format!("{}/admin/attempts/{first_failed}", h.root)).await;
     assert_eq!(one["http_status"], 503, "{one}");
     assert!(one["latency_ms"].as_f64().is_some(), "{one}");
-    assert!(one["response_body"].is_string() || one["response_body"].is_null(), "{one}");
+    assert!(
+        one["response_body"].is_string() || one["response_body"].is_null(),
+        "{one}"
+    );
     let headers = one["request_headers"].as_array().unwrap();
     assert!(
         headers
@@ -246,8 +258,9 @@ async fn attempts_filter_by_subscription_outcome_status_and_time_and_page_by_cur
         "{one}"
     );
     assert!(
-        headers.iter().all(|x| x["name"] != "webhook-signature"
-            || x["value"] == "[redacted]"),
+        headers
+            .iter()
+            .all(|x| x["name"] != "webhook-signature" || x["value"] == "[redacted]"),
         "{one}"
     );
     // refusals say what is wrong
@@ -268,14 +281,21 @@ async fn attempts_filter_by_subscription_outcome_status_and_time_and_page_by_cur
             "{q}: {oo}"
         );
     }
-    let (s, _) = herald_tests::get(&c, &format!("{}/admin/attempts/{}", h.root, "0".repeat(32))).await;
+    let (s, _) =
+        herald_tests::get(&c, &format!("{}/admin/attempts/{}", h.root, "0".repeat(32))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // subscription filters: failing-first order, by status and tenant
-    let subs = get(&c, &format!("{}/admin/subscriptions?status=active&tenant=r4", h.root)).await;
+    let subs = get(
+        &c,
+        &format!("{}/admin/subscriptions?status=active&tenant=r4", h.root),
+    )
+    .await;
     assert_eq!(subs["total"], 2, "{subs}");
-    let (s, _) = herald_tests::get(&c, &format!("{}/admin/subscriptions?status=happy", h.root)).await;
+    let (s, _) =
+        herald_tests::get(&c, &format!("{}/admin/subscriptions?status=happy", h.root)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = herald_tests::get(&c, &format!("{}/admin/subscriptions?tenant=nope", h.root)).await;
+    let (s, _) =
+        herald_tests::get(&c, &format!("{}/admin/subscriptions?tenant=nope", h.root)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -290,8 +310,10 @@ async fn actions_are_carried_out_by_delivery_and_recorded_with_who_did_them() {
     for _ in 0..3 {
         create(&c, &base, "Task", &task("Organization/lab")).await;
     }
-    rx.wait_until("/hook", "events 1-3", WAIT, |got| delivered_events(got) == [1, 2, 3])
-        .await;
+    rx.wait_until("/hook", "events 1-3", WAIT, |got| {
+        delivered_events(got) == [1, 2, 3]
+    })
+    .await;
     // pause: events are recorded and queued, not sent
     let (s, v) = post(&c, &act("pause"), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -301,11 +323,16 @@ async fn actions_are_carried_out_by_delivery_and_recorded_with_who_did_them() {
     let row = live_until(&c, &h, &id, "event 4 queued", |r| r["queue_depth"] == 1).await;
     assert_eq!(row["paused"], true);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!delivered_events(&rx.on("/hook")).contains(&4), "sent while paused");
+    assert!(
+        !delivered_events(&rx.on("/hook")).contains(&4),
+        "sent while paused"
+    );
     // resume: it goes
     assert_eq!(post(&c, &act("resume"), None).await.0, StatusCode::OK);
-    rx.wait_until("/hook", "event 4", WAIT, |got| delivered_events(got).contains(&4))
-        .await;
+    rx.wait_until("/hook", "event 4", WAIT, |got| {
+        delivered_events(got).contains(&4)
+    })
+    .await;
     // resend 2-3: sent again, cursor unchanged
     let before = rx.on("/hook").len();
     let (s, v) = post(&c, &act("resend"), Some(json!({"from": 2, "to": 3}))).await;
@@ -320,14 +347,25 @@ async fn actions_are_carried_out_by_delivery_and_recorded_with_who_did_them() {
     // refusals
     let (s, v) = post(&c, &format!("{}?from=3&to=9", act("resend")), None).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert!(v["issue"][0]["diagnostics"].as_str().unwrap().contains("delivered up to event 4"), "{v}");
+    assert!(
+        v["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("delivered up to event 4"),
+        "{v}"
+    );
     let (s, v) = post(&c, &act("resend"), None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, v) = post(&c, &act("activate"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "active is not error: {v}");
     let (s, _) = post(&c, &act("explode"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = post(&c, &format!("{}/admin/subscriptions/r4/nope/retry", h.root), None).await;
+    let (s, _) = post(
+        &c,
+        &format!("{}/admin/subscriptions/r4/nope/retry", h.root),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // retry, then off through the write path
     assert_eq!(post(&c, &act("retry"), None).await.0, StatusCode::OK);
@@ -362,7 +400,14 @@ async fn an_error_subscription_is_set_active_by_an_operator_and_health_says_degr
     let rx = Receiver::start().await;
     let h = herald(&[("HERALD__DELIVERY__RETRY_SCHEDULE_SECS", "[3600]")]);
     let c = client();
-    assert_eq!(c.get(format!("{}/readyz", h.root)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{}/readyz", h.root))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let id = active_subscription(&c, &h, &rx.url("/hook")).await;
     let healthy = get(&c, &format!("{}/admin/health", h.root)).await;
     assert_eq!(healthy["status"], "ok", "{healthy}");
@@ -374,11 +419,19 @@ async fn an_error_subscription_is_set_active_by_an_operator_and_health_says_degr
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["failing"], 1, "{health}");
     assert_eq!(health["backlog"], 1, "{health}");
-    assert!(health["oldest_pending_age_secs"].as_f64().is_some(), "{health}");
+    assert!(
+        health["oldest_pending_age_secs"].as_f64().is_some(),
+        "{health}"
+    );
     assert!(health["disk_bytes"].as_u64().unwrap() > 0, "{health}");
     // two more tries on the operator's word make three failures: `error`
     for n in 2..=3 {
-        let (s, v) = post(&c, &format!("{}/admin/subscriptions/r4/{id}/retry", h.root), None).await;
+        let (s, v) = post(
+            &c,
+            &format!("{}/admin/subscriptions/r4/{id}/retry", h.root),
+            None,
+        )
+        .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         live_until(&c, &h, &id, "one more failure", |r| {
             r["consecutive_failures"].as_u64() == Some(n)
@@ -388,15 +441,25 @@ async fn an_error_subscription_is_set_active_by_an_operator_and_health_says_degr
     live_until(&c, &h, &id, "error", |r| r["status"] == "error").await;
     // the receiver is fixed; the operator sets it active, which also tries at once
     rx.set(Behaviour::Accept);
-    let (s, v) = post(&c, &format!("{}/admin/subscriptions/r4/{id}/activate", h.root), None).await;
+    let (s, v) = post(
+        &c,
+        &format!("{}/admin/subscriptions/r4/{id}/activate", h.root),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let stored = get(&c, &format!("{}/Subscription/{id}", h.fhir("r4"))).await;
     assert_eq!(stored["status"], "active", "{stored}");
-    rx.wait_until("/hook", "event 1", WAIT, |got| delivered_events(got).contains(&1))
-        .await;
+    rx.wait_until("/hook", "event 1", WAIT, |got| {
+        delivered_events(got).contains(&1)
+    })
+    .await;
     let row = live_until(&c, &h, &id, "recovered", |r| r["health"] == "ok").await;
     assert_eq!(row["status"], "active", "{row}");
-    assert_eq!(get(&c, &format!("{}/admin/health", h.root)).await["status"], "ok");
+    assert_eq!(
+        get(&c, &format!("{}/admin/health", h.root)).await["status"],
+        "ok"
+    );
 }
 
 #[tokio::test]
@@ -423,21 +486,36 @@ async fn the_admin_cli_prints_tables_by_default_and_json_on_request() {
     let mut lines = table.lines();
     assert!(lines.next().unwrap().starts_with("TENANT"), "{table}");
     let row = lines.next().unwrap();
-    assert!(row.contains(&id) && row.contains("active") && row.contains("ok"), "{table}");
+    assert!(
+        row.contains(&id) && row.contains("active") && row.contains("ok"),
+        "{table}"
+    );
     let (ok, json, err) = cli(&["--json", "subscriptions"]);
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["subscriptions"][0]["id"], id.as_str());
     let (ok, out, err) = cli(&["pause", "r4", &id]);
     assert!(ok, "{err}");
-    assert!(out.starts_with(&format!("pause r4/{id} (by anonymous)")), "{out}");
+    assert!(
+        out.starts_with(&format!("pause r4/{id} (by anonymous)")),
+        "{out}"
+    );
     let (ok, out, err) = cli(&["attempts", "--subscription", &id]);
     assert!(ok, "{err}");
-    assert!(out.lines().nth(1).is_some_and(|l| l.contains("handshake")), "{out}");
+    assert!(
+        out.lines().nth(1).is_some_and(|l| l.contains("handshake")),
+        "{out}"
+    );
     let (ok, _, err) = cli(&["resend", "r4", &id, "--from", "5"]);
     assert!(!ok);
-    assert!(err.contains("422") && err.contains("delivered up to event 0"), "{err}");
+    assert!(
+        err.contains("422") && err.contains("delivered up to event 0"),
+        "{err}"
+    );
     let (ok, out, err) = cli(&["health"]);
     assert!(ok, "{err}");
-    assert!(out.contains("paused") && out.contains("disk_bytes"), "{out}");
+    assert!(
+        out.contains("paused") && out.contains("disk_bytes"),
+        "{out}"
+    );
 }

@@ -35,7 +35,9 @@ fn chromium() -> Option<PathBuf> {
 struct Browser {
     child: Child,
     _profile: tempfile::TempDir,
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     next: u64,
     events: Vec<Value>,
 }
@@ -213,7 +215,8 @@ async fn subscribe(c: &reqwest::Client, base: &str, endpoint: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_console_shows_failures_first_with_their_cause_and_pauses_a_subscription_from_its_page() {
+async fn the_console_shows_failures_first_with_their_cause_and_pauses_a_subscription_from_its_page()
+{
     let Some(bin) = chromium() else {
         eprintln!(
             "SKIPPED: no chromium on PATH (scripts/install-test-tools installs Debian's chromium; set CHROMIUM to use another)"
@@ -241,12 +244,15 @@ async fn the_console_shows_failures_first_with_their_cause_and_pauses_a_subscrip
         create(&c, &base, "Task", &task("Organization/lab")).await;
     }
     good_rx
-        .wait_until("/good", "events 1-3", WAIT, |g| delivered_events(g).len() == 3)
+        .wait_until("/good", "events 1-3", WAIT, |g| {
+            delivered_events(g).len() == 3
+        })
         .await;
     // wait until the failing one has failed twice (its cause is known)
     let deadline = Instant::now() + WAIT;
     loop {
-        let (_, v) = herald_tests::get(&c, &format!("{}/admin/subscriptions/r4/{bad}", h.root)).await;
+        let (_, v) =
+            herald_tests::get(&c, &format!("{}/admin/subscriptions/r4/{bad}", h.root)).await;
         if v["subscription"]["consecutive_failures"].as_u64() >= Some(2) {
             break;
         }
@@ -256,7 +262,10 @@ async fn the_console_shows_failures_first_with_their_cause_and_pauses_a_subscrip
 
     let mut b = Browser::start(&bin).await;
     b.goto(&format!("{}/admin", h.root)).await;
-    assert_eq!(b.eval("document.title").await, "Subscriptions · Herald admin");
+    assert_eq!(
+        b.eval("document.title").await,
+        "Subscriptions · Herald admin"
+    );
     // failing first, with its cause in words; the healthy one after it
     let order = b
         .eval("[...document.querySelectorAll('#subscriptions tbody tr')].map(r => r.dataset.id)")
@@ -271,7 +280,11 @@ async fn the_console_shows_failures_first_with_their_cause_and_pauses_a_subscrip
     let health = b.eval("document.querySelector('#health').innerText").await;
     assert!(health.as_str().unwrap().contains("degraded"), "{health}");
     // a sparkline per subscription, the healthy one with its delivered events
-    assert_eq!(b.eval("document.querySelectorAll('svg.spark').length").await, 2);
+    assert_eq!(
+        b.eval("document.querySelectorAll('svg.spark').length")
+            .await,
+        2
+    );
     let title = b
         .eval("document.querySelectorAll('svg.spark title')[1].textContent")
         .await;
@@ -284,8 +297,15 @@ async fn the_console_shows_failures_first_with_their_cause_and_pauses_a_subscrip
 
     // the failing subscription's page: cause, timeline, actions
     b.click_and_wait(&format!("tr[data-id='r4/{bad}'] a")).await;
-    let err = b.eval("document.querySelector('#last-error').innerText").await;
-    assert!(err.as_str().unwrap().contains("connect: connection refused"), "{err}");
+    let err = b
+        .eval("document.querySelector('#last-error').innerText")
+        .await;
+    assert!(
+        err.as_str()
+            .unwrap()
+            .contains("connect: connection refused"),
+        "{err}"
+    );
     let failed = b
         .eval("document.querySelectorAll('#timeline li.failed').length")
         .await;
@@ -296,8 +316,14 @@ async fn the_console_shows_failures_first_with_their_cause_and_pauses_a_subscrip
     let notice = b.eval("document.querySelector('#notice').innerText").await;
     assert_eq!(notice, "Done: pause.");
     let audit = b.eval("document.querySelector('#audit').innerText").await;
-    assert!(audit.as_str().unwrap().contains("pause by anonymous"), "{audit}");
-    assert_eq!(b.eval("!!document.querySelector('#action-resume')").await, true);
+    assert!(
+        audit.as_str().unwrap().contains("pause by anonymous"),
+        "{audit}"
+    );
+    assert_eq!(
+        b.eval("!!document.querySelector('#action-resume')").await,
+        true
+    );
     let (_, v) = herald_tests::get(&c, &format!("{}/admin/subscriptions/r4/{bad}", h.root)).await;
     assert_eq!(v["subscription"]["paused"], true, "{v}");
     b.screenshot(&target.join("admin-console-subscription.png"))

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use herald_subscriptions::notification::NotificationType;
 use herald_tests::receiver::{Receiver, delivered_events};
 use herald_tests::{Herald, client, create, r4_subscription, task};
-use herald_subscriptions::notification::NotificationType;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -21,11 +21,18 @@ fn parse(text: &str) -> HashMap<String, f64> {
     for line in &lines[..lines.len() - 1] {
         if let Some(rest) = line.strip_prefix("# ") {
             let kind = rest.split(' ').next().unwrap();
-            assert!(["HELP", "TYPE", "UNIT"].contains(&kind), "bad comment: {line}");
+            assert!(
+                ["HELP", "TYPE", "UNIT"].contains(&kind),
+                "bad comment: {line}"
+            );
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
         let name_end = series.find('{').unwrap_or(series.len());
         let name = &series[..name_end];
         assert!(
@@ -39,12 +46,20 @@ fn parse(text: &str) -> HashMap<String, f64> {
             let labels = &series[name_end..];
             assert!(labels.ends_with('}'), "bad labels: {line}");
             for pair in labels[1..labels.len() - 1].split("\",") {
-                let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label: {line}"));
-                assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+                let (k, v) = pair
+                    .split_once("=\"")
+                    .unwrap_or_else(|| panic!("bad label: {line}"));
+                assert!(
+                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{line}"
+                );
                 assert!(!v.contains('\n'), "{line}");
             }
         }
-        assert!(out.insert(series.to_owned(), value).is_none(), "duplicate series: {line}");
+        assert!(
+            out.insert(series.to_owned(), value).is_none(),
+            "duplicate series: {line}"
+        );
     }
     out
 }
@@ -86,14 +101,27 @@ async fn counters_move_by_exactly_the_known_traffic_and_the_exposition_parses() 
         create(&c, &base, "Task", &task("Organization/lab")).await;
     }
     for _ in 0..3 {
-        assert_eq!(c.get(format!("{base}/metadata")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(format!("{base}/metadata"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     assert_eq!(
-        c.get(format!("{base}/Nope/1")).send().await.unwrap().status(),
+        c.get(format!("{base}/Nope/1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         404
     );
     let got = rx
-        .wait_until("/hook", "events 1-5", WAIT, |got| delivered_events(got).len() == 5)
+        .wait_until("/hook", "events 1-5", WAIT, |got| {
+            delivered_events(got).len() == 5
+        })
         .await;
     let notifications = got
         .iter()
@@ -104,11 +132,15 @@ async fn counters_move_by_exactly_the_known_traffic_and_the_exposition_parses() 
     let after = scrape(&c, &h).await;
     let d = |s: &str| delta(&before, &after, s);
     assert_eq!(
-        d(r#"herald_http_requests_total{method="POST",route="/fhir/{tenant}/{rtype}",status="201"}"#),
+        d(
+            r#"herald_http_requests_total{method="POST",route="/fhir/{tenant}/{rtype}",status="201"}"#
+        ),
         5.0
     );
     assert_eq!(
-        d(r#"herald_http_requests_total{method="GET",route="/fhir/{tenant}/metadata",status="200"}"#),
+        d(
+            r#"herald_http_requests_total{method="GET",route="/fhir/{tenant}/metadata",status="200"}"#
+        ),
         3.0
     );
     assert_eq!(d("herald_writes_total"), 5.0);
@@ -129,18 +161,24 @@ async fn counters_move_by_exactly_the_known_traffic_and_the_exposition_parses() 
     assert!(d("herald_log_sync_batch_size_count") >= 1.0);
     let q = format!(r#"herald_subscription_queue_depth{{tenant="r4",subscription="{id}"}}"#);
     assert_eq!(after.get(&q), Some(&0.0), "{q}");
-    assert_eq!(after.get(r#"herald_tenant_backlog{tenant="r4"}"#), Some(&0.0));
+    assert_eq!(
+        after.get(r#"herald_tenant_backlog{tenant="r4"}"#),
+        Some(&0.0)
+    );
     assert!(after["herald_tokio_workers"] >= 1.0);
     assert_eq!(after["herald_websocket_connections"], 0.0);
     // route labels are templates, never raw paths
     assert!(
-        after.keys().all(|k| !k.contains(&id)
-            || k.starts_with("herald_subscription_")),
+        after
+            .keys()
+            .all(|k| !k.contains(&id) || k.starts_with("herald_subscription_")),
         "a raw path in a label"
     );
     // the unknown route counted under its template, not its path
     assert_eq!(
-        d(r#"herald_http_requests_total{method="GET",route="/fhir/{tenant}/{rtype}/{id}",status="404"}"#),
+        d(
+            r#"herald_http_requests_total{method="GET",route="/fhir/{tenant}/{rtype}/{id}",status="404"}"#
+        ),
         1.0
     );
 }

@@ -43,12 +43,16 @@ async fn delivered_events_beyond_the_limit_are_pruned_and_events_says_so() {
     // the next passes prune 1-25 and cut the attempt log to 4 entries
     let deadline = Instant::now() + WAIT;
     loop {
-        let (_, v) = herald_tests::get(&c, &format!("{}/admin/subscriptions/r4/{id}", h.root)).await;
+        let (_, v) =
+            herald_tests::get(&c, &format!("{}/admin/subscriptions/r4/{id}", h.root)).await;
         let (_, a) = herald_tests::get(&c, &format!("{}/admin/attempts?_count=1000", h.root)).await;
         if v["events_pruned_through"] == 25 && a["count"].as_u64() <= Some(4) {
             break;
         }
-        assert!(Instant::now() < deadline, "retention never caught up: {v} {a}");
+        assert!(
+            Instant::now() < deadline,
+            "retention never caught up: {v} {a}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (s, oo) = herald_tests::get(

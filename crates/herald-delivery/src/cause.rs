@@ -50,7 +50,7 @@ pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms} ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", d.as_secs_f64())
@@ -91,6 +91,9 @@ mod tests {
         let Some(err) = err else {
             panic!("something answered on a port nobody listens on")
         };
-        assert_eq!(transport(&err, Duration::from_secs(10)), "connection refused");
+        assert_eq!(
+            transport(&err, Duration::from_secs(10)),
+            "connection refused"
+        );
     }
 }

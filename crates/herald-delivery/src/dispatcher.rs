@@ -757,7 +757,8 @@ impl Router {
         };
         let done_tx = self.done_tx.clone();
         let key = key.clone();
-        let (metrics, store, clock) = (self.metrics.clone(), self.store.clone(), self.clock.clone());
+        let (metrics, store, clock) =
+            (self.metrics.clone(), self.store.clone(), self.clock.clone());
         tokio::spawn(async move {
             let sent = attempt.run().await;
             // Commit → delivery, measured off the dispatcher's task (it reads the events).

@@ -186,7 +186,9 @@ impl From<ActionError> for ApiError {
                 format!("{e} (it is not loaded for delivery: see its status and error)"),
             ),
             ActionError::BadRange(_) => ApiError::unprocessable(e.to_string()),
-            ActionError::Stopped => ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            ActionError::Stopped => {
+                ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
         }
     }
 }

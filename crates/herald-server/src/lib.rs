@@ -8,8 +8,8 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
-pub mod capability;
 pub mod boot;
+pub mod capability;
 pub mod committer;
 pub mod config;
 pub mod console;

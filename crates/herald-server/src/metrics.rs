@@ -265,7 +265,7 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
             .unwrap_or(i64::MAX),
         );
         let mut deepest: Vec<_> = all.iter().filter(|r| r.live).collect();
-        deepest.sort_by(|a, b| b.queue_depth.cmp(&a.queue_depth));
+        deepest.sort_by_key(|r| std::cmp::Reverse(r.queue_depth));
         for r in deepest.into_iter().take(MAX_SUBSCRIPTION_SERIES) {
             let labels = SubLabels {
                 tenant: r.tenant.clone(),

@@ -83,7 +83,11 @@ pub async fn run(state: Arc<AppState>, cfg: RetentionConfig) {
         let (st, c) = (Arc::clone(&state), cfg.clone());
         match tokio::task::spawn_blocking(move || pass(&st, &c)).await {
             Ok(p) if p.events + p.attempts > 0 => {
-                tracing::info!(events = p.events, attempts = p.attempts, "retention pass removed old entries");
+                tracing::info!(
+                    events = p.events,
+                    attempts = p.attempts,
+                    "retention pass removed old entries"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention pass failed"),

@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::wal::{Op, TreeId};
-use crate::Store;
 
 /// One operator action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

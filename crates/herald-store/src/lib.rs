@@ -28,12 +28,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use commit::Durability;
 pub use audit::AuditRecord;
+pub use commit::Durability;
 pub use delivery::{AttemptFilter, AttemptPage, AttemptRecord, DeliveryState};
-pub use retention::Pruned;
 pub use error::{Result, StoreError};
 pub use record::{EventDraft, EventRecord, Interaction, StoredVersion};
+pub use retention::Pruned;
 pub use secrets::{SigningKeys, SigningSecret};
 
 use commit::{Checkpointer, GroupCommit};
@@ -179,7 +179,9 @@ impl Store {
         let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone(), defer)?);
         let stats = Arc::new(stats::SyncStats::default());
         let group = match options.durability {
-            Durability::GroupCommit => Some(GroupCommit::start(Arc::clone(&wal), Arc::clone(&stats))),
+            Durability::GroupCommit => {
+                Some(GroupCommit::start(Arc::clone(&wal), Arc::clone(&stats)))
+            }
             _ => None,
         };
         let [

@@ -882,7 +882,9 @@ async fn retention_removes_only_acknowledged_events_beyond_the_limits_and_rememb
     }
     // 30 acknowledged, keep the newest 10 of those: 1-20 go, 21-50 stay
     assert_eq!(
-        store.prune_events("r4", "a", 30, Some(10), None).expect("prune"),
+        store
+            .prune_events("r4", "a", 30, Some(10), None)
+            .expect("prune"),
         20
     );
     assert_eq!(store.pruned_through("r4", "a").expect("floor"), 20);
@@ -890,15 +892,25 @@ async fn retention_removes_only_acknowledged_events_beyond_the_limits_and_rememb
     assert_eq!(left.first().map(|e| e.number), Some(21));
     assert_eq!(left.len(), 30);
     // again: nothing more to do
-    assert_eq!(store.prune_events("r4", "a", 30, Some(10), None).expect("prune"), 0);
+    assert_eq!(
+        store
+            .prune_events("r4", "a", 30, Some(10), None)
+            .expect("prune"),
+        0
+    );
     // by age: everything acknowledged is older than a cutoff in the future, unacked stays
     let future = u64::MAX / 2;
     assert_eq!(
-        store.prune_events("r4", "a", 30, None, Some(future)).expect("prune"),
+        store
+            .prune_events("r4", "a", 30, None, Some(future))
+            .expect("prune"),
         10
     );
     assert_eq!(store.pruned_through("r4", "a").expect("floor"), 30);
-    assert_eq!(store.events("r4", "a", None, None).expect("events").len(), 20);
+    assert_eq!(
+        store.events("r4", "a", None, None).expect("events").len(),
+        20
+    );
     // numbers are never reused: the counter is untouched
     assert_eq!(store.event_count("r4", "a").expect("count"), 50);
     // the floor survives a restart
@@ -912,7 +924,11 @@ fn attempt_pages_follow_the_cursor_and_the_age_limit_cuts_the_oldest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), Durability::Off);
     for i in 0..7u64 {
-        let (outcome, status) = if i % 2 == 0 { ("failed", Some(503)) } else { ("delivered", Some(200)) };
+        let (outcome, status) = if i % 2 == 0 {
+            ("failed", Some(503))
+        } else {
+            ("delivered", Some(200))
+        };
         store
             .record_attempt(&attempt_at(1000 + i, "s", outcome, status))
             .expect("record");
@@ -936,14 +952,25 @@ fn attempt_pages_follow_the_cursor_and_the_age_limit_cuts_the_oldest() {
         http_status: Some(503),
         ..Default::default()
     };
-    let page = store.attempt_page(&only_503, None, 100).expect("page").expect("page");
+    let page = store
+        .attempt_page(&only_503, None, 100)
+        .expect("page")
+        .expect("page");
     assert_eq!(page.entries.len(), 4);
     let (id, a) = &page.entries[0];
     assert_eq!(store.attempt(id).expect("read").as_ref(), Some(a));
     assert_eq!(store.attempt("not-an-id").expect("read"), None);
-    assert!(store.attempt_page(&all, Some("zz"), 3).expect("page").is_none());
+    assert!(
+        store
+            .attempt_page(&all, Some("zz"), 3)
+            .expect("page")
+            .is_none()
+    );
     assert_eq!(store.prune_attempts_before(1003).expect("prune"), 3);
-    let page = store.attempt_page(&all, None, 100).expect("page").expect("page");
+    let page = store
+        .attempt_page(&all, None, 100)
+        .expect("page")
+        .expect("page");
     assert_eq!(page.entries.last().map(|(_, a)| a.at_ms), Some(1003));
 }
 
@@ -951,7 +978,10 @@ fn attempt_pages_follow_the_cursor_and_the_age_limit_cuts_the_oldest() {
 fn audit_records_come_back_newest_first_per_subscription() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), Durability::Off);
-    for (i, (sub, action)) in [("a", "pause"), ("b", "retry"), ("a", "resume")].iter().enumerate() {
+    for (i, (sub, action)) in [("a", "pause"), ("b", "retry"), ("a", "resume")]
+        .iter()
+        .enumerate()
+    {
         store
             .record_audit(&AuditRecord {
                 at_ms: 1000 + i as u64,

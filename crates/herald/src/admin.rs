@@ -159,7 +159,10 @@ async fn run_async(t: &Target, cmd: AdminCommand) -> anyhow::Result<()> {
             (
                 m,
                 p,
-                vec![("from", from.to_string()), ("to", to.unwrap_or(*from).to_string())],
+                vec![
+                    ("from", from.to_string()),
+                    ("to", to.unwrap_or(*from).to_string()),
+                ],
             )
         }
         AdminCommand::Health => (reqwest::Method::GET, "/admin/health".into(), Vec::new()),
@@ -294,7 +297,14 @@ fn subscriptions_table(body: &Value) -> String {
         .collect();
     table(
         &[
-            "TENANT", "ID", "STATUS", "HEALTH", "QUEUE", "FAILS", "NEXT ATTEMPT", "LAST ERROR",
+            "TENANT",
+            "ID",
+            "STATUS",
+            "HEALTH",
+            "QUEUE",
+            "FAILS",
+            "NEXT ATTEMPT",
+            "LAST ERROR",
         ],
         &rows,
     )
@@ -331,7 +341,15 @@ fn attempts_table(body: &Value) -> String {
         .collect();
     let mut out = table(
         &[
-            "AT", "SUBSCRIPTION", "TYPE", "EVENTS", "OUTCOME", "HTTP", "LATENCY", "ERROR", "ID",
+            "AT",
+            "SUBSCRIPTION",
+            "TYPE",
+            "EVENTS",
+            "OUTCOME",
+            "HTTP",
+            "LATENCY",
+            "ERROR",
+            "ID",
         ],
         &rows,
     );

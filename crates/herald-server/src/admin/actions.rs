@@ -187,7 +187,10 @@ pub async fn act(
 }
 
 /// `GET /admin/audit?tenant=&subscription=&_count=`: operator actions, newest first.
-pub async fn audit(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     let (mut tenant, mut sub, mut count) = (None, None, 100usize);
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {

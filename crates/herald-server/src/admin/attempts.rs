@@ -60,9 +60,15 @@ pub(crate) fn parse(q: Option<&str>) -> ApiResult<(AttemptFilter, Option<String>
 }
 
 /// The list.
-pub async fn list(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     let (filter, cursor, count) = parse(q.as_deref())?;
-    let Some(page) = state.store.attempt_page(&filter, cursor.as_deref(), count)? else {
+    let Some(page) = state
+        .store
+        .attempt_page(&filter, cursor.as_deref(), count)?
+    else {
         return Err(ApiError::bad_request(
             "cursor must be the 'next' value of an earlier page",
         ));
@@ -81,7 +87,10 @@ pub async fn list(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> 
 }
 
 /// One attempt in full.
-pub async fn one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn one(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let Some(a) = state.store.attempt(&id)? else {
         return Err(ApiError::not_found(format!(
             "no attempt '{id}' (ids come from /admin/attempts; old attempts are removed by retention)"

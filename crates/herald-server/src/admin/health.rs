@@ -38,7 +38,12 @@ pub fn summary(state: &AppState, rows: &[Row]) -> Health {
     let failing = count("failing");
     let parked = count("parked");
     Health {
-        status: if failing + parked == 0 { "ok" } else { "degraded" }.to_owned(),
+        status: if failing + parked == 0 {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .to_owned(),
         subscriptions: rows.len(),
         backlog: rows.iter().map(|r| r.queue_depth).sum(),
         failing,

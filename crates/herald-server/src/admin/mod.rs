@@ -32,7 +32,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/attempts/{id}", get(attempts::one))
         .route("/admin/audit", get(actions::audit))
         .route("/admin/subscriptions", get(subscriptions::list))
-        .route("/admin/subscriptions/{tenant}/{id}", get(subscriptions::one))
+        .route(
+            "/admin/subscriptions/{tenant}/{id}",
+            get(subscriptions::one),
+        )
         .route(
             "/admin/subscriptions/{tenant}/{id}/{action}",
             post(actions::act),

@@ -15,7 +15,10 @@ use crate::error::{ApiError, ApiResult};
 const STATUSES: [&str; 5] = ["requested", "active", "error", "off", "entered-in-error"];
 
 /// The list.
-pub async fn list(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     let mut f = RowFilter::default();
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {

@@ -11,11 +11,11 @@ mod views;
 use std::sync::Arc;
 
 use axum::Extension;
+use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
@@ -81,8 +81,10 @@ fn page<C: Serialize>(
         .map_err(|e| ApiError::internal("rendering the console layout", e))?;
     let mut resp = Html(html).into_response();
     // The page shows live state: never from a cache. And it is never framed elsewhere.
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     resp.headers_mut().insert(
         header::HeaderName::from_static("x-frame-options"),
         header::HeaderValue::from_static("DENY"),
@@ -144,7 +146,10 @@ async fn subscription(
     page(&format!("{tenant}/{id}"), SUBSCRIPTION, &ctx, notice)
 }
 
-async fn attempts(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+async fn attempts(
+    State(state): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     // The filter form sends empty fields for "any".
     let mut kept = form_urlencoded::Serializer::new(String::new());
     for (k, v) in crate::admin::query_pairs(q.as_deref()) {
@@ -164,7 +169,10 @@ async fn attempts(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> 
     page("Attempts", ATTEMPTS, &ctx, None)
 }
 
-async fn attempt(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn attempt(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let Some(a) = state.store.attempt(&id)? else {
         return Err(ApiError::not_found(format!(
             "no attempt '{id}' (it may have been removed by retention)"

@@ -223,7 +223,10 @@ fn attempt_view(id: &str, a: &AttemptRecord) -> AttemptView {
         kind: a.notification_type.clone(),
         events: events(&a.events),
         outcome: a.outcome.clone(),
-        http: a.http_status.map(|s| format!("HTTP {s}")).unwrap_or_default(),
+        http: a
+            .http_status
+            .map(|s| format!("HTTP {s}"))
+            .unwrap_or_default(),
         latency: format!("{:.0} ms", a.latency_ms),
         error: a.error.clone(),
         endpoint: a.endpoint.clone(),
