@@ -65,6 +65,7 @@ pub async fn list(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let (filter, cursor, count) = parse(q.as_deref())?;
+    super::fresh_attempts(&state).await?;
     let Some(page) = state
         .store
         .attempt_page(&filter, cursor.as_deref(), count)?
@@ -91,6 +92,7 @@ pub async fn one(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    super::fresh_attempts(&state).await?;
     let Some(a) = state.store.attempt(&id)? else {
         return Err(ApiError::not_found(format!(
             "no attempt '{id}' (ids come from /admin/attempts; old attempts are removed by retention)"

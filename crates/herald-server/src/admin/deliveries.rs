@@ -42,6 +42,7 @@ pub async fn deliveries(
             }
         }
     }
+    super::fresh_attempts(&state).await?;
     let (total, page) = state.store.attempts(&filter, offset, count)?;
     Ok(
         axum::Json(json!({"total": total, "offset": offset, "count": page.len(), "entries": page}))

@@ -42,6 +42,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
 }
 
+/// Makes every attempt recorded so far readable before a view of the attempt log: the
+/// dispatcher appends attempts without waiting for a log sync (they ride along with the next
+/// one), so without this the newest attempt could be missing for a moment. One sync per admin
+/// read, shared with whatever writes are syncing.
+pub(crate) async fn fresh_attempts(state: &AppState) -> ApiResult<()> {
+    state.store.make_durable().await.map_err(ApiError::from)
+}
+
 pub(crate) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
     form_urlencoded::parse(q.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))

@@ -105,6 +105,7 @@ async fn index(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Api
     };
     let all = rows(&state, &filter).await?;
     let health = crate::admin::summary(&state, &rows(&state, &RowFilter::default()).await?);
+    crate::admin::fresh_attempts(&state).await?;
     let activity = spark::activity(&state.store, None)?;
     let ctx = views::index(&all, &health, &activity, &view);
     page("Subscriptions", INDEX, &ctx, None)
@@ -137,6 +138,7 @@ async fn subscription(
         .unwrap_or_default();
     let audit = state.store.audit(Some(&t.name), Some(&id), 20)?;
     let pruned = state.store.pruned_through(&t.name, &id)?;
+    crate::admin::fresh_attempts(&state).await?;
     let activity = spark::activity(&state.store, Some((&t.name, &id)))?;
     let ctx = views::subscription(&row, &page_of.entries, &audit, pruned, &activity);
     let notice = crate::admin::query_pairs(q.as_deref())
@@ -150,15 +152,19 @@ async fn attempts(
     State(state): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    // The filter form sends empty fields for "any".
-    let mut kept = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in crate::admin::query_pairs(q.as_deref()) {
-        if !v.trim().is_empty() {
-            kept.append_pair(&k, v.trim());
+    // The filter form sends empty fields for "any". (Built in a block: the serializer is not
+    // Send and must not live across an await.)
+    let kept = {
+        let mut kept = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in crate::admin::query_pairs(q.as_deref()) {
+            if !v.trim().is_empty() {
+                kept.append_pair(&k, v.trim());
+            }
         }
-    }
-    let kept = kept.finish();
+        kept.finish()
+    };
     let (filter, cursor, count) = crate::admin::attempts_query(Some(&kept))?;
+    crate::admin::fresh_attempts(&state).await?;
     let Some(p) = state
         .store
         .attempt_page(&filter, cursor.as_deref(), count)?
@@ -173,6 +179,7 @@ async fn attempt(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    crate::admin::fresh_attempts(&state).await?;
     let Some(a) = state.store.attempt(&id)? else {
         return Err(ApiError::not_found(format!(
             "no attempt '{id}' (it may have been removed by retention)"
