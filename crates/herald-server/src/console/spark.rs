@@ -23,6 +23,8 @@ pub struct Bucket {
     pub attempts: u64,
     /// Sum of their latencies (ms).
     pub latency_ms: f64,
+    /// Attempts that failed.
+    pub failed: u64,
 }
 
 /// The last hour, oldest bucket first.
@@ -54,6 +56,8 @@ pub fn activity(
         b.latency_ms += a.latency_ms;
         if a.outcome == "delivered" {
             b.delivered += a.events.len() as u64;
+        } else {
+            b.failed += 1;
         }
     }
     Ok(out)
@@ -89,19 +93,35 @@ pub fn svg(a: &Activity, w: u32, h: u32) -> String {
                 bh
             ));
         }
-        if b.attempts > 0 && max_l > 0.0 {
+        if b.failed > 0 {
+            // A red mark along the bottom: this bucket had failures.
+            bars.push_str(&format!(
+                r#"<rect class="fail" x="{:.1}" y="{:.1}" width="{:.1}" height="3"/>"#,
+                x + 1.0,
+                hf - 3.0,
+                (slot - 2.0).max(1.0)
+            ));
+        }
+        if b.attempts > 0 {
             let mean = b.latency_ms / b.attempts as f64;
-            line.push(format!(
-                "{:.1},{:.1}",
-                x + slot / 2.0,
+            let y = if max_l > 0.0 {
                 hf - 1.0 - mean / max_l * (hf - 2.0)
+            } else {
+                hf - 1.0
+            };
+            line.push(format!("{:.1},{y:.1}", x + slot / 2.0));
+            // a dot too, so a single bucket's latency shows
+            bars.push_str(&format!(
+                r#"<circle class="dot" cx="{:.1}" cy="{y:.1}" r="1.5"/>"#,
+                x + slot / 2.0
             ));
         }
     }
     let total: u64 = a.iter().map(|b| b.delivered).sum();
     let attempts: u64 = a.iter().map(|b| b.attempts).sum();
+    let failed: u64 = a.iter().map(|b| b.failed).sum();
     format!(
-        r#"<svg class="spark" role="img" width="{w}" height="{h}" viewBox="0 0 {w} {h}"><title>last hour: {total} events delivered in {attempts} attempts; peak {max_d} per 5 min; slowest mean latency {max_l:.0} ms</title>{bars}<polyline class="lat" points="{}"/></svg>"#,
+        r#"<svg class="spark" role="img" width="{w}" height="{h}" viewBox="0 0 {w} {h}"><title>last hour: {total} events delivered in {attempts} attempts ({failed} failed); peak {max_d} per 5 min; slowest mean latency {max_l:.0} ms</title>{bars}<polyline class="lat" points="{}"/></svg>"#,
         line.join(" ")
     )
 }
@@ -117,17 +137,31 @@ mod tests {
             delivered: 10,
             attempts: 2,
             latency_ms: 40.0,
+            failed: 0,
         };
         a[11] = Bucket {
             delivered: 5,
             attempts: 1,
             latency_ms: 5.0,
+            failed: 0,
+        };
+        a[5] = Bucket {
+            delivered: 0,
+            attempts: 1,
+            latency_ms: 1.0,
+            failed: 1,
         };
         let s = svg(&a, 120, 24);
-        assert_eq!(s.matches("<rect").count(), 2, "{s}");
+        assert_eq!(s.matches(r#"<rect class="bar""#).count(), 2, "{s}");
+        // the failing bucket is marked, and every bucket with attempts has a latency dot
+        assert_eq!(s.matches(r#"<rect class="fail""#).count(), 1, "{s}");
+        assert_eq!(s.matches("<circle").count(), 3, "{s}");
         // the busiest bucket fills the height (less the margin)
         assert!(s.contains(r#"y="2.0" width="8.0" height="22.0""#), "{s}");
-        assert!(s.contains("15 events delivered in 3 attempts"), "{s}");
+        assert!(
+            s.contains("15 events delivered in 4 attempts (1 failed)"),
+            "{s}"
+        );
         assert_eq!(maxima(&a), (10, 20.0));
     }
 }

@@ -59,6 +59,18 @@ fn when(ms: Option<u64>) -> String {
     }
 }
 
+/// When the next attempt goes, as an operator needs to read it: a paused or parked
+/// subscription sends nothing whatever its retry time says.
+fn next_attempt(r: &Row) -> String {
+    if r.paused {
+        "paused".to_owned()
+    } else if r.parked {
+        "parked: retry to resume".to_owned()
+    } else {
+        when(r.next_attempt_at_ms)
+    }
+}
+
 fn events(list: &[u64]) -> String {
     match (list.first(), list.last()) {
         (Some(a), Some(b)) if a == b => format!("event {a}"),
@@ -161,7 +173,7 @@ pub fn index(
                 oldest: age(r.oldest_pending_age_secs),
                 failures: r.consecutive_failures,
                 last_error: r.last_error.clone().unwrap_or_default(),
-                next_attempt: when(r.next_attempt_at_ms),
+                next_attempt: next_attempt(r),
                 in_flight: r.in_flight.clone(),
                 spark: spark::svg(
                     activity
@@ -280,7 +292,7 @@ pub fn subscription(
             oldest: age(r.oldest_pending_age_secs),
             failures: r.consecutive_failures,
             failures_bad: r.consecutive_failures > 0,
-            next_attempt: when(r.next_attempt_at_ms),
+            next_attempt: next_attempt(r),
             pruned,
             last_error: r.last_error.clone(),
             in_flight: r.in_flight.clone(),
