@@ -7,7 +7,8 @@
 //!
 //! * Commands come in: a subscription was created, changed or deleted; events were committed
 //!   for a subscription (`wake`); a socket asks to be bound (`bind`); an operator
-//!   asked for a redrive.
+//!   asked for a redrive or another action (`act`: retry, pause, resume, resend), or for the
+//!   live view of every subscription (`snapshot`, see `live`).
 //! * Per subscription at most one attempt is in flight; attempts run as tasks and report back.
 //! * A failure stores the next attempt time (retries are data); one timer — the earliest due
 //!   time — wakes the dispatcher: no task sleeps per retry and nothing polls.
@@ -27,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::attempt::{Attempt, Visibility, kind_of};
 use crate::channel::{Channel, Key, Sent};
 use crate::config::DeliveryConfig;
+use crate::live::{Action, ActionError, LiveState};
+use crate::metrics::DeliveryMetrics;
 use crate::policy::RetryPolicy;
 use crate::resthook::RestHook;
 use crate::timers::{Clock, Deadlines, SystemClock};
@@ -60,6 +63,8 @@ enum Command {
     Wake(Key, u64),
     Redrive(Key),
     Bind(Bind),
+    Snapshot(oneshot::Sender<Vec<LiveState>>),
+    Act(Key, Action, oneshot::Sender<Result<(), ActionError>>),
 }
 
 /// A socket asks to be bound to subscriptions (it redeemed a token for them).
@@ -105,6 +110,7 @@ pub struct Dispatcher {
     kinds: Arc<HashSet<ChannelType>>,
     websocket: Option<Arc<WsHub>>,
     visibility: Arc<std::sync::OnceLock<Visibility>>,
+    metrics: DeliveryMetrics,
 }
 
 impl Dispatcher {
@@ -155,7 +161,9 @@ impl Dispatcher {
         let kinds = Arc::new(channels.by_kind.keys().copied().collect());
         let websocket = channels.websocket.clone();
         let visibility = Arc::new(std::sync::OnceLock::new());
+        let metrics = DeliveryMetrics::default();
         let router = Router {
+            metrics: metrics.clone(),
             policy: RetryPolicy::new(&config),
             cfg: config,
             store,
@@ -179,6 +187,7 @@ impl Dispatcher {
                 kinds,
                 websocket,
                 visibility,
+                metrics,
             },
             handle,
         )
@@ -254,6 +263,31 @@ impl Dispatcher {
             .tx
             .send(Command::Redrive((tenant.to_owned(), id.to_owned())));
     }
+
+    /// The live delivery state of every subscription the dispatcher holds, in key order.
+    pub async fn snapshot(&self) -> Vec<LiveState> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Snapshot(reply)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Carries out an operator action on one subscription's delivery (the new state is stored
+    /// before this returns; it is durable with the next log sync).
+    pub async fn act(&self, tenant: &str, id: &str, action: Action) -> Result<(), ActionError> {
+        let (reply, rx) = oneshot::channel();
+        let key = (tenant.to_owned(), id.to_owned());
+        self.tx
+            .send(Command::Act(key, action, reply))
+            .map_err(|_| ActionError::Stopped)?;
+        rx.await.unwrap_or(Err(ActionError::Stopped))
+    }
+
+    /// Delivery's metric families, for the server's registry.
+    pub fn metrics(&self) -> &DeliveryMetrics {
+        &self.metrics
+    }
 }
 
 struct Entry {
@@ -262,6 +296,10 @@ struct Entry {
     state: DeliveryState,
     in_flight: bool,
     asked_status: Option<SubscriptionStatus>,
+    /// The attempt in flight and when it started (Unix ms), for the live view.
+    flying: Option<(Job, u64)>,
+    /// Delivered events an operator asked to send again.
+    resend: Option<(u64, u64)>,
 }
 
 struct Done {
@@ -279,6 +317,7 @@ enum Report {
 }
 
 struct Router {
+    metrics: DeliveryMetrics,
     cfg: DeliveryConfig,
     policy: RetryPolicy,
     store: Arc<Store>,
@@ -396,6 +435,8 @@ impl Router {
                                 state,
                                 in_flight: false,
                                 asked_status: None,
+                                flying: None,
+                                resend: None,
                             },
                         );
                         if stuck {
@@ -440,7 +481,92 @@ impl Router {
                 self.timers.clear(&key);
                 self.consider(&key);
             }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Act(key, action, reply) => {
+                let _ = reply.send(self.act(&key, action));
+            }
         }
+    }
+
+    fn snapshot(&self) -> Vec<LiveState> {
+        let mut out: Vec<LiveState> = self
+            .subs
+            .iter()
+            .map(|(key, e)| {
+                let durable = self.durable.get(key).copied().unwrap_or(0);
+                LiveState {
+                    tenant: key.0.clone(),
+                    id: key.1.clone(),
+                    status: e.sub.status.code().to_owned(),
+                    channel: e.sub.channel.kind.code().to_owned(),
+                    durable,
+                    acked: e.state.acked,
+                    queue_depth: durable.saturating_sub(e.state.acked),
+                    in_flight: e.flying.map(|(job, _)| describe(job)),
+                    in_flight_since_ms: e.flying.map(|(_, at)| at),
+                    next_attempt_at_ms: e.state.next_attempt_at_ms,
+                    consecutive_failures: e.state.consecutive_failures,
+                    last_error: e.state.last_error.clone(),
+                    last_attempt_at_ms: e.state.last_attempt_at_ms,
+                    last_delivered_at_ms: e.state.last_sent_at_ms,
+                    paused: e.state.paused,
+                    parked: e.state.parked,
+                    verified: e.state.verified,
+                    resend: e.resend,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.tenant, &a.id).cmp(&(&b.tenant, &b.id)));
+        out
+    }
+
+    fn act(&mut self, key: &Key, action: Action) -> Result<(), ActionError> {
+        let Some(e) = self.subs.get_mut(key) else {
+            return Err(ActionError::Unknown(key.1.clone()));
+        };
+        match action {
+            Action::Retry => {
+                e.state.parked = false;
+                e.state.next_attempt_at_ms = None;
+            }
+            Action::Redrive => {
+                e.state.parked = false;
+                e.state.consecutive_failures = 0;
+                e.state.next_attempt_at_ms = None;
+                e.state.failing_since_ms = None;
+            }
+            Action::Pause => e.state.paused = true,
+            Action::Resume => e.state.paused = false,
+            Action::Resend(first, last) => {
+                if first == 0 || first > last {
+                    return Err(ActionError::BadRange(format!(
+                        "resend needs 1 <= from <= to, got {first}-{last}"
+                    )));
+                }
+                if last > e.state.acked {
+                    return Err(ActionError::BadRange(format!(
+                        "only delivered events can be resent: Subscription/{} has delivered up to event {}, asked for {first}-{last} (later events are still queued and go out on their own)",
+                        key.1, e.state.acked
+                    )));
+                }
+                let pruned = self.store.pruned_through(&key.0, &key.1).unwrap_or(0);
+                if first <= pruned {
+                    return Err(ActionError::BadRange(format!(
+                        "events up to {pruned} of Subscription/{} were removed by retention; resend from {} on",
+                        key.1,
+                        pruned + 1
+                    )));
+                }
+                e.resend = Some((first, last));
+            }
+        }
+        tracing::info!(tenant = %key.0, subscription = %key.1, action = action.name(), "operator action on delivery");
+        persist(&self.store, key, &e.state);
+        self.timers.clear(key);
+        self.consider(key);
+        Ok(())
     }
 
     /// Binds one subscription to a socket: handshake first (into the socket's queue, before
@@ -592,6 +718,7 @@ impl Router {
             durable,
             verifies: channel.verifies_endpoint(),
             ready: channel.ready(key),
+            resend: e.resend,
         };
         let job = match next_step(&view, now) {
             Next::Send(job) => job,
@@ -612,6 +739,7 @@ impl Router {
             return;
         };
         e.in_flight = true;
+        e.flying = Some((job, now));
         let attempt = Attempt {
             store: self.store.clone(),
             channel,
@@ -633,8 +761,16 @@ impl Router {
         };
         let done_tx = self.done_tx.clone();
         let key = key.clone();
+        let (metrics, store, clock) =
+            (self.metrics.clone(), self.store.clone(), self.clock.clone());
         tokio::spawn(async move {
             let sent = attempt.run().await;
+            // Commit → delivery, measured off the dispatcher's task (it reads the events).
+            if sent.failure.is_none()
+                && let Job::Events(first, last) = job
+            {
+                metrics.delivered(&store, &key, first, last, clock.now_ms());
+            }
             let _ = done_tx.send(Report::Attempt(Done { key, job, sent }));
         });
     }
@@ -700,6 +836,17 @@ impl Router {
         let Some(e) = self.subs.get_mut(&key) else {
             return;
         };
+        e.flying = None;
+        let channel = e.sub.channel.kind.code();
+        self.metrics.attempt(channel, done.sent.failure.is_none());
+        let failures_before = e.state.consecutive_failures;
+        if done.sent.failure.is_none()
+            && let (Job::Events(first, last), Some((from, to))) = (done.job, e.resend)
+            && first == from
+        {
+            e.resend = (last < to).then_some((last + 1, to));
+        }
+        let host = endpoint_host(&done.sent.endpoint);
         let outcome = match done.sent.failure {
             None => Outcome::Delivered,
             Some(failure) => Outcome::Failed {
@@ -723,6 +870,38 @@ impl Router {
         );
         e.state = t.state;
         e.in_flight = t.cursor_moved;
+        match &outcome {
+            Outcome::Failed { reason, .. } => {
+                let next = match e.state.next_attempt_at_ms {
+                    Some(at) => humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH + Duration::from_millis(at),
+                    )
+                    .to_string(),
+                    None => "none (parked until retried)".to_owned(),
+                };
+                tracing::warn!(
+                    tenant = %key.0,
+                    subscription = %key.1,
+                    notification = %describe(done.job),
+                    endpoint = %host,
+                    cause = %reason,
+                    failures = e.state.consecutive_failures,
+                    next_attempt = %next,
+                    "delivery attempt failed"
+                );
+            }
+            Outcome::Delivered if failures_before > 0 => {
+                tracing::info!(
+                    tenant = %key.0,
+                    subscription = %key.1,
+                    notification = %describe(done.job),
+                    endpoint = %host,
+                    failed_attempts = failures_before,
+                    "delivery recovered"
+                );
+            }
+            Outcome::Delivered => {}
+        }
         if t.parked_now {
             tracing::warn!(tenant = %key.0, subscription = %key.1, "retry horizon passed: delivery parked until redriven");
         }
@@ -757,6 +936,30 @@ impl Router {
             }
             let _ = done_tx.send(Report::CursorDurable(key));
         });
+    }
+}
+
+/// `handshake`, `heartbeat`, `events 4-6`: what an attempt carries, for logs and the live view.
+fn describe(job: Job) -> String {
+    match job {
+        Job::Handshake => "handshake".to_owned(),
+        Job::Heartbeat => "heartbeat".to_owned(),
+        Job::Events(a, b) if a == b => format!("event {a}"),
+        Job::Events(a, b) => format!("events {a}-{b}"),
+    }
+}
+
+/// The host (and port) of an endpoint URL, for logs: never its path, query or user info, which
+/// may carry credentials.
+fn endpoint_host(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => u.scheme().to_owned(),
+        },
+        // A websocket's "endpoint" is a description of its sockets, with no secrets in it.
+        Err(_) => endpoint.chars().take(80).collect(),
     }
 }
 

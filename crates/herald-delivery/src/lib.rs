@@ -7,11 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod attempt;
+pub mod cause;
 pub mod channel;
 pub mod config;
 pub mod dispatcher;
 pub mod egress;
+pub mod live;
 pub mod message;
+pub mod metrics;
 pub mod payload;
 pub mod policy;
 pub mod resthook;

@@ -153,7 +153,10 @@ impl RestHook {
                 } else {
                     "transport"
                 };
-                let mut s = fail(format!("{class}: {e}"), sent_headers);
+                // The root of the chain ("connection refused"), not reqwest's outer
+                // "error sending request for url".
+                let cause = crate::cause::transport(&e, timeout);
+                let mut s = fail(format!("{class}: {cause}"), sent_headers);
                 s.latency = start.elapsed();
                 return s;
             }
@@ -173,7 +176,7 @@ impl RestHook {
         Sent {
             failure: (!ok).then_some(Failure::Status(status)),
             status: Some(status),
-            error: (!ok).then(|| format!("http-status: {status}")),
+            error: (!ok).then(|| format!("http-status: {}", crate::cause::status(status))),
             retry_after,
             latency,
             body: text,

@@ -42,6 +42,8 @@ pub struct View<'a> {
     pub verifies: bool,
     /// Whether the channel can take a notification now (a websocket needs a bound socket).
     pub ready: bool,
+    /// Delivered events an operator asked to send again (`first..=last`), before new ones.
+    pub resend: Option<(u64, u64)>,
 }
 
 /// The decision of [`next_step`].
@@ -61,7 +63,7 @@ pub fn next_step(v: &View<'_>, now_ms: u64) -> Next {
         v.status,
         SubscriptionStatus::Requested | SubscriptionStatus::Active | SubscriptionStatus::Error
     );
-    if !deliverable || v.state.parked || !v.ready {
+    if !deliverable || v.state.parked || v.state.paused || !v.ready {
         return Next::Idle;
     }
     // Past its end nothing more is sent (the dispatcher's end timer asks for `off`).
@@ -77,6 +79,17 @@ pub fn next_step(v: &View<'_>, now_ms: u64) -> Next {
     }
     if v.verifies && !v.state.verified {
         return Next::Send(Job::Handshake);
+    }
+    // An operator's resend goes first, in batches of maxCount, at most up to what was sent.
+    if let Some((first, last)) = v.resend
+        && first <= last
+    {
+        let last = last
+            .min(v.state.acked)
+            .min(first.saturating_add(u64::from(v.max_count.max(1)) - 1));
+        if first <= last {
+            return Next::Send(Job::Events(first, last));
+        }
     }
     // Never above what is durable: the store may hold newer events whose writes still wait for
     // their sync, and a crash could give their numbers to other events.

@@ -127,8 +127,13 @@ fn commit(store: &Store, mut batch: Vec<Job>) {
             if_match: j.write.if_match,
         })
         .collect();
+    let m = &*crate::metrics::METRICS;
     let mut hook = |i: usize, c: &Change<'_>| -> Result<Vec<EventDraft>, String> {
-        engines[slot[i]].events_for(c, &batch[i].write.related)
+        let began = std::time::Instant::now();
+        let events = engines[slot[i]].events_for(c, &batch[i].write.related);
+        m.match_seconds.observe(began.elapsed().as_secs_f64());
+        m.matched_changes.inc();
+        events
     };
     let results = store.apply_batch(&requests, &mut hook);
     drop(requests);
@@ -137,6 +142,10 @@ fn commit(store: &Store, mut batch: Vec<Job>) {
         Ok(results) => {
             // One sync for the batch, asked for before any writer is woken.
             let sync = store.request_sync();
+            for r in results.iter().flatten().filter(|o| o.changed) {
+                m.writes.inc();
+                m.events.inc_by(r.events.len() as u64);
+            }
             for (job, result) in batch.into_iter().zip(results) {
                 let result = result.map(|outcome| (outcome, sync));
                 // A writer that went away (client disconnected) no longer needs its answer.

@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_delivery::egress::EgressError;
+use herald_delivery::live::ActionError;
 use herald_delivery::signing::SigningError;
 use herald_fhir::FhirError;
 use herald_fhir::outcome::{Severity, operation_outcome};
@@ -175,3 +176,19 @@ impl From<SigningError> for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::Unknown(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{e} (it is not loaded for delivery: see its status and error)"),
+            ),
+            ActionError::BadRange(_) => ApiError::unprocessable(e.to_string()),
+            ActionError::Stopped => {
+                ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}

@@ -8,10 +8,12 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod boot;
 pub mod bundle;
 pub mod capability;
 pub mod committer;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod engine;
 pub mod error;
@@ -19,9 +21,11 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod messaging;
+pub mod metrics;
 mod middleware;
 pub mod operations;
 pub mod rest;
+pub mod retention;
 pub mod search;
 pub mod status;
 pub mod write;
@@ -118,6 +122,7 @@ impl AppState {
                 }),
             );
         }
+        metrics::METRICS.register_sources(dispatcher.metrics(), store.sync_stats());
         let committer = Committer::start(Arc::clone(&store))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the committer: {e}")))?;
         let state = Arc::new(AppState {
@@ -185,12 +190,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(auth::gate::smart_configuration),
         )
         .route("/auth/token", post(auth::gate::token))
-        .route("/admin/deliveries", get(admin::deliveries))
-        .route("/admin/subscriptions", get(admin::subscriptions))
-        .route(
-            "/admin/subscriptions/{tenant}/{id}/redrive",
-            post(admin::redrive),
-        )
+        .merge(admin::routes())
+        .merge(console::routes())
+        .route("/metrics", get(metrics::scrape))
         .nest("/fhir/{tenant}", fhir)
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
@@ -210,5 +212,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             middleware::outcome_for_bare_errors,
         ))
         .layer(axum::middleware::from_fn(middleware::request_context))
+        // Outermost, so refusals by the layers above are counted too.
+        .layer(axum::middleware::from_fn(metrics::count_requests))
         .with_state(state)
 }

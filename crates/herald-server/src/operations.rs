@@ -485,6 +485,19 @@ fn events(
     };
     let total = state.store.event_count(&tenant.name, id)?;
     let since = since.unwrap_or(1);
+    // Retention removed the oldest delivered events: say so rather than answer without them.
+    let pruned = state.store.pruned_through(&tenant.name, id)?;
+    if since <= pruned {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "deleted",
+            format!(
+                "events 1-{pruned} of Subscription/{id} were removed by retention (they had been delivered); the oldest event kept is {}: ask with eventsSinceNumber={}",
+                pruned + 1,
+                pruned + 1
+            ),
+        ));
+    }
     let until = until
         .unwrap_or(total)
         .min(since.saturating_add(MAX_EVENTS_PER_CALL - 1));

@@ -89,6 +89,30 @@ async fn apply(state: &AppState, change: &StatusChange) -> crate::error::ApiResu
         Actor::Server,
     )
     .await?;
-    tracing::info!(tenant = %change.tenant, subscription = %change.subscription, status = change.status.code(), error = ?change.error, "subscription status changed");
+    match &change.error {
+        Some(reason) => {
+            tracing::info!(tenant = %change.tenant, subscription = %change.subscription, status = change.status.code(), reason = %reason, "subscription status changed")
+        }
+        None => {
+            tracing::info!(tenant = %change.tenant, subscription = %change.subscription, status = change.status.code(), "subscription status changed")
+        }
+    }
     Ok(())
+}
+
+/// Sets a Subscription's status on an operator's request (the admin `activate` and `off`
+/// actions), through the same write path as delivery's own changes.
+pub async fn set_by_operator(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    status: SubscriptionStatus,
+) -> crate::error::ApiResult<()> {
+    let change = StatusChange {
+        tenant: tenant.to_owned(),
+        subscription: id.to_owned(),
+        status,
+        error: None,
+    };
+    apply(state, &change).await
 }

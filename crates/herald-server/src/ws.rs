@@ -168,6 +168,7 @@ async fn connection(state: Arc<AppState>, mut ws: WebSocket) {
         return;
     };
     let (socket, mut frames) = hub.open("websocket");
+    crate::metrics::METRICS.websocket_connections.inc();
     let peer = format!("socket {}", socket.id());
     let mut bound = Bound::default();
     tracing::debug!(socket = socket.id(), %peer, "websocket connected");
@@ -231,6 +232,7 @@ async fn connection(state: Arc<AppState>, mut ws: WebSocket) {
     };
     let keys: Vec<Key> = bound.until.keys().cloned().collect();
     hub.close(socket.id(), &keys);
+    crate::metrics::METRICS.websocket_connections.dec();
     if let Some(reason) = closing {
         tracing::info!(socket = socket.id(), %peer, %reason, "websocket disconnected");
         let _ = ws.send(error_message(&reason)).await;

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::{Result, StoreError};
+use crate::stats::SyncStats;
 use crate::wal::Wal;
 
 /// How writes are made durable before they are acknowledged.
@@ -68,16 +69,17 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(wal: Arc<Wal>) -> Self {
+    pub(crate) fn start(wal: Arc<Wal>, stats: Arc<SyncStats>) -> Self {
         let tickets = Arc::new((Mutex::new(Tickets::default()), Condvar::new()));
         let (tx, rx) = watch::channel(0u64);
         let tx = Arc::new(tx);
         let mut threads = Vec::with_capacity(FLUSHERS);
         for i in 0..FLUSHERS {
             let (wal, shared, tx) = (Arc::clone(&wal), Arc::clone(&tickets), Arc::clone(&tx));
+            let stats = Arc::clone(&stats);
             match thread::Builder::new()
                 .name(format!("herald-flush-{i}"))
-                .spawn(move || flusher(&wal, &shared, &tx))
+                .spawn(move || flusher(&wal, &shared, &tx, &stats))
             {
                 Ok(h) => threads.push(h),
                 Err(e) => tracing::error!(error = %e, "could not start a group-commit thread"),
@@ -138,10 +140,15 @@ impl GroupCommit {
     }
 }
 
-fn flusher(wal: &Wal, tickets: &(Mutex<Tickets>, Condvar), durable: &watch::Sender<u64>) {
+fn flusher(
+    wal: &Wal,
+    tickets: &(Mutex<Tickets>, Condvar),
+    durable: &watch::Sender<u64>,
+    stats: &SyncStats,
+) {
     let (lock, cv) = tickets;
     loop {
-        let target = {
+        let (target, batch) = {
             let mut t = lock.lock().unwrap_or_else(|p| p.into_inner());
             while t.issued == t.started && !t.stopping {
                 t = cv.wait(t).unwrap_or_else(|p| p.into_inner());
@@ -149,13 +156,16 @@ fn flusher(wal: &Wal, tickets: &(Mutex<Tickets>, Condvar), durable: &watch::Send
             if t.issued == t.started {
                 return; // stopping, and every ticket is covered
             }
+            let batch = t.issued - t.started;
             t.started = t.issued;
-            t.issued
+            (t.issued, batch)
         };
+        let began = Instant::now();
         // Every write holding a ticket <= target was appended before its ticket was issued, so
         // before this point: the sync covers it (and puts it into sled before it is published).
         match wal.sync() {
             Ok(()) => {
+                stats.observe(began.elapsed(), batch);
                 durable.send_if_modified(|d| {
                     let newer = target > *d;
                     if newer {

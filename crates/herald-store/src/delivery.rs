@@ -36,6 +36,9 @@ pub struct DeliveryState {
     /// When the current failure streak began (Unix ms), for the retry horizon.
     #[serde(default)]
     pub failing_since_ms: Option<u64>,
+    /// An operator paused delivery: nothing is sent (events keep being recorded) until resumed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// One delivery attempt, as logged.
@@ -83,6 +86,44 @@ pub struct AttemptFilter {
     pub since_ms: Option<u64>,
     /// Only attempts before (Unix ms).
     pub until_ms: Option<u64>,
+    /// Only attempts answered with this HTTP status.
+    pub http_status: Option<u16>,
+}
+
+impl AttemptFilter {
+    fn keeps(&self, a: &AttemptRecord) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == a.tenant)
+            && self
+                .subscription
+                .as_ref()
+                .is_none_or(|s| *s == a.subscription)
+            && self.outcome.as_ref().is_none_or(|o| *o == a.outcome)
+            && self.http_status.is_none_or(|h| a.http_status == Some(h))
+    }
+}
+
+/// A page of the attempt log, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptPage {
+    /// `(attempt id, attempt)`.
+    pub entries: Vec<(String, AttemptRecord)>,
+    /// The cursor of the next (older) page, when there is one.
+    pub next: Option<String>,
+}
+
+/// An attempt's id: its log key in hex (time, then a sequence number), so ids sort like the
+/// log and a cursor is just the last id seen.
+fn attempt_id(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attempt_key(id: &str) -> Option<Vec<u8>> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..16)
+        .map(|i| u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
 }
 
 impl Store {
@@ -147,13 +188,7 @@ impl Store {
             let (_, v) = kv?;
             let a: AttemptRecord =
                 serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let keep = filter.tenant.as_ref().is_none_or(|t| *t == a.tenant)
-                && filter
-                    .subscription
-                    .as_ref()
-                    .is_none_or(|s| *s == a.subscription)
-                && filter.outcome.as_ref().is_none_or(|o| *o == a.outcome);
-            if keep {
+            if filter.keeps(&a) {
                 if total >= offset && page.len() < count {
                     page.push(a);
                 }
@@ -161,6 +196,60 @@ impl Store {
             }
         }
         Ok((total, page))
+    }
+
+    /// A page of attempts matching `filter`, newest first, starting below the cursor `after`
+    /// (an attempt id from an earlier page). `Ok(None)` when the cursor is not an attempt id.
+    pub fn attempt_page(
+        &self,
+        filter: &AttemptFilter,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Option<AttemptPage>> {
+        let lo = filter.since_ms.unwrap_or(0).to_be_bytes().to_vec();
+        let mut hi = filter.until_ms.unwrap_or(u64::MAX).to_be_bytes().to_vec();
+        if let Some(c) = after {
+            let Some(k) = attempt_key(c) else {
+                return Ok(None);
+            };
+            hi = hi.min(k);
+        }
+        let mut page = AttemptPage::default();
+        for kv in self.attempts.range(lo..hi).rev() {
+            let (k, v) = kv?;
+            let a: AttemptRecord =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if !filter.keeps(&a) {
+                continue;
+            }
+            if page.entries.len() == count {
+                page.next = page.entries.last().map(|(id, _)| id.clone());
+                break;
+            }
+            page.entries.push((attempt_id(&k), a));
+        }
+        Ok(Some(page))
+    }
+
+    /// One attempt by id (`None` when unknown, pruned, or not an id).
+    pub fn attempt(&self, id: &str) -> Result<Option<AttemptRecord>> {
+        let Some(k) = attempt_key(id) else {
+            return Ok(None);
+        };
+        match self.attempts.get(k)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn forget_attempts(&self, n: usize) {
+        let _ = self
+            .attempts_len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                Some(l.saturating_sub(n))
+            });
     }
 
     /// Drops the oldest attempts beyond `keep`; returns how many were dropped.

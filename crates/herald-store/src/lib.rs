@@ -9,13 +9,16 @@
 //! time); at start-up the log is re-applied to sled (`wal.rs`).
 #![forbid(unsafe_code)]
 
+mod audit;
 mod commit;
 mod delivery;
 mod error;
 pub mod keys;
 mod messages;
 mod record;
+mod retention;
 mod secrets;
+pub mod stats;
 mod wal;
 
 use std::path::Path;
@@ -26,11 +29,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use audit::AuditRecord;
 pub use commit::Durability;
-pub use delivery::{AttemptFilter, AttemptRecord, DeliveryState};
+pub use delivery::{AttemptFilter, AttemptPage, AttemptRecord, DeliveryState};
 pub use error::{Result, StoreError};
 pub use messages::{Atomic, MessageRecord};
 pub use record::{EventDraft, EventFocus, EventRecord, Interaction, StoredVersion};
+pub use retention::Pruned;
 pub use secrets::{SigningKeys, SigningSecret};
 
 use commit::{Checkpointer, GroupCommit};
@@ -145,6 +150,14 @@ pub struct Store {
     attempts: sled::Tree,
     /// Signing secrets of resources (rest-hook Subscriptions), see `secrets.rs`.
     secrets: sled::Tree,
+    /// Operator actions, see `audit.rs`.
+    audit: sled::Tree,
+    /// Per subscription, the highest event number retention removed, see `retention.rs`.
+    pruned: sled::Tree,
+    /// The store's directory (disk use is measured there).
+    dir: std::path::PathBuf,
+    /// Log syncs and their batches, for `/metrics`.
+    stats: Arc<stats::SyncStats>,
     /// Responses to processed FHIR messages, by message id, see `messages.rs`.
     messages: sled::Tree,
     /// Entries in `attempts` (sled's `len` is a full scan; pruning needs the count often).
@@ -168,8 +181,11 @@ impl Store {
         let trees = Trees::open(&db)?;
         let defer = options.durability != Durability::Off;
         let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone(), defer)?);
+        let stats = Arc::new(stats::SyncStats::default());
         let group = match options.durability {
-            Durability::GroupCommit => Some(GroupCommit::start(Arc::clone(&wal))),
+            Durability::GroupCommit => {
+                Some(GroupCommit::start(Arc::clone(&wal), Arc::clone(&stats)))
+            }
             _ => None,
         };
         let [
@@ -180,6 +196,8 @@ impl Store {
             delivery,
             attempts,
             secrets,
+            audit,
+            pruned,
             messages,
         ] = trees.0;
         Ok(Store {
@@ -191,6 +209,10 @@ impl Store {
             delivery,
             attempts,
             secrets,
+            audit,
+            pruned,
+            dir: dir.to_path_buf(),
+            stats,
             messages,
             checkpointer: Checkpointer::start(Arc::clone(&wal)),
             wal,

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Result, StoreError};
 
 /// The trees of the store, in the order their ids are written to the log (never reorder).
-pub(crate) const TREE_NAMES: [&str; 8] = [
+pub(crate) const TREE_NAMES: [&str; 10] = [
     "resources",
     "history",
     "counters",
@@ -43,6 +43,8 @@ pub(crate) const TREE_NAMES: [&str; 8] = [
     "delivery",
     "attempts",
     "secrets",
+    "audit",
+    "pruned",
     "messages",
 ];
 
@@ -56,7 +58,12 @@ pub(crate) enum TreeId {
     Delivery = 4,
     Attempts = 5,
     Secrets = 6,
-    Messages = 7,
+    /// Operator actions (`audit.rs`).
+    Audit = 7,
+    /// Per subscription, the highest event number removed by retention (`retention.rs`).
+    Pruned = 8,
+    /// Responses to processed FHIR messages (`messages.rs`).
+    Messages = 9,
 }
 
 /// One mutation.
@@ -68,7 +75,7 @@ pub(crate) enum Op {
 
 /// The sled trees, indexed by [`TreeId`].
 #[derive(Clone)]
-pub(crate) struct Trees(pub(crate) [sled::Tree; 8]);
+pub(crate) struct Trees(pub(crate) [sled::Tree; 10]);
 
 impl Trees {
     pub(crate) fn open(db: &sled::Db) -> Result<Trees> {
@@ -76,7 +83,7 @@ impl Trees {
         for name in TREE_NAMES {
             trees.push(db.open_tree(name)?);
         }
-        let trees: [sled::Tree; 8] = trees
+        let trees: [sled::Tree; 10] = trees
             .try_into()
             .map_err(|_| StoreError::Corrupt("tree list".into()))?;
         Ok(Trees(trees))
@@ -110,7 +117,9 @@ fn tree_id(b: u8) -> Option<TreeId> {
         4 => TreeId::Delivery,
         5 => TreeId::Attempts,
         6 => TreeId::Secrets,
-        7 => TreeId::Messages,
+        7 => TreeId::Audit,
+        8 => TreeId::Pruned,
+        9 => TreeId::Messages,
         _ => return None,
     })
 }

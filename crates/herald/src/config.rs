@@ -27,6 +27,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Authentication: registered clients and API keys.
     pub auth: AuthConfig,
+    /// Retention of the event log and the attempt log.
+    pub retention: herald_server::retention::RetentionConfig,
 }
 
 /// Storage settings.

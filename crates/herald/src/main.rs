@@ -1,9 +1,12 @@
 //! The `herald` binary: command line, configuration loading (defaults → `config/herald.toml` →
 //! `HERALD_*` environment), tracing set-up, and wiring of store and server with graceful
-//! shutdown on SIGTERM/SIGINT.
+//! shutdown on SIGTERM/SIGINT; `herald admin …` talks to a running server (`admin`).
 #![forbid(unsafe_code)]
 
+mod admin;
 mod config;
+
+use std::io::IsTerminal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +41,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Operate a running server through its admin API.
+    Admin {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,14 +67,17 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&cfg)?);
             Ok(())
         }
+        Command::Admin { target, command } => admin::run(&target, command),
     }
 }
 
 fn init_tracing(log: &config::LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&log.filter)
         .with_context(|| format!("invalid log filter '{}'", log.filter))?;
+    // Colour codes only for a person at a terminal: in a file or a log collector they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if log.json {
         builder.json().init();
@@ -80,19 +93,34 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     std::fs::create_dir_all(&cfg.storage.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.storage.data_dir.display()))?;
-    let store = Store::open(
-        &cfg.storage.data_dir,
-        &StoreOptions {
-            cache_capacity_bytes: cfg.storage.cache_capacity_mb * 1024 * 1024,
-            durability: cfg.storage.durability,
-        },
-    )
-    .with_context(|| format!("opening the store in {}", cfg.storage.data_dir.display()))?;
-    let store = Arc::new(store);
+    // Accept connections first: while the log is replayed `/healthz` answers and `/readyz`
+    // says not ready (herald_server::boot).
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let local = listener.local_addr()?;
+    let boot = herald_server::boot::Boot::new();
+    let limits = herald_server::listener::Limits::from_config(&cfg.server);
+    let shutdown = shutdown_signal();
+    let server = tokio::spawn(herald_server::listener::serve(
+        listener,
+        boot.router(),
+        limits,
+        shutdown,
+    ));
+    tracing::info!(listen = %local, "accepting connections; not ready until start-up replay ends");
+    let (dir, options) = (
+        cfg.storage.data_dir.clone(),
+        StoreOptions {
+            cache_capacity_bytes: cfg.storage.cache_capacity_mb * 1024 * 1024,
+            durability: cfg.storage.durability,
+        },
+    );
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &options))
+        .await
+        .context("the store's start-up task failed")?
+        .with_context(|| format!("opening the store in {}", cfg.storage.data_dir.display()))?;
+    let store = Arc::new(store);
     // Notifications name resources by absolute URL: the configured public base, else the bound
     // address.
     let root = cfg
@@ -129,6 +157,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         state.clone(),
         status_rx,
     ));
+    tokio::spawn(herald_server::retention::run(
+        state.clone(),
+        cfg.retention.clone(),
+    ));
     let app = herald_server::router(state);
     if cfg.delivery.allow_private_endpoints {
         tracing::warn!(
@@ -141,23 +173,24 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         }
     } else if !cfg.delivery.private_endpoint_allowlist.is_empty() {
         tracing::info!(
-            allowlist = ?cfg.delivery.private_endpoint_allowlist.entries(),
+            allowlist = %cfg.delivery.private_endpoint_allowlist.entries().join(", "),
             "delivery.private_endpoint_allowlist: these internal endpoints may be targeted"
         );
     }
+    boot.ready(app);
     tracing::info!(
         listen = %local,
         data_dir = %cfg.storage.data_dir.display(),
-        durability = ?cfg.storage.durability,
-        "herald listening"
+        durability = %serde_json::to_value(cfg.storage.durability).map(|v| v.as_str().unwrap_or_default().to_owned()).unwrap_or_default(),
+        "herald ready"
     );
-    let shutdown = shutdown_signal();
-    // A line on stdout that tests and scripts can wait for (the port may be ephemeral).
+    // A line on stdout that tests and scripts can wait for (the port may be ephemeral): printed
+    // once ready, so whoever waits for it can use every endpoint.
     println!("herald listening on {local}");
     // Connection limits, timeouts, TCP_NODELAY and graceful shutdown: see listener.rs.
-    let limits = herald_server::listener::Limits::from_config(&cfg.server);
-    herald_server::listener::serve(listener, app, limits, shutdown)
+    server
         .await
+        .context("the HTTP server task failed")?
         .context("serving HTTP")?;
     tracing::info!("shutting down: flushing the store");
     store.close().context("closing the store")?;

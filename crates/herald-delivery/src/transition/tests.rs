@@ -19,6 +19,7 @@ fn view(state: &DeliveryState) -> View<'_> {
         durable: 0,
         verifies: true,
         ready: true,
+        resend: None,
     }
 }
 
@@ -357,4 +358,43 @@ fn a_channel_without_endpoint_verification_sends_events_without_a_handshake() {
         ..view(&s)
     };
     assert_eq!(next_step(&v, NOW), Next::Send(Job::Events(1, 2)));
+}
+
+#[test]
+fn a_paused_subscription_sends_nothing_though_events_wait() {
+    let s = DeliveryState {
+        paused: true,
+        ..verified()
+    };
+    let v = View {
+        durable: 3,
+        ..view(&s)
+    };
+    assert_eq!(next_step(&v, NOW), Next::Idle);
+}
+
+#[test]
+fn a_resend_goes_before_new_events_in_batches_of_max_count_and_never_past_the_cursor() {
+    let s = DeliveryState {
+        acked: 10,
+        ..verified()
+    };
+    let v = View {
+        durable: 12,
+        max_count: 3,
+        resend: Some((2, 20)),
+        ..view(&s)
+    };
+    assert_eq!(next_step(&v, NOW), Next::Send(Job::Events(2, 4)));
+    let v = View {
+        resend: Some((9, 20)),
+        ..v
+    };
+    assert_eq!(next_step(&v, NOW), Next::Send(Job::Events(9, 10)));
+    // nothing delivered in the range: new events go as usual
+    let v = View {
+        resend: Some((11, 20)),
+        ..v
+    };
+    assert_eq!(next_step(&v, NOW), Next::Send(Job::Events(11, 12)));
 }

@@ -98,8 +98,10 @@ pub async fn gate(State(state): State<Arc<AppState>>, mut req: Request, next: Ne
         }
         return resp;
     }
-    if path.starts_with("/admin") && !caller.is_admin() {
-        return forbidden(&caller, "the admin API is for the admin role").into_response();
+    // `/metrics` names subscriptions (queue series): operators' business, like `/admin`.
+    if (path.starts_with("/admin") || path == "/metrics") && !caller.is_admin() {
+        return forbidden(&caller, "the admin API and /metrics are for the admin role")
+            .into_response();
     }
     if let Some((rtype, perm)) = required(req.method(), &path)
         && !caller.scopes.allows(&rtype, perm)
