@@ -209,7 +209,8 @@ impl Definitions {
                         add(&mut nodes, name.to_owned(), Kind::Resource);
                     } else if let Some(stem) = name.strip_suffix("[x]") {
                         for code in type_codes.split('|') {
-                            let kind = kind_of(code, &primitives, &types).ok_or_else(|| bad(line))?;
+                            let kind =
+                                kind_of(code, &primitives, &types).ok_or_else(|| bad(line))?;
                             add(&mut nodes, format!("{stem}{}", capitalised(code)), kind);
                         }
                     } else {
@@ -222,9 +223,9 @@ impl Definitions {
             }
         }
         for (parent, name, ttype, tpath) in content_refs {
-            let node = *backbones
-                .get(&(ttype, tpath))
-                .ok_or_else(|| TableError(format!("unresolved contentReference #{ttype}.{tpath}")))?;
+            let node = *backbones.get(&(ttype, tpath)).ok_or_else(|| {
+                TableError(format!("unresolved contentReference #{ttype}.{tpath}"))
+            })?;
             if let Some(child) = nodes[parent as usize].children.get_mut(name) {
                 child.kind = Kind::Node(node);
             }
@@ -294,10 +295,22 @@ mod tests {
     fn workflow_value_sets_are_enumerated() {
         for v in FHIR_VERSIONS {
             let defs = for_fhir_version(v).expect("table");
-            for vs in ["task-status", "task-intent", "request-status", "request-intent", "subscription-status"] {
-                assert!(defs.value_set_codes(vs).is_some_and(|c| !c.is_empty()), "{vs} in {v}");
+            for vs in [
+                "task-status",
+                "task-intent",
+                "request-status",
+                "request-intent",
+                "subscription-status",
+            ] {
+                assert!(
+                    defs.value_set_codes(vs).is_some_and(|c| !c.is_empty()),
+                    "{vs} in {v}"
+                );
             }
-            assert!(defs.value_set_codes("task-status").is_some_and(|c| c.contains(&"requested")));
+            assert!(
+                defs.value_set_codes("task-status")
+                    .is_some_and(|c| c.contains(&"requested"))
+            );
         }
     }
 
@@ -311,7 +324,10 @@ mod tests {
             };
             for line in table.lines().filter(|l| l.starts_with("P ")) {
                 let name = &line[2..];
-                assert!(Prim::known(name), "primitive {name} of {v} has no format check");
+                assert!(
+                    Prim::known(name),
+                    "primitive {name} of {v} has no format check"
+                );
             }
         }
     }

@@ -168,7 +168,9 @@ impl Walker {
             }
             if extension_of_primitive {
                 if !matches!(child.kind, Kind::Primitive(_)) {
-                    return Err(here.error(format!("'_{name}' is only allowed beside a primitive element")));
+                    return Err(here.error(format!(
+                        "'_{name}' is only allowed beside a primitive element"
+                    )));
                 }
                 let paired = || obj.get(name).is_some_and(Value::is_array);
                 self.repeat(child.many, value, &here, paired, |item, at| match item {

@@ -14,18 +14,54 @@ use serde_json::{Map, Value, json};
 /// R5 writes integer64 as a JSON string, these examples write numbers), with the element they
 /// are refused at.
 const KNOWN_DEVIATIONS: &[(&str, &str)] = &[
-    ("5.0.0/notification-empty.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-error.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-full-resource-with-patient.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-full-resource.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-handshake.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-heartbeat.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-id-only-with-patient.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-id-only.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-message-full-resource.json", "Bundle.entry[1].resource.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-query-event.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/notification-query-status.json", "Bundle.entry[0].resource.eventsSinceSubscriptionStart"),
-    ("5.0.0/subscriptionstatus-example.json", "SubscriptionStatus.eventsSinceSubscriptionStart"),
+    (
+        "5.0.0/notification-empty.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-error.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-full-resource-with-patient.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-full-resource.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-handshake.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-heartbeat.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-id-only-with-patient.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-id-only.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-message-full-resource.json",
+        "Bundle.entry[1].resource.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-query-event.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/notification-query-status.json",
+        "Bundle.entry[0].resource.eventsSinceSubscriptionStart",
+    ),
+    (
+        "5.0.0/subscriptionstatus-example.json",
+        "SubscriptionStatus.eventsSinceSubscriptionStart",
+    ),
 ];
 
 fn examples() -> Vec<(String, String, Value)> {
@@ -41,7 +77,10 @@ fn examples() -> Vec<(String, String, Value)> {
         for f in files {
             let text = std::fs::read_to_string(&f).expect("readable fixture");
             let value: Value = serde_json::from_str(&text).expect("fixture is JSON");
-            let name = format!("{version}/{}", f.file_name().and_then(|n| n.to_str()).unwrap_or(""));
+            let name = format!(
+                "{version}/{}",
+                f.file_name().and_then(|n| n.to_str()).unwrap_or("")
+            );
             out.push((version.to_string(), name, value));
         }
     }
@@ -67,7 +106,10 @@ fn every_official_example_is_accepted_except_the_documented_deviations() {
             .find(|(n, _)| *n == name)
             .map_or("accepted", |(_, e)| e);
         if got != expected {
-            wrong.push(format!("{name}: expected {expected}, got {got}: {:?}", check_resource_for(&version, &value).err()));
+            wrong.push(format!(
+                "{name}: expected {expected}, got {got}: {:?}",
+                check_resource_for(&version, &value).err()
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -91,7 +133,10 @@ fn refused_at(version: &str, name: &str, body: Map<String, Value>, want: &str) {
 }
 
 fn rt(o: &Map<String, Value>) -> String {
-    o.get("resourceType").and_then(Value::as_str).unwrap_or("").to_owned()
+    o.get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[test]
@@ -116,7 +161,11 @@ fn a_wrong_data_type_is_refused_in_every_example() {
         else {
             continue;
         };
-        let wrong = if value.is_object() { json!("Organization/lab") } else { json!({"value": value}) };
+        let wrong = if value.is_object() {
+            json!("Organization/lab")
+        } else {
+            json!({"value": value})
+        };
         o.insert(key.clone(), wrong);
         refused_at(&v, &name, o, &format!("{t}.{key}"));
         tried += 1;
@@ -130,7 +179,9 @@ fn a_malformed_date_is_refused_in_every_example_that_has_one() {
     for (v, name, mut o) in accepted() {
         let t = rt(&o);
         let looks_like_date = |s: &str| {
-            s.len() >= 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+            s.len() >= 10
+                && s.as_bytes()[4] == b'-'
+                && s.as_bytes()[..4].iter().all(u8::is_ascii_digit)
         };
         let Some(key) = o
             .iter()

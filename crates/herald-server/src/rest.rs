@@ -32,9 +32,11 @@ fn check_id(id: &str) -> ApiResult<()> {
     }
 }
 
-/// Validates a body for `rtype`: structure (400), type agreement (400), business rules (422).
-fn check_body(tenant: &Tenant, rtype: &str, body: &Value) -> ApiResult<()> {
-    herald_fhir::validate::check_resource(tenant.version, body)?;
+/// Validates a body for `rtype`: the core definitions of the tenant's FHIR version (400, the
+/// element named in the issue's `expression`), type agreement (400), business rules (422).
+pub(crate) fn check_body(tenant: &Tenant, rtype: &str, body: &Value) -> ApiResult<()> {
+    // Keyed by the fhirVersion string: an R4B tenant ("4.3.0") is validated by this same line.
+    herald_fhir::validate::check_resource_for(tenant.version.fhir_version(), body)?;
     let body_type = body
         .get("resourceType")
         .and_then(Value::as_str)

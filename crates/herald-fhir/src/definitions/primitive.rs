@@ -140,9 +140,11 @@ impl Prim {
                     && parse_range(s).is_some()
             }
             Prim::Time => is_time(s),
-            Prim::Boolean | Prim::Integer | Prim::PositiveInt | Prim::UnsignedInt | Prim::Decimal => {
-                false
-            }
+            Prim::Boolean
+            | Prim::Integer
+            | Prim::PositiveInt
+            | Prim::UnsignedInt
+            | Prim::Decimal => false,
         };
         if ok {
             Ok(())
@@ -168,8 +170,8 @@ fn full_time_with_zone(t: &str) -> bool {
     } else {
         return false;
     };
-    let zone_ok = zone == "Z"
-        || (zone.starts_with(['+', '-']) && zone.as_bytes().get(3) == Some(&b':'));
+    let zone_ok =
+        zone == "Z" || (zone.starts_with(['+', '-']) && zone.as_bytes().get(3) == Some(&b':'));
     zone_ok && is_time(clock)
 }
 
@@ -199,7 +201,9 @@ fn is_oid(s: &str) -> bool {
     matches!(arcs.next(), Some("0" | "1" | "2"))
         && s.contains('.')
         && arcs.all(|a| {
-            !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) && (a == "0" || !a.starts_with('0'))
+            !a.is_empty()
+                && a.bytes().all(|b| b.is_ascii_digit())
+                && (a == "0" || !a.starts_with('0'))
         })
 }
 
@@ -265,8 +269,14 @@ mod tests {
         assert!(!ok(Prim::Uri, json!("http://x y")));
         assert!(ok(Prim::Oid, json!("urn:oid:2.16.840.1")));
         assert!(!ok(Prim::Oid, json!("urn:oid:3.1")));
-        assert!(ok(Prim::Uuid, json!("urn:uuid:c757873d-ec9a-4326-a141-556f43239520")));
-        assert!(!ok(Prim::Uuid, json!("urn:uuid:C757873D-EC9A-4326-A141-556F43239520")));
+        assert!(ok(
+            Prim::Uuid,
+            json!("urn:uuid:c757873d-ec9a-4326-a141-556f43239520")
+        ));
+        assert!(!ok(
+            Prim::Uuid,
+            json!("urn:uuid:C757873D-EC9A-4326-A141-556F43239520")
+        ));
         assert!(ok(Prim::Base64, json!("aGVsbG8=")));
         assert!(!ok(Prim::Base64, json!("not base64!")));
     }

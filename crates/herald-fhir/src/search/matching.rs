@@ -1,9 +1,7 @@
 //! Owns search-semantics matching of a resource against one criterion and the equality-index
 //! keys of resources and criteria.
 
-use super::{
-    Criterion, Modifier, ParamType, Prefix, SearchParamDef, SearchValue, compile_path,
-};
+use super::{Criterion, Modifier, ParamType, Prefix, SearchParamDef, SearchValue, compile_path};
 use crate::date::{DateRange, parse_range};
 use crate::fhirpath::{Context, Expression};
 use crate::reference::{self, Reference};

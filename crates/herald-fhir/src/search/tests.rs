@@ -696,4 +696,3 @@ fn subscription_and_topic_parameters_are_registered_per_version() {
         );
     }
 }
-

@@ -48,7 +48,10 @@ fn non_object_body_and_missing_resource_type_are_invalid() {
 
 #[test]
 fn unknown_resource_type_is_reported_as_such() {
-    let r = check_resource(FhirVersion::R4, &json!({"resourceType":"SubscriptionTopic"}));
+    let r = check_resource(
+        FhirVersion::R4,
+        &json!({"resourceType":"SubscriptionTopic"}),
+    );
     assert!(matches!(r, Err(FhirError::UnknownResourceType(_))));
     let topic = json!({"resourceType":"SubscriptionTopic","url":"http://x","status":"active"});
     assert_eq!(check(FhirVersion::R5, topic).0, "ok");
@@ -62,9 +65,18 @@ fn bad_id_is_invalid() {
 
 #[test]
 fn unknown_elements_are_refused_at_every_level() {
-    assert_eq!(r4(task(json!({"ownr":{"reference":"x"}}))), ("Task.ownr".into(), "unknown element".into()));
+    assert_eq!(
+        r4(task(json!({"ownr":{"reference":"x"}}))),
+        ("Task.ownr".into(), "unknown element".into())
+    );
     assert_eq!(r4(task(json!({"owner":{"ref":"x"}}))).0, "Task.owner.ref");
-    assert_eq!(r4(task(json!({"input":[{"type":{"text":"x"},"valueStrin":"y"}]}))).0, "Task.input[0].valueStrin");
+    assert_eq!(
+        r4(task(
+            json!({"input":[{"type":{"text":"x"},"valueStrin":"y"}]})
+        ))
+        .0,
+        "Task.input[0].valueStrin"
+    );
     // R5-only elements are unknown in R4.
     assert_eq!(r4(json!({"resourceType":"Subscription","status":"active","reason":"x","criteria":"Task?","channel":{"type":"rest-hook"},"topic":"http://x"})).0, "Subscription.topic");
 }
@@ -74,10 +86,22 @@ fn data_types_are_checked() {
     let (expr, msg) = r4(task(json!({"owner":"Organization/lab"})));
     assert_eq!(expr, "Task.owner");
     assert!(msg.contains("JSON object"), "{msg}");
-    assert_eq!(r4(task(json!({"description":{"text":"x"}}))).0, "Task.description");
-    assert_eq!(r4(task(json!({"restriction":{"repetitions":0}}))).0, "Task.restriction.repetitions");
-    assert_eq!(r4(task(json!({"authoredOn":"yesterday"}))).0, "Task.authoredOn");
-    assert_eq!(r4(json!({"resourceType":"Patient","active":"true"})).0, "Patient.active");
+    assert_eq!(
+        r4(task(json!({"description":{"text":"x"}}))).0,
+        "Task.description"
+    );
+    assert_eq!(
+        r4(task(json!({"restriction":{"repetitions":0}}))).0,
+        "Task.restriction.repetitions"
+    );
+    assert_eq!(
+        r4(task(json!({"authoredOn":"yesterday"}))).0,
+        "Task.authoredOn"
+    );
+    assert_eq!(
+        r4(json!({"resourceType":"Patient","active":"true"})).0,
+        "Patient.active"
+    );
 }
 
 #[test]
@@ -85,10 +109,22 @@ fn cardinality_is_checked() {
     let (expr, msg) = r4(json!({"resourceType":"Task","intent":"order"}));
     assert_eq!(expr, "Task.status");
     assert!(msg.contains("required"), "{msg}");
-    assert_eq!(r4(task(json!({"basedOn":{"reference":"ServiceRequest/1"}}))).0, "Task.basedOn");
-    assert_eq!(r4(task(json!({"owner":[{"reference":"Organization/1"}]}))).0, "Task.owner");
-    assert_eq!(r4(task(json!({"input":[{"valueString":"y"}]}))).0, "Task.input[0].type");
-    assert_eq!(r4(task(json!({"input":[{"type":{"text":"x"}}]}))).0, "Task.input[0].value");
+    assert_eq!(
+        r4(task(json!({"basedOn":{"reference":"ServiceRequest/1"}}))).0,
+        "Task.basedOn"
+    );
+    assert_eq!(
+        r4(task(json!({"owner":[{"reference":"Organization/1"}]}))).0,
+        "Task.owner"
+    );
+    assert_eq!(
+        r4(task(json!({"input":[{"valueString":"y"}]}))).0,
+        "Task.input[0].type"
+    );
+    assert_eq!(
+        r4(task(json!({"input":[{"type":{"text":"x"}}]}))).0,
+        "Task.input[0].value"
+    );
     // An extension-only primitive counts as present.
     let only_ext = json!({"resourceType":"Task","intent":"order","_status":{"extension":[{"url":"http://x","valueCode":"y"}]}});
     assert_eq!(r4(only_ext).0, "ok");
@@ -112,16 +148,32 @@ fn required_bindings_are_checked() {
 
 #[test]
 fn json_rules_name_their_path() {
-    assert_eq!(r4(task(json!({"description":null}))), ("Task.description".into(), "null is not allowed".into()));
-    assert_eq!(r4(task(json!({"description":""}))).1, "empty string is not allowed");
-    assert_eq!(r4(task(json!({"input":[]}))), ("Task.input".into(), "empty array is not allowed".into()));
-    assert_eq!(r4(task(json!({"code":{}}))), ("Task.code".into(), "empty object is not allowed".into()));
-    assert_eq!(r4(task(json!({"identifier":[{"system":""}]}))).0, "Task.identifier[0].system");
+    assert_eq!(
+        r4(task(json!({"description":null}))),
+        ("Task.description".into(), "null is not allowed".into())
+    );
+    assert_eq!(
+        r4(task(json!({"description":""}))).1,
+        "empty string is not allowed"
+    );
+    assert_eq!(
+        r4(task(json!({"input":[]}))),
+        ("Task.input".into(), "empty array is not allowed".into())
+    );
+    assert_eq!(
+        r4(task(json!({"code":{}}))),
+        ("Task.code".into(), "empty object is not allowed".into())
+    );
+    assert_eq!(
+        r4(task(json!({"identifier":[{"system":""}]}))).0,
+        "Task.identifier[0].system"
+    );
 }
 
 #[test]
 fn null_placeholders_allowed_only_with_extension_sibling() {
-    let ok = json!({"resourceType":"Patient","name":[{"given":["a",null],"_given":[null,{"id":"x"}]}]});
+    let ok =
+        json!({"resourceType":"Patient","name":[{"given":["a",null],"_given":[null,{"id":"x"}]}]});
     assert_eq!(r4(ok).0, "ok");
     let bad = json!({"resourceType":"Patient","name":[{"given":["a",null]}]});
     assert_eq!(r4(bad).0, "Patient.name[0].given[1]");
@@ -132,7 +184,10 @@ fn null_placeholders_allowed_only_with_extension_sibling() {
 #[test]
 fn nested_resources_are_checked() {
     let b = json!({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Nope"}}]});
-    assert!(matches!(check_resource(FhirVersion::R4, &b), Err(FhirError::UnknownResourceType(_))));
+    assert!(matches!(
+        check_resource(FhirVersion::R4, &b),
+        Err(FhirError::UnknownResourceType(_))
+    ));
     let b = json!({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Task","status":"x","intent":"order"}}]});
     assert_eq!(r4(b).0, "Bundle.entry[0].resource.status");
 }
@@ -148,5 +203,8 @@ fn content_references_reuse_their_target() {
 fn r4b_has_its_own_definitions() {
     let sub = json!({"resourceType":"SubscriptionStatus","type":"heartbeat","subscription":{"reference":"Subscription/1"},"topic":"http://x"});
     assert!(check_resource_for("4.3.0", &sub).is_ok());
-    assert!(matches!(check_resource(FhirVersion::R4, &sub), Err(FhirError::UnknownResourceType(_))));
+    assert!(matches!(
+        check_resource(FhirVersion::R4, &sub),
+        Err(FhirError::UnknownResourceType(_))
+    ));
 }
