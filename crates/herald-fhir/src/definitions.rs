@@ -104,6 +104,23 @@ impl Definitions {
             .map(|(name, _)| *name)
     }
 
+    /// Does the element at `path` (element names below the resource, no indices) of
+    /// `resource_type` repeat? `None` when the path is not defined (or crosses into a nested
+    /// resource, whose type the path does not say).
+    pub fn element_repeats(&self, resource_type: &str, path: &[&str]) -> Option<bool> {
+        let mut node = self.types.get(resource_type)?.node;
+        let mut many = None;
+        for name in path {
+            let child = self.nodes.get(node as usize)?.children.get(*name)?;
+            many = Some(child.many);
+            node = match child.kind {
+                Kind::Node(n) => n,
+                Kind::Primitive(_) | Kind::Resource => u32::MAX,
+            };
+        }
+        many
+    }
+
     pub(crate) fn type_def(&self, name: &str) -> Option<TypeDef> {
         self.types.get(name).copied()
     }
@@ -289,6 +306,18 @@ mod tests {
             }
             assert_eq!(defs.resource_types().count(), resource_types(version).len());
         }
+    }
+
+    #[test]
+    fn element_repeats_follows_backbone_elements() {
+        let defs = for_fhir_version("4.0.1").expect("table");
+        assert_eq!(defs.element_repeats("Task", &["note"]), Some(true));
+        assert_eq!(defs.element_repeats("Task", &["owner"]), Some(false));
+        assert_eq!(
+            defs.element_repeats("Task", &["input", "valueString"]),
+            Some(false)
+        );
+        assert_eq!(defs.element_repeats("Task", &["nope"]), None);
     }
 
     #[test]

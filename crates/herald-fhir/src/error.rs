@@ -17,6 +17,13 @@ pub enum FhirError {
         /// What is wrong with it.
         message: String,
     },
+    /// A PATCH body that is not a valid JSON Patch document or FHIRPath Patch `Parameters`.
+    #[error("invalid patch: {0}")]
+    InvalidPatch(String),
+    /// A well-formed patch that cannot be applied to the resource (a failed `test`, a path that
+    /// selects nothing or too much).
+    #[error("patch cannot be applied: {0}")]
+    PatchFailed(String),
     /// `resourceType` (or a type name in a query) is not a resource type of the version.
     #[error("unknown resource type: {0}")]
     UnknownResourceType(String),

@@ -8,6 +8,7 @@ pub mod definitions;
 mod error;
 pub mod fhirpath;
 pub mod outcome;
+pub mod patch;
 pub mod reference;
 pub mod search;
 mod types;
