@@ -34,6 +34,7 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "history-instance",
         "history-type",

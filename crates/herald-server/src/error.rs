@@ -146,6 +146,8 @@ impl From<FhirError> for ApiError {
             FhirError::InvalidResource(_) | FhirError::UnknownResourceType(_) => {
                 ApiError::bad_request(msg)
             }
+            FhirError::InvalidPatch(_) => ApiError::bad_request(msg),
+            FhirError::PatchFailed(_) => ApiError::unprocessable(msg),
             FhirError::UnknownSearchParameter { .. }
             | FhirError::InvalidSearchValue { .. }
             | FhirError::FhirPath(_) => ApiError::bad_request(msg),

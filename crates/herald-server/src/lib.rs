@@ -19,6 +19,7 @@ pub mod limits;
 pub mod listener;
 mod middleware;
 pub mod operations;
+pub mod patch;
 pub mod rest;
 pub mod search;
 pub mod status;
@@ -160,6 +161,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/{rtype}/{id}",
             get(rest::read)
                 .put(rest::update)
+                .patch(patch::patch)
                 .delete(rest::delete)
                 .post(operations::type_operation),
         )
