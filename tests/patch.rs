@@ -92,6 +92,15 @@ async fn a_fhirpath_patch_applies_its_operations_in_r5() {
     assert_eq!(v["note"], json!([{"text":"first"},{"text":"b"}]));
 }
 
+/// (content type, If-Match, patch body, expected status, expected issue expression).
+type Refusal = (
+    &'static str,
+    Option<&'static str>,
+    Value,
+    StatusCode,
+    Option<&'static str>,
+);
+
 #[tokio::test]
 async fn refused_patches_leave_the_resource_unchanged() {
     let h = Herald::start();
@@ -100,7 +109,7 @@ async fn refused_patches_leave_the_resource_unchanged() {
     let t = create(&c, &base, "Task", &task("Organization/lab")).await;
     let id = t["id"].as_str().unwrap().to_owned();
     let url = format!("{base}/Task/{id}");
-    let cases: Vec<(&str, Option<&str>, Value, StatusCode, Option<&str>)> = vec![
+    let cases: Vec<Refusal> = vec![
         // A stale If-Match.
         (
             JSON_PATCH,

@@ -18,19 +18,27 @@ use serde_json::Value;
 const BODIES: [(&str, &str); 4] = [
     (
         "task",
-        include_str!("../../crates/herald-fhir/tests/fixtures/Task-cow-coordination-task-example.json"),
+        include_str!(
+            "../../crates/herald-fhir/tests/fixtures/Task-cow-coordination-task-example.json"
+        ),
     ),
     (
         "service-request",
-        include_str!("../../crates/herald-fhir/tests/fixtures/ServiceRequest-cow-service-request-example.json"),
+        include_str!(
+            "../../crates/herald-fhir/tests/fixtures/ServiceRequest-cow-service-request-example.json"
+        ),
     ),
     (
         "subscription",
-        include_str!("../../crates/herald-fhir/tests/fixtures/examples/4.0.1/Subscription-subscription-zulip.json"),
+        include_str!(
+            "../../crates/herald-fhir/tests/fixtures/examples/4.0.1/Subscription-subscription-zulip.json"
+        ),
     ),
     (
         "capability-statement",
-        include_str!("../../crates/herald-fhir/tests/fixtures/examples/4.0.1/CapabilityStatement-r4-capabilitystatement-example-server.json"),
+        include_str!(
+            "../../crates/herald-fhir/tests/fixtures/examples/4.0.1/CapabilityStatement-r4-capabilitystatement-example-server.json"
+        ),
     ),
 ];
 

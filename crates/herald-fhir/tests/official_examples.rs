@@ -4,6 +4,8 @@
 //! refused there and nowhere else); and a mutated copy of each accepted example is refused with
 //! the expression of the mutated element, one mutation per rule class.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use herald_fhir::FhirError;
