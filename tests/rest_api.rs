@@ -746,8 +746,9 @@ async fn unknown_resource_type_tenant_and_route_are_404() {
 async fn wrong_method_is_405() {
     let h = Herald::start();
     let c = client();
+    // PATCH is an interaction on an instance, not on the type.
     let r = c
-        .patch(format!("{}/Task/1", h.fhir("r4")))
+        .patch(format!("{}/Task", h.fhir("r4")))
         .send()
         .await
         .unwrap();
