@@ -788,7 +788,15 @@ async fn a_subscription_is_turned_off_when_its_end_passes_and_then_notifies_noth
     post_refused(&c, &url, &ended, &refused, "end").await;
     let mut garbled = r4_sub(&rx.url("/garbled"), "id-only", FHIR, &[], "garbled");
     garbled["end"] = json!("soon");
-    post_refused(&c, &url, &garbled, &refused, "not an instant").await;
+    // Not a FHIR instant: refused by the core definitions (400) before any business rule.
+    post_refused(
+        &c,
+        &url,
+        &garbled,
+        &[StatusCode::BAD_REQUEST],
+        "not a valid instant",
+    )
+    .await;
 
     let mut sub = r4_sub(&rx.url("/ending"), "id-only", FHIR, &[], "ending");
     sub["end"] = json!(instant(Duration::from_secs(3)));

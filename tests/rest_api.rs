@@ -542,7 +542,8 @@ async fn r5_tenant_has_its_own_data_and_version() {
     assert_eq!(meta4["fhirVersion"], "4.0.1");
     assert_eq!(meta5["fhirVersion"], "5.0.0");
     // R5-only type is refused on R4, accepted on R5
-    let sst = json!({"resourceType":"SubscriptionStatus","status":"active","type":"heartbeat","topic":"http://x"});
+    let sst = json!({"resourceType":"SubscriptionStatus","status":"active","type":"heartbeat","topic":"http://x",
+        "subscription":{"reference":"Subscription/s1"}});
     let r4 = post(&c, &format!("{}/SubscriptionStatus", h.fhir("r4")), &sst).await;
     assert_outcome(
         r4,
@@ -688,7 +689,7 @@ async fn structurally_invalid_fhir_is_400() {
 }
 
 #[tokio::test]
-async fn business_rule_violation_is_422_and_stores_nothing() {
+async fn a_missing_required_element_is_400_naming_it_and_stores_nothing() {
     let h = Herald::start();
     let c = client();
     let url = format!("{}/Task", h.fhir("r4"));
@@ -698,7 +699,7 @@ async fn business_rule_violation_is_422_and_stores_nothing() {
         &json!({"resourceType":"Task","status":"requested"}),
     )
     .await;
-    assert_outcome(r, StatusCode::UNPROCESSABLE_ENTITY, "Task.intent").await;
+    assert_outcome(r, StatusCode::BAD_REQUEST, "Task.intent").await;
     assert_eq!(json_of(c.get(&url).send().await.unwrap()).await["total"], 0);
 }
 
@@ -745,8 +746,9 @@ async fn unknown_resource_type_tenant_and_route_are_404() {
 async fn wrong_method_is_405() {
     let h = Herald::start();
     let c = client();
+    // PATCH is an interaction on an instance, not on the type.
     let r = c
-        .patch(format!("{}/Task/1", h.fhir("r4")))
+        .patch(format!("{}/Task", h.fhir("r4")))
         .send()
         .await
         .unwrap();

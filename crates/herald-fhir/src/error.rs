@@ -8,6 +8,22 @@ pub enum FhirError {
     /// The body is not a structurally valid FHIR resource (message names the JSON path).
     #[error("invalid resource: {0}")]
     InvalidResource(String),
+    /// An element of the body breaks its definition (unknown, wrong type or format, wrong
+    /// cardinality, code outside a required value set).
+    #[error("invalid resource: {expression}: {message}")]
+    InvalidElement {
+        /// FHIRPath-style location of the element, e.g. `Task.input[0].type`.
+        expression: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A PATCH body that is not a valid JSON Patch document or FHIRPath Patch `Parameters`.
+    #[error("invalid patch: {0}")]
+    InvalidPatch(String),
+    /// A well-formed patch that cannot be applied to the resource (a failed `test`, a path that
+    /// selects nothing or too much).
+    #[error("patch cannot be applied: {0}")]
+    PatchFailed(String),
     /// `resourceType` (or a type name in a query) is not a resource type of the version.
     #[error("unknown resource type: {0}")]
     UnknownResourceType(String),

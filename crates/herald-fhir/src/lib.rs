@@ -1,12 +1,14 @@
 //! Herald's FHIR toolbox: versions, resource type lists, ids, references, OperationOutcome,
-//! structural validation, search-parameter definitions and search semantics, and a FHIRPath
+//! validation against the core definitions, search-parameter definitions and search semantics, and a FHIRPath
 //! subset. Pure: no I/O, no async.
 #![forbid(unsafe_code)]
 
 pub mod date;
+pub mod definitions;
 mod error;
 pub mod fhirpath;
 pub mod outcome;
+pub mod patch;
 pub mod reference;
 pub mod search;
 pub mod summary;

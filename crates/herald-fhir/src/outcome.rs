@@ -31,11 +31,25 @@ impl Severity {
 /// "invalid", "not-found", "processing", "conflict", "not-supported". An empty `diagnostics` is
 /// omitted (FHIR JSON forbids empty strings).
 pub fn operation_outcome(severity: Severity, code: &str, diagnostics: &str) -> Value {
+    operation_outcome_at(severity, code, diagnostics, None)
+}
+
+/// [`operation_outcome`] whose issue names the element it is about (`issue.expression`, a
+/// FHIRPath such as `Task.status`).
+pub fn operation_outcome_at(
+    severity: Severity,
+    code: &str,
+    diagnostics: &str,
+    expression: Option<&str>,
+) -> Value {
     let mut issue = json!({ "severity": severity.code(), "code": code });
     if !diagnostics.is_empty()
         && let Some(obj) = issue.as_object_mut()
     {
         obj.insert("diagnostics".into(), Value::String(diagnostics.into()));
+    }
+    if let (Some(e), Some(obj)) = (expression.filter(|e| !e.is_empty()), issue.as_object_mut()) {
+        obj.insert("expression".into(), json!([e]));
     }
     json!({ "resourceType": "OperationOutcome", "issue": [issue] })
 }
@@ -50,6 +64,17 @@ mod tests {
         assert_eq!(
             oo,
             json!({"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found","diagnostics":"Task/1 is gone"}]})
+        );
+    }
+
+    #[test]
+    fn outcome_names_the_element_in_expression() {
+        let oo = operation_outcome_at(Severity::Error, "invalid", "bad", Some("Task.status"));
+        assert_eq!(oo["issue"][0]["expression"], json!(["Task.status"]));
+        assert!(
+            operation_outcome(Severity::Error, "invalid", "x")["issue"][0]
+                .get("expression")
+                .is_none()
         );
     }
 

@@ -35,6 +35,7 @@ pub fn capability_statement(tenant: &Tenant, base: &str) -> Value {
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "history-instance",
         "history-type",

@@ -7,7 +7,7 @@ use herald_delivery::egress::EgressError;
 use herald_delivery::live::ActionError;
 use herald_delivery::signing::SigningError;
 use herald_fhir::FhirError;
-use herald_fhir::outcome::{Severity, operation_outcome};
+use herald_fhir::outcome::{Severity, operation_outcome_at};
 use herald_store::StoreError;
 use herald_subscriptions::SubscriptionError;
 
@@ -21,6 +21,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for a human.
     pub diagnostics: String,
+    /// The element the error is about (`Task.status`), when there is one.
+    pub expression: Option<String>,
 }
 
 impl ApiError {
@@ -30,7 +32,13 @@ impl ApiError {
             status,
             code,
             diagnostics: diagnostics.into(),
+            expression: None,
         }
+    }
+    /// The same error, naming the element it is about in the issue's `expression`.
+    pub fn at(mut self, expression: impl Into<String>) -> Self {
+        self.expression = Some(expression.into());
+        self
     }
     /// 400 with issue code `invalid`.
     pub fn bad_request(diagnostics: impl Into<String>) -> Self {
@@ -83,7 +91,12 @@ impl IntoResponse for ApiError {
         } else {
             Severity::Error
         };
-        let body = operation_outcome(severity, self.code, &self.diagnostics);
+        let body = operation_outcome_at(
+            severity,
+            self.code,
+            &self.diagnostics,
+            self.expression.as_deref(),
+        );
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -128,9 +141,14 @@ impl From<FhirError> for ApiError {
     fn from(e: FhirError) -> Self {
         let msg = e.to_string();
         match e {
+            FhirError::InvalidElement { expression, .. } => {
+                ApiError::bad_request(msg).at(expression)
+            }
             FhirError::InvalidResource(_) | FhirError::UnknownResourceType(_) => {
                 ApiError::bad_request(msg)
             }
+            FhirError::InvalidPatch(_) => ApiError::bad_request(msg),
+            FhirError::PatchFailed(_) => ApiError::unprocessable(msg),
             FhirError::UnknownSearchParameter { .. }
             | FhirError::InvalidSearchValue { .. }
             | FhirError::FhirPath(_) => ApiError::bad_request(msg),

@@ -24,6 +24,7 @@ pub mod messaging;
 pub mod metrics;
 mod middleware;
 pub mod operations;
+pub mod patch;
 pub mod rest;
 pub mod retention;
 pub mod search;
@@ -172,6 +173,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/{rtype}/{id}",
             get(rest::read)
                 .put(rest::update)
+                .patch(patch::patch)
                 .delete(rest::delete)
                 .post(operations::type_operation),
         )

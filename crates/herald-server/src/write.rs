@@ -366,39 +366,3 @@ fn guard_topic_in_use(state: &AppState, tenant: &Tenant, url: &str) -> ApiResult
         ))
     }
 }
-
-/// Business rules Herald enforces on the workflow resources it coordinates (422 when broken):
-/// the elements the base specification makes mandatory and that matching depends on.
-pub fn check_business_rules(version: FhirVersion, body: &Value) -> ApiResult<()> {
-    let rt = body
-        .get("resourceType")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let required: &[&str] = match (rt, version) {
-        ("Task", _) => &["status", "intent"],
-        ("ServiceRequest", _) => &["status", "intent", "subject"],
-        _ => &[],
-    };
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|e| body.get(*e).is_none())
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "required",
-            format!(
-                "{rt} is missing required element(s): {} (cardinality 1..1 in FHIR {})",
-                missing
-                    .iter()
-                    .map(|e| format!("{rt}.{e}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                version.fhir_version()
-            ),
-        ))
-    }
-}

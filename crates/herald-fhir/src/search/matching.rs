@@ -1,9 +1,7 @@
 //! Owns search-semantics matching of a resource against one criterion and the equality-index
 //! keys of resources and criteria.
 
-use super::{
-    Criterion, Modifier, ParamType, Prefix, Registry, SearchParamDef, SearchValue, compile_path,
-};
+use super::{Criterion, Modifier, ParamType, Prefix, SearchParamDef, SearchValue, compile_path};
 use crate::date::{DateRange, parse_range};
 use crate::fhirpath::{Context, Expression};
 use crate::reference::{self, Reference};
@@ -350,52 +348,6 @@ pub(super) fn target_ranges(t: &Value) -> Vec<DateRange> {
         }
         _ => Vec::new(),
     }
-}
-
-/// Date-typed values that `resource`'s own search parameters reach (`Task.authoredOn`,
-/// `Task.executionPeriod`, `Patient.birthDate`, …) and that do not parse as a FHIR date,
-/// dateTime or instant: (parameter code, offending text). Search and matching rely on these
-/// values, so a write that carries a malformed one is refused rather than stored unsearchable.
-pub(crate) fn invalid_dates(registry: &Registry, resource: &Value) -> Vec<(String, String)> {
-    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
-        return Vec::new();
-    };
-    let mut bad = Vec::new();
-    for def in registry.for_resource(rt) {
-        // meta.lastUpdated is the server's to set.
-        if def.kind != ParamType::Date || def.code.starts_with('_') {
-            continue;
-        }
-        let Some(path) = cached_path(def, rt) else {
-            continue;
-        };
-        let Ok(values) = path.evaluate_refs(&Context::on(resource)) else {
-            continue;
-        };
-        for v in values.iter().map(Cow::as_ref) {
-            let texts: Vec<&str> = match v {
-                Value::String(s) => vec![s.as_str()],
-                Value::Object(o) => ["start", "end"]
-                    .iter()
-                    .filter_map(|k| o.get(*k).and_then(Value::as_str))
-                    .chain(
-                        o.get("event")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str),
-                    )
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for t in texts {
-                if parse_range(t).is_none() {
-                    bad.push((def.code.clone(), t.to_owned()));
-                }
-            }
-        }
-    }
-    bad
 }
 
 fn now_ms() -> i64 {

@@ -6,7 +6,6 @@ pub mod result;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use matching::invalid_dates;
 pub use matching::{index_keys, index_keys_of_criterion, matches};
 
 use crate::date::{DateRange, parse_range};

@@ -57,7 +57,7 @@ pub fn required(method: &Method, path: &str) -> Option<(String, Perm)> {
         ("POST", ["_search"]) => Perm::Search,
         (_, ["_history", ..]) => Perm::Read,
         ("GET", [_id, ..]) => Perm::Read,
-        ("PUT", [_id]) => Perm::Update,
+        ("PUT" | "PATCH", [_id]) => Perm::Update,
         ("DELETE", [_id]) => Perm::Delete,
         (_, [_id, op, ..]) if op.starts_with('$') => Perm::Read,
         _ => Perm::Read,
@@ -226,6 +226,11 @@ mod tests {
         assert_eq!(
             r("PUT", "/fhir/r4/Task/1"),
             Some(("Task".into(), Perm::Update))
+        );
+        assert_eq!(
+            r("PATCH", "/fhir/r4/Task/1"),
+            Some(("Task".into(), Perm::Update)),
+            "a patch is an update, never a read"
         );
         assert_eq!(
             r("DELETE", "/fhir/r4/Task/1"),

@@ -75,15 +75,14 @@ pub fn build(req: &Request, code: Code, own_endpoint: &str, issues: &[Issue]) ->
         },
     });
     header[&req.event.0] = req.event.1.clone();
-    match req.version {
-        FhirVersion::R4 | FhirVersion::R4B => {
-            header["source"] = json!({"endpoint": own_endpoint});
-            header["destination"] = json!([{"endpoint": req.source}]);
-        }
-        _ => {
-            header["source"] = json!({"endpointUrl": own_endpoint});
-            header["destination"] = json!([{"endpointUrl": req.source}]);
-        }
+    let endpoint = match req.version {
+        FhirVersion::R4 | FhirVersion::R4B => "endpoint",
+        _ => "endpointUrl",
+    };
+    header["source"] = json!({endpoint: own_endpoint});
+    // The answer goes back where the request came from, when it said.
+    if !req.source.is_empty() {
+        header["destination"] = json!([{endpoint: req.source}]);
     }
     let issues: Vec<Value> = if issues.is_empty() {
         vec![

@@ -1,0 +1,127 @@
+//! End-to-end: everything Herald emits validates against the core definitions of its tenant's
+//! FHIR version (Herald's own validator, `herald_fhir::validate`; no independent FHIR validator
+//! installs from the package registries here): notification bundles of each kind (handshake,
+//! heartbeat, event notification at each payload level), `$status` and `$events` results, the
+//! CapabilityStatement, OperationOutcomes, topics, search and history bundles, and PATCH
+//! results.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use herald_subscriptions::notification::NotificationType;
+use herald_tests::receiver::{Receiver, of_kind};
+use herald_tests::{Herald, client, create, get, r4_subscription, r5_subscription, send, task};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+const R4_HEARTBEAT: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period";
+
+fn assert_valid(version: &str, what: &str, body: &Value) {
+    if let Err(e) = herald_fhir::validate::check_resource_for(version, body) {
+        panic!("{what} ({version}) does not validate: {e}\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn everything_herald_emits_validates_against_its_versions_definitions() {
+    let rx = Receiver::start().await;
+    let h = Herald::start_with(&[("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true")]);
+    let c = client();
+    for (tenant, version) in [("r4", "4.0.1"), ("r5", "5.0.0")] {
+        let base = h.fhir(tenant);
+        let mut subs = Vec::new();
+        for content in ["empty", "id-only", "full-resource"] {
+            let path = format!("/{tenant}-{content}");
+            let mut body = if tenant == "r4" {
+                r4_subscription("cow-task-changed", &[], &rx.url(&path), content)
+            } else {
+                r5_subscription("cow-task-changed", &[], &rx.url(&path), content)
+            };
+            if content == "empty" {
+                if tenant == "r4" {
+                    body["channel"]["extension"] =
+                        json!([{"url": R4_HEARTBEAT, "valueUnsignedInt": 1}]);
+                } else {
+                    body["heartbeatPeriod"] = json!(1);
+                }
+            }
+            let created = create(&c, &base, "Subscription", &body).await;
+            assert_valid(version, "created Subscription", &created);
+            subs.push((path, created["id"].as_str().unwrap().to_owned()));
+        }
+        let t = create(&c, &base, "Task", &task("Organization/lab")).await;
+        let task_url = format!("{base}/Task/{}", t["id"].as_str().unwrap());
+        let mut update = t.clone();
+        update["status"] = json!("accepted");
+        let (s, updated) = send(&c, Method::PUT, &task_url, &update).await;
+        assert_eq!(s, StatusCode::OK, "{updated}");
+
+        for (path, _) in &subs {
+            let want_heartbeat = path.ends_with("empty");
+            let got = rx
+                .wait_until(path, "handshake and two events", WAIT, |l| {
+                    let events: usize = of_kind(l, NotificationType::EventNotification)
+                        .iter()
+                        .map(|r| r.event_numbers().len())
+                        .sum();
+                    events >= 2
+                        && !of_kind(l, NotificationType::Handshake).is_empty()
+                        && (!want_heartbeat || !of_kind(l, NotificationType::Heartbeat).is_empty())
+                })
+                .await;
+            for r in &got {
+                assert_valid(version, &format!("notification to {path}"), &r.body);
+            }
+        }
+        for (_, id) in &subs {
+            for op in ["$status", "$events"] {
+                let (s, b) = get(&c, &format!("{base}/Subscription/{id}/{op}")).await;
+                assert_eq!(s, StatusCode::OK, "{op}: {b}");
+                assert_valid(version, op, &b);
+            }
+        }
+        let (_, cs) = get(&c, &format!("{base}/metadata")).await;
+        assert_valid(version, "CapabilityStatement", &cs);
+        let topics = if tenant == "r4" {
+            "Basic"
+        } else {
+            "SubscriptionTopic"
+        };
+        let (s, b) = get(&c, &format!("{base}/{topics}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(b["total"].as_u64().unwrap_or(0) > 0, "{b}");
+        assert_valid(version, "topics", &b);
+        for url in [
+            format!("{base}/Task"),
+            format!("{task_url}/_history"),
+            format!("{base}/Subscription"),
+        ] {
+            let (_, b) = get(&c, &url).await;
+            assert_valid(version, &url, &b);
+        }
+        // OperationOutcomes: not found, unknown type, and one inside a search Bundle (an
+        // ignored parameter).
+        for url in [format!("{base}/Task/nope"), format!("{base}/Nope")] {
+            let (_, oo) = get(&c, &url).await;
+            assert_eq!(oo["resourceType"], "OperationOutcome", "{url}: {oo}");
+            assert_valid(version, &url, &oo);
+        }
+        let (_, b) = get(&c, &format!("{base}/Task?foo=bar")).await;
+        assert_valid(version, "search with an outcome entry", &b);
+        let mut bad = task("Organization/lab");
+        bad["status"] = json!("foo");
+        let (_, oo) = send(&c, Method::POST, &format!("{base}/Task"), &bad).await;
+        assert_valid(version, "400 OperationOutcome", &oo);
+        let r = c
+            .patch(&task_url)
+            .header("content-type", "application/json-patch+json")
+            .body(json!([{"op":"replace","path":"/status","value":"in-progress"}]).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_valid(version, "PATCH result", &r.json().await.unwrap());
+    }
+}
