@@ -29,18 +29,18 @@ async fn everything_herald_emits_validates_against_its_versions_definitions() {
     let rx = Receiver::start().await;
     let h = Herald::start_with(&[("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true")]);
     let c = client();
-    for (tenant, version) in [("r4", "4.0.1"), ("r5", "5.0.0")] {
+    for (tenant, version) in [("r4", "4.0.1"), ("r4b", "4.3.0"), ("r5", "5.0.0")] {
         let base = h.fhir(tenant);
         let mut subs = Vec::new();
         for content in ["empty", "id-only", "full-resource"] {
             let path = format!("/{tenant}-{content}");
-            let mut body = if tenant == "r4" {
+            let mut body = if tenant != "r5" {
                 r4_subscription("cow-task-changed", &[], &rx.url(&path), content)
             } else {
                 r5_subscription("cow-task-changed", &[], &rx.url(&path), content)
             };
             if content == "empty" {
-                if tenant == "r4" {
+                if tenant != "r5" {
                     body["channel"]["extension"] =
                         json!([{"url": R4_HEARTBEAT, "valueUnsignedInt": 1}]);
                 } else {
@@ -100,6 +100,47 @@ async fn everything_herald_emits_validates_against_its_versions_definitions() {
         ] {
             let (_, b) = get(&c, &url).await;
             assert_valid(version, &url, &b);
+        }
+        // A transaction's response, and a message's response (ok and fatal-error).
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:4b9c2a10-0000-4000-8000-000000000001",
+             "resource": task("Organization/lab"), "request": {"method": "POST", "url": "Task"}}]});
+        let (s, b) = send(&c, Method::POST, &base, &tx).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_valid(version, "transaction-response", &b);
+        let source = if tenant == "r5" {
+            "endpointUrl"
+        } else {
+            "endpoint"
+        };
+        let mut t = task("Organization/lab");
+        t["identifier"] =
+            json!([{"system": "https://placer.example/task", "value": format!("E-{tenant}")}]);
+        let mut message = json!({"resourceType": "Bundle", "type": "message",
+            "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:4b9c2a10-0000-4000-8000-000000000002"},
+            "entry": [
+                {"fullUrl": "urn:uuid:4b9c2a10-0000-4000-8000-000000000003", "resource": {
+                    "resourceType": "MessageHeader", "id": "emitted-1",
+                    "eventCoding": {"system": "http://hl7.org/fhir/uv/cow/CodeSystem/temp", "code": "new-order"},
+                    "source": {source: "http://placer.example/fhir"}}},
+                {"fullUrl": "urn:uuid:4b9c2a10-0000-4000-8000-000000000004", "resource": t}]});
+        for what in ["ok", "fatal-error"] {
+            if what == "fatal-error" {
+                message["identifier"]["value"] =
+                    json!("urn:uuid:4b9c2a10-0000-4000-8000-000000000005");
+                message["entry"][0]["resource"]["id"] = json!("emitted-2");
+                message["entry"][0]["resource"]["eventCoding"]["code"] = json!("discharge");
+            }
+            let (s, b) = send(
+                &c,
+                Method::POST,
+                &format!("{base}/$process-message"),
+                &message,
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            assert_eq!(b["entry"][0]["resource"]["response"]["code"], what, "{b}");
+            assert_valid(version, &format!("{what} response message"), &b);
         }
         // OperationOutcomes: not found, unknown type, and one inside a search Bundle (an
         // ignored parameter).

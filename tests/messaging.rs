@@ -166,20 +166,35 @@ async fn what_is_not_a_message_is_refused_and_refused_content_changes_nothing() 
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{oo}");
-    // Understood as a message, refused for its content: fatal-error, kept, nothing applied.
-    let mut bad = message("msg-bad", "new-order", task("Z", "requested"));
-    bad["entry"][1]["resource"]
+    // Not valid FHIR inside: 400 naming the element, nothing applied.
+    let mut invalid = message("msg-invalid", "new-order", task("Z", "requested"));
+    invalid["entry"][1]["resource"]
         .as_object_mut()
         .unwrap()
         .remove("status");
+    let (s, oo) = process(&c, &base, &invalid).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{oo}");
+    assert!(oo.to_string().contains("resource.status"), "{oo}");
+    assert!(tasks(&c, &base, "Z").await.is_empty());
+    // Understood as a message, refused for its content (its identifier is ambiguous here):
+    // fatal-error, kept, nothing applied.
+    for _ in 0..2 {
+        create(&c, &base, "Task", &task("Z", "requested")).await;
+    }
+    let bad = message("msg-bad", "new-order", task("Z", "accepted"));
     let (s, fatal) = process(&c, &base, &bad).await;
     assert_eq!(s, StatusCode::OK, "{fatal}");
     assert_eq!(code(&fatal), "fatal-error");
     let details = fatal["entry"][1]["resource"]["issue"][0]["diagnostics"]
         .as_str()
         .unwrap();
-    assert!(details.contains("Task.status"), "{details}");
-    assert!(tasks(&c, &base, "Z").await.is_empty());
+    assert!(details.contains("matches 2 resources"), "{details}");
+    assert!(
+        tasks(&c, &base, "Z")
+            .await
+            .iter()
+            .all(|t| t["status"] == "requested")
+    );
     let (s, n) = get(&c, &format!("{base}/ServiceRequest")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(

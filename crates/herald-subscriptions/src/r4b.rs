@@ -57,6 +57,21 @@ pub fn set_status(
 /// name is read from its cross-version extension.
 pub fn parse_topic(body: &Value) -> Result<Topic, SubscriptionError> {
     let mut topic = r5::parse_topic(body)?;
+    let filters = body.get("canFilterBy").and_then(Value::as_array);
+    for (c, json) in topic
+        .can_filter_by
+        .iter_mut()
+        .zip(filters.into_iter().flatten())
+    {
+        for code in with_url(extensions(json), MODIFIER_EXTENSION)
+            .filter_map(ext_value)
+            .filter_map(Value::as_str)
+        {
+            if !c.modifiers.iter().any(|m| m == code) {
+                c.modifiers.push(code.to_owned());
+            }
+        }
+    }
     if topic.name.is_none() {
         topic.name = with_url(extensions(body), &name_extension_url())
             .next()
@@ -105,15 +120,40 @@ pub fn topic_to_json(topic: &Topic, id: Option<&str>) -> Value {
     }
     if let Some(list) = m.get_mut("canFilterBy").and_then(Value::as_array_mut) {
         for c in list.iter_mut().filter_map(Value::as_object_mut) {
-            let Some(Value::Array(comparators)) = c.remove("comparator") else {
-                continue;
+            let mut codes = match c.remove("comparator") {
+                Some(Value::Array(comparators)) => comparators,
+                _ => Vec::new(),
             };
-            let mut codes = comparators;
             if let Some(Value::Array(modifiers)) = c.remove("modifier") {
                 codes.extend(modifiers);
             }
-            c.insert("modifier".into(), Value::Array(codes));
+            // The binding is required: search modifiers R4B's value set lacks (`missing`,
+            // `not`, `identifier`, …) go in the R5 element's cross-version extension instead.
+            let (listed, other): (Vec<Value>, Vec<Value>) = codes
+                .into_iter()
+                .partition(|v| v.as_str().is_some_and(|s| R4B_MODIFIERS.contains(&s)));
+            if !listed.is_empty() {
+                c.insert("modifier".into(), Value::Array(listed));
+            }
+            if !other.is_empty() {
+                let exts: Vec<Value> = other
+                    .into_iter()
+                    .map(|v| json!({"url": MODIFIER_EXTENSION, "valueCode": v}))
+                    .collect();
+                c.insert("extension".into(), Value::Array(exts));
+            }
         }
     }
     value
 }
+
+/// Cross-version extension for R5's `SubscriptionTopic.canFilterBy.modifier` (search modifiers
+/// outside R4B's value set).
+const MODIFIER_EXTENSION: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic.canFilterBy.modifier";
+
+/// R4B's `subscription-search-modifier` value set (required on `canFilterBy.modifier`).
+const R4B_MODIFIERS: [&str; 15] = [
+    "=", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap", "above", "below", "in", "not-in",
+    "of-type",
+];

@@ -660,6 +660,8 @@ mod tests {
         let (r4, e4) = envelope(FhirVersion::R4, &b).expect("r4");
         assert_eq!(r4.id, "mh-1");
         assert!(matches!(e4, Event::Apply));
+        let mut b = b;
+        b["entry"][0]["resource"]["source"] = json!({"endpointUrl": "http://placer.example/fhir"});
         let (r5, _) = envelope(FhirVersion::R5, &b).expect("r5");
         assert_eq!(r5.id, "urn:uuid:8c5f0a52-5c1e-4d3f-9a7e-0b2f6d1e4c3a");
     }
