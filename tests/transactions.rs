@@ -123,14 +123,14 @@ async fn one_failing_entry_leaves_nothing_of_the_transaction_and_notifies_nobody
         !of_kind(l, NotificationType::Handshake).is_empty()
     })
     .await;
-    // Entry 1 is fine, entry 2 breaks a business rule (no status): nothing may be written.
+    // Entry 1 is fine, entry 2 is not valid FHIR (no status): nothing may be written.
     let mut bad = order(2, "Organization/lab");
     bad["entry"][1]["resource"]
         .as_object_mut()
         .unwrap()
         .remove("status");
     let (s, oo) = post_bundle(&c, &base, &bad).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{oo}");
     let diag = oo["issue"][0]["diagnostics"].as_str().unwrap();
     assert!(diag.contains("Bundle.entry[1]"), "{diag}");
     // An id conflict found only while applying (the store refuses the second write) is the
@@ -283,7 +283,7 @@ async fn batch_entries_succeed_or_fail_alone() {
         e[1]["response"]["status"]
             .as_str()
             .unwrap()
-            .starts_with("422"),
+            .starts_with("400"),
         "{}",
         e[1]
     );

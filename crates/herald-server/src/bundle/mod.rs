@@ -48,7 +48,15 @@ pub async fn system_post(
             "POST to the base URL takes a Bundle of type transaction or batch",
         ));
     }
-    herald_fhir::validate::check_resource(ctx.tenant.version, &bundle)?;
+    // The envelope here; each entry's resource where the entry is handled, so that a batch
+    // entry fails alone and a transaction's refusal names its entry.
+    let mut envelope = bundle.clone();
+    if let Some(entries) = envelope.get_mut("entry").and_then(Value::as_array_mut) {
+        for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+            e.remove("resource");
+        }
+    }
+    herald_fhir::validate::check_resource_for(ctx.tenant.version.fhir_version(), &envelope)?;
     let prefer = prefer_return(&headers);
     match bundle.get("type").and_then(Value::as_str) {
         Some("transaction") => {
