@@ -15,10 +15,10 @@
 
 use std::hint::black_box;
 
+use herald_fhir::search::result::{include_targets, parse_result_params, sort_value};
 use herald_fhir::search::{
     Criterion, index_keys, index_keys_of_criterion, matches, parse_filter, parse_query,
 };
-use herald_fhir::search::result::{include_targets, parse_result_params, sort_value};
 use herald_fhir::summary::{self, Subset};
 use herald_fhir::{FhirVersion, date, reference};
 use herald_fuzz::{
