@@ -502,3 +502,75 @@ async fn no_partial_transaction_survives_a_crash() {
         );
     }
 }
+
+/// With credentials, a transaction is held to the access rules entry by entry: a fulfiller
+/// cannot create another lab's order through one, a placer's conditional update cannot find
+/// what it may not see, and a message is held to the same rules.
+#[tokio::test]
+async fn transactions_and_messages_obey_the_access_rules_entry_by_entry() {
+    use herald_tests::cow::{Party, auth_config, side};
+    let h = side(&auth_config(&[
+        ("placer", "placer"),
+        ("lab-1", "fulfiller"),
+        ("lab-2", "fulfiller"),
+    ]));
+    let base = h.fhir("r4");
+    let placer = Party::with_key("placer");
+    let lab2 = Party::with_key("lab-2");
+    let mut mine = order(900, "Organization/lab-1");
+    mine["entry"][0]["resource"]["requester"] = json!({"reference": "Organization/placer"});
+    mine["entry"][1]["resource"]["requester"] = json!({"reference": "Organization/placer"});
+    let (s, resp) = placer.call(Method::POST, &base, Some(&mine)).await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    // A fulfiller may not place an order as the placer.
+    let mut forged = order(901, "Organization/lab-2");
+    forged["entry"][1]["resource"]["requester"] = json!({"reference": "Organization/placer"});
+    let (s, oo) = lab2.call(Method::POST, &base, Some(&forged)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{oo}");
+    assert!(oo.to_string().contains("Bundle.entry[0]"), "{oo}");
+    // The other lab's conditional update and message by the Task's identifier find nothing it
+    // may see: whatever they write, lab-1's Task is untouched. (What they may write is a Task
+    // of lab-2's own: conditional matching only sees what the caller may see, see security.md.)
+    let lab1_task = resp["entry"][1]["fullUrl"].as_str().unwrap().to_owned();
+    let mut takeover = coordination_task("T-900", "ServiceRequest/x", "Organization/lab-2");
+    takeover["requester"] = json!({"reference": "Organization/placer"});
+    takeover["status"] = json!("cancelled");
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry("urn:uuid:00000000-0000-4000-d000-000000000001", takeover.clone(), "PUT",
+              "Task?identifier=https://placer.example/task|T-900")]});
+    let (s, r) = lab2.call(Method::POST, &base, Some(&tx)).await;
+    if s == StatusCode::OK {
+        assert_ne!(r["entry"][0]["fullUrl"], json!(lab1_task), "{r}");
+    }
+    let msg = json!({"resourceType": "Bundle", "type": "message", "entry": [
+        {"fullUrl": "urn:uuid:00000000-0000-4000-d000-000000000010", "resource": {
+            "resourceType": "MessageHeader", "id": "lab-2-takeover",
+            "eventCoding": {"system": "http://hl7.org/fhir/uv/cow/CodeSystem/temp", "code": "order-update"},
+            "source": {"endpoint": "http://lab-2.example/fhir"}}},
+        {"fullUrl": "urn:uuid:00000000-0000-4000-d000-000000000011", "resource": takeover}]});
+    let (s, r) = lab2
+        .call(
+            Method::POST,
+            &format!("{base}/$process-message"),
+            Some(&msg),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let still = placer.read(&lab1_task).await;
+    assert_eq!(still["owner"]["reference"], "Organization/lab-1", "{still}");
+    assert_eq!(still["status"], "requested", "{still}");
+    assert_eq!(still["meta"]["versionId"], "1", "{still}");
+    // Without credentials, nothing at all.
+    let (s, _) = Party::anonymous()
+        .call(Method::POST, &base, Some(&mine))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = Party::anonymous()
+        .call(
+            Method::POST,
+            &format!("{base}/$process-message"),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
