@@ -1,9 +1,9 @@
 //! End-to-end: everything Herald emits validates against the core definitions of its tenant's
-//! FHIR version (Herald's own validator, `herald_fhir::validate`; no independent FHIR validator
-//! installs from the package registries here): notification bundles of each kind (handshake,
+//! FHIR version (Herald's own validator, `herald_fhir::validate`): notification bundles of each kind (handshake,
 //! heartbeat, event notification at each payload level), `$status` and `$events` results, the
 //! CapabilityStatement, OperationOutcomes, topics, search and history bundles, and PATCH
-//! results.
+//! results, transaction responses and response messages. R4B and R5 bodies are also checked by
+//! an independent validator (the `fhir.resources` models from PyPI).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -22,6 +22,68 @@ fn assert_valid(version: &str, what: &str, body: &Value) {
     if let Err(e) = herald_fhir::validate::check_resource_for(version, body) {
         panic!("{what} ({version}) does not validate: {e}\n{body}");
     }
+    COLLECTED
+        .lock()
+        .unwrap()
+        .push((version.to_owned(), what.to_owned(), body.clone()));
+}
+
+/// Everything [`assert_valid`] saw, for the independent validator.
+static COLLECTED: std::sync::Mutex<Vec<(String, String, Value)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The independent check: the R4B and R5 bodies are validated by the `fhir.resources` models
+/// from PyPI (installed by `scripts/install-test-tools`; pydantic models generated from the
+/// official definitions by another team, which refuse unknown elements and wrong types). It has
+/// no R4 models, so R4 bodies rest on Herald's own validator. Skipped, saying so, where Python
+/// or the package is missing.
+fn independent_check() {
+    const SCRIPT: &str = r#"
+import json, sys
+try:
+    import fhir.resources as r5
+    import fhir.resources.R4B as r4b
+except ImportError as e:
+    print("SKIP", e)
+    sys.exit(0)
+bad = 0
+for version, what, body in json.load(open(sys.argv[1])):
+    mod = {"4.3.0": r4b, "5.0.0": r5}.get(version)
+    if mod is None:
+        continue
+    try:
+        mod.get_fhir_model_class(body["resourceType"]).model_validate(body)
+    except Exception as e:
+        bad += 1
+        print("INVALID", version, what, str(e)[:2000])
+print("CHECKED")
+sys.exit(1 if bad else 0)
+"#;
+    let bodies = COLLECTED.lock().unwrap().clone();
+    let file = std::env::temp_dir().join(format!("herald-emitted-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec(&bodies).unwrap()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_file(&file);
+    let Ok(out) = out else {
+        eprintln!("independent FHIR validation skipped: python3 is not installed");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.starts_with("SKIP") {
+        eprintln!(
+            "independent FHIR validation skipped: {text} (scripts/install-test-tools installs fhir.resources)"
+        );
+        return;
+    }
+    assert!(
+        out.status.success() && text.contains("CHECKED"),
+        "the independent validator (fhir.resources) refuses what Herald emits:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -165,4 +227,5 @@ async fn everything_herald_emits_validates_against_its_versions_definitions() {
         assert_eq!(r.status(), StatusCode::OK);
         assert_valid(version, "PATCH result", &r.json().await.unwrap());
     }
+    independent_check();
 }
