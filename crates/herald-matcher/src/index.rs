@@ -266,6 +266,14 @@ impl Matcher {
         self.subs.len()
     }
 
+    /// Whether any subscription is held for the topic with canonical `url` (whatever its
+    /// status): lets the server skip reading data that only such subscriptions would need.
+    pub fn has_subscriptions(&self, url: &str) -> bool {
+        self.by_topic
+            .get(canonical_url(url))
+            .is_some_and(|t| !t.members.is_empty())
+    }
+
     /// The topic with canonical `url`, if held.
     pub fn topic(&self, url: &str) -> Option<&Topic> {
         self.topics.get(canonical_url(url)).map(|t| &t.topic)

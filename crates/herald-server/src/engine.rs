@@ -295,11 +295,7 @@ impl Engine {
             for e in errors {
                 tracing::warn!(resource = %news.reference(), error = %e, "subscription matching failed for one topic or subscription");
             }
-            let owner_topic = format!(
-                "{}{}",
-                builtin::BUILTIN_BASE,
-                builtin::COW_SERVICEREQUEST_FOR_OWNER
-            );
+            let owner_topic = owner_topic_url();
             out.extend(
                 matches
                     .into_iter()
@@ -339,6 +335,7 @@ impl Related {
     /// Tasks; an index on those references is the remedy if ServiceRequest writes become
     /// frequent); for a Task, the ServiceRequests it points at.
     pub fn prefetch(
+        engine: &Engine,
         store: &Store,
         tenant: &str,
         resource_type: &str,
@@ -360,7 +357,9 @@ impl Related {
                     linked_requests: Vec::new(),
                 }
             }
-            "Task" => Related {
+            // Only `cow-servicerequest-for-owner` subscriptions use them: without any, a Task
+            // write reads nothing more.
+            "Task" if engine.matcher.has_subscriptions(&owner_topic_url()) => Related {
                 linked_requests: body
                     .map(linked_service_requests)
                     .unwrap_or_default()
@@ -398,6 +397,15 @@ impl Related {
             .retain(|v| !written.contains(&v.id.as_str()));
         self
     }
+}
+
+/// Canonical of the built-in topic news about ServiceRequests is for.
+fn owner_topic_url() -> String {
+    format!(
+        "{}{}",
+        builtin::BUILTIN_BASE,
+        builtin::COW_SERVICEREQUEST_FOR_OWNER
+    )
 }
 
 /// Whether Task `t` points at `ServiceRequest/<sr_id>` through `focus` or `basedOn`.

@@ -84,6 +84,7 @@ pub async fn write_as(
         check_egress(state, tenant.version, body).await?;
     }
     let related = Related::prefetch(
+        &tenant.engine(),
         &state.store,
         &tenant.name,
         cmd.resource_type,

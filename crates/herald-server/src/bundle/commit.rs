@@ -92,6 +92,7 @@ pub async fn commit_atomic(
         .iter()
         .map(|w| {
             Related::prefetch(
+                &tenant.engine(),
                 &state.store,
                 &tenant.name,
                 &w.resource_type,
