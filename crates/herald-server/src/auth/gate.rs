@@ -104,20 +104,28 @@ pub async fn gate(State(state): State<Arc<AppState>>, mut req: Request, next: Ne
             .into_response();
     }
     if let Some((rtype, perm)) = required(req.method(), &path)
-        && !caller.scopes.allows(&rtype, perm)
+        && let Err(e) = require_scope(&caller, &rtype, perm)
     {
-        return forbidden(
-            &caller,
-            &format!(
-                "this needs the scope system/{rtype}.{} (granted: {})",
-                perm.letter(),
-                caller.scopes.render()
-            ),
-        )
-        .into_response();
+        return e.into_response();
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// 403 unless the caller's scopes grant `perm` on `resource_type` (the gate's check, and the
+/// per-entry check of transactions and messages, which the gate cannot see into).
+pub fn require_scope(caller: &Caller, resource_type: &str, perm: Perm) -> Result<(), ApiError> {
+    if caller.scopes.allows(resource_type, perm) {
+        return Ok(());
+    }
+    Err(forbidden(
+        caller,
+        &format!(
+            "this needs the scope system/{resource_type}.{} (granted: {})",
+            perm.letter(),
+            caller.scopes.render()
+        ),
+    ))
 }
 
 /// 403 with the reason.

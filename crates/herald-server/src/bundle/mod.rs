@@ -231,18 +231,7 @@ pub fn check_scope(caller: &Caller, resource_type: &str, method: Method) -> ApiR
         Method::Put => Perm::Update,
         Method::Delete => Perm::Delete,
     };
-    if caller.scopes.allows(resource_type, perm) {
-        Ok(())
-    } else {
-        Err(crate::auth::gate::forbidden(
-            caller,
-            &format!(
-                "this needs the scope system/{resource_type}.{} (granted: {})",
-                perm.letter(),
-                caller.scopes.render()
-            ),
-        ))
-    }
+    crate::auth::gate::require_scope(caller, resource_type, perm)
 }
 
 /// Sets the id of a body to be written and checks it as `POST`/`PUT` would: structure, type,
