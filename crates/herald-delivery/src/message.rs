@@ -105,9 +105,10 @@ impl Channel for MessageChannel {
                 )
                 .await;
             judge(&mut sent);
-            if let Some(b) = &mut sent.body {
-                clip(b, channel.log_bytes);
-            }
+            sent.body = sent
+                .body
+                .take()
+                .map(|b| crate::resthook::truncate(b, channel.log_bytes));
             sent
         })
     }
@@ -290,17 +291,6 @@ pub fn response_code(message: &Value) -> Option<String> {
         .pointer("/entry/0/resource/response/code")
         .and_then(Value::as_str)
         .map(str::to_owned)
-}
-
-fn clip(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
 }
 
 #[cfg(test)]

@@ -238,7 +238,8 @@ fn is_signature_header(name: &str) -> bool {
     .contains(&n.as_str())
 }
 
-fn truncate(mut s: String, max: usize) -> String {
+/// `s` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {
