@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_fhir::FhirVersion;
-use herald_store::{DeliveryState, Store};
+use herald_store::{DeliveryState, Surfaces};
 use herald_subscriptions::notification::{NotificationInput, NotificationType, build_notification};
 use herald_subscriptions::{Subscription, SubscriptionStatus};
 
@@ -34,8 +34,8 @@ pub type Visibility = Arc<dyn Fn(&str, &str, &str, &str, &serde_json::Value) -> 
 
 /// Everything an attempt needs, copied out of the dispatcher's state.
 pub struct Attempt {
-    /// Where events and resources are read.
-    pub store: Arc<Store>,
+    /// Where events, resources and signing keys are read.
+    pub store: Surfaces,
     /// The channel that carries it.
     pub channel: Arc<dyn Channel>,
     /// Whose.
@@ -64,7 +64,16 @@ impl Attempt {
     pub async fn run(self) -> Sent {
         let signing = if self.channel.signs() {
             let (tenant, id) = (&self.key.0, &self.key.1);
-            match signing::prepare(&self.store, tenant, id, self.job, &self.state, now_ms()).await {
+            match signing::prepare(
+                &*self.store.delivery,
+                tenant,
+                id,
+                self.job,
+                &self.state,
+                now_ms(),
+            )
+            .await
+            {
                 Ok(s) => Some(s),
                 Err(e) => {
                     return Sent::failed(
@@ -101,8 +110,8 @@ pub fn bundle(a: &Attempt) -> Result<serde_json::Value, herald_store::StoreError
     let content = a.sub.channel.content;
     let events = match a.job {
         Job::Events(first, last) => {
-            let stored = a.store.events(tenant, id, Some(first), Some(last))?;
-            let mut records = materialize(&a.store, tenant, &stored, content)?;
+            let stored = a.store.events.events(tenant, id, Some(first), Some(last))?;
+            let mut records = materialize(&*a.store.resources, tenant, &stored, content)?;
             if let Some(visible) = &a.visibility {
                 for e in &mut records {
                     for r in std::iter::once(&mut e.focus).chain(e.additional_context.iter_mut()) {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_fhir::FhirVersion;
-use herald_store::{AttemptRecord, DeliveryState, Store};
+use herald_store::{AttemptRecord, DeliveryState, DeliveryStore, Surfaces};
 use herald_subscriptions::{ChannelType, Subscription, SubscriptionStatus};
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,7 +118,7 @@ impl Dispatcher {
     /// base URL used in notification references; `status_tx` receives the status changes to
     /// apply.
     pub fn start(
-        store: Arc<Store>,
+        store: Surfaces,
         config: DeliveryConfig,
         base_urls: HashMap<String, String>,
         status_tx: mpsc::UnboundedSender<StatusChange>,
@@ -149,7 +149,7 @@ impl Dispatcher {
 
     /// Starts the dispatcher with the given channels and clock.
     pub fn start_with(
-        store: Arc<Store>,
+        store: Surfaces,
         config: DeliveryConfig,
         base_urls: HashMap<String, String>,
         status_tx: mpsc::UnboundedSender<StatusChange>,
@@ -320,7 +320,7 @@ struct Router {
     metrics: DeliveryMetrics,
     cfg: DeliveryConfig,
     policy: RetryPolicy,
-    store: Arc<Store>,
+    store: Surfaces,
     channels: HashMap<ChannelType, Arc<dyn Channel>>,
     websocket: Option<Arc<WsHub>>,
     visibility: Arc<std::sync::OnceLock<Visibility>>,
@@ -400,7 +400,7 @@ impl Router {
                             e.state.consecutive_failures = 0;
                             e.state.next_attempt_at_ms = None;
                             e.state.failing_since_ms = None;
-                            persist(&self.store, &key, &e.state);
+                            persist(&*self.store.delivery, &key, &e.state);
                         }
                         e.sub = sub;
                         e.version = version;
@@ -417,7 +417,7 @@ impl Router {
                         }
                     }
                     None => {
-                        let state = match self.store.delivery_state(&key.0, &key.1) {
+                        let state = match self.store.delivery.delivery_state(&key.0, &key.1) {
                             Ok(s) => s,
                             Err(err) => {
                                 tracing::error!(tenant = %key.0, subscription = %key.1, error = %err, "cannot read delivery state");
@@ -452,7 +452,7 @@ impl Router {
                 self.durable.remove(&key);
                 self.timers.clear(&key);
                 self.ends.clear(&key);
-                if let Err(e) = self.store.remove_delivery_state(&key.0, &key.1) {
+                if let Err(e) = self.store.delivery.remove_delivery_state(&key.0, &key.1) {
                     tracing::warn!(error = %e, "cannot remove delivery state");
                 }
             }
@@ -476,7 +476,7 @@ impl Router {
                     e.state.consecutive_failures = 0;
                     e.state.next_attempt_at_ms = None;
                     e.state.failing_since_ms = None;
-                    persist(&self.store, &key, &e.state);
+                    persist(&*self.store.delivery, &key, &e.state);
                 }
                 self.timers.clear(&key);
                 self.consider(&key);
@@ -551,7 +551,11 @@ impl Router {
                         key.1, e.state.acked
                     )));
                 }
-                let pruned = self.store.pruned_through(&key.0, &key.1).unwrap_or(0);
+                let pruned = self
+                    .store
+                    .events
+                    .pruned_through(&key.0, &key.1)
+                    .unwrap_or(0);
                 if first <= pruned {
                     return Err(ActionError::BadRange(format!(
                         "events up to {pruned} of Subscription/{} were removed by retention; resend from {} on",
@@ -563,7 +567,7 @@ impl Router {
             }
         }
         tracing::info!(tenant = %key.0, subscription = %key.1, action = action.name(), "operator action on delivery");
-        persist(&self.store, key, &e.state);
+        persist(&*self.store.delivery, key, &e.state);
         self.timers.clear(key);
         self.consider(key);
         Ok(())
@@ -627,14 +631,14 @@ impl Router {
         if e.state.next_attempt_at_ms.is_some() || e.state.parked {
             e.state.next_attempt_at_ms = None;
             e.state.parked = false;
-            persist(&self.store, key, &e.state);
+            persist(&*self.store.delivery, key, &e.state);
         }
         if let Some(last) = resume
             && last < e.state.acked
         {
             tracing::info!(tenant = %key.0, subscription = %key.1, from = last + 1, to = e.state.acked, "websocket resume: resending");
             e.state.acked = last;
-            persist(&self.store, key, &e.state);
+            persist(&*self.store.delivery, key, &e.state);
         }
         let now = self.clock.now_ms();
         e.state.last_sent_at_ms = Some(now);
@@ -769,7 +773,7 @@ impl Router {
             if sent.failure.is_none()
                 && let Job::Events(first, last) = job
             {
-                metrics.delivered(&store, &key, first, last, clock.now_ms());
+                metrics.delivered(&*store.events, &key, first, last, clock.now_ms());
             }
             let _ = done_tx.send(Report::Attempt(Done { key, job, sent }));
         });
@@ -817,12 +821,12 @@ impl Router {
             request_headers: done.sent.headers.clone(),
             endpoint: done.sent.endpoint.clone(),
         };
-        if let Err(e) = self.store.record_attempt(&attempt) {
+        if let Err(e) = self.store.attempts.record_attempt(&attempt) {
             tracing::warn!(error = %e, "cannot log delivery attempt");
         }
         self.logged += 1;
         if self.logged.is_multiple_of(1000)
-            && let Err(e) = self.store.prune_attempts(self.cfg.attempt_log_max)
+            && let Err(e) = self.store.attempts.prune_attempts(self.cfg.attempt_log_max)
         {
             tracing::warn!(error = %e, "cannot prune the delivery log");
         }
@@ -905,7 +909,7 @@ impl Router {
         if t.parked_now {
             tracing::warn!(tenant = %key.0, subscription = %key.1, "retry horizon passed: delivery parked until redriven");
         }
-        persist(&self.store, &key, &e.state);
+        persist(&*self.store.delivery, &key, &e.state);
         let acked = e.state.acked;
         if let Some((status, error)) = t.ask {
             self.ask(&key, status, error);
@@ -919,18 +923,20 @@ impl Router {
         // beyond the cursor (durable or still syncing) wait for it: sync now, alongside their
         // writes' syncs. Otherwise the next batch is a write away; the cursor rides along with
         // that write's sync, or after a moment gets one of its own.
-        let store = self.store.clone();
+        let delivery = Arc::clone(&self.store.delivery);
         let done_tx = self.done_tx.clone();
         let waiting = self
             .store
+            .events
             .recorded_event_count(&key.0, &key.1)
             .is_ok_and(|n| n > acked);
         tokio::spawn(async move {
-            let synced = if waiting {
-                store.make_durable().await
+            let patience = if waiting {
+                Duration::ZERO
             } else {
-                store.make_durable_lazily(CURSOR_PATIENCE).await
+                CURSOR_PATIENCE
             };
+            let synced = delivery.make_cursor_durable(patience).await;
             if let Err(e) = synced {
                 tracing::error!(error = %e, "cannot flush the delivery cursor");
             }
@@ -963,7 +969,7 @@ fn endpoint_host(endpoint: &str) -> String {
     }
 }
 
-fn persist(store: &Store, key: &Key, state: &DeliveryState) {
+fn persist(store: &dyn DeliveryStore, key: &Key, state: &DeliveryState) {
     if let Err(e) = store.put_delivery_state(&key.0, &key.1, state) {
         tracing::error!(tenant = %key.0, subscription = %key.1, error = %e, "cannot store delivery state");
     }

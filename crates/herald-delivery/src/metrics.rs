@@ -3,8 +3,6 @@
 //! attempts finish; the server registers them with everything else. Labels are bounded: channel
 //! types and two outcomes.
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -52,7 +50,7 @@ impl DeliveryMetrics {
     /// `now_ms`.
     pub(crate) fn delivered(
         &self,
-        store: &Arc<herald_store::Store>,
+        store: &dyn herald_store::EventLog,
         key: &crate::Key,
         first: u64,
         last: u64,

@@ -3,7 +3,7 @@
 //! invariant 4) and its additional context, loaded from the store at the requested payload
 //! level.
 
-use herald_store::{Interaction as StoreInteraction, Result, Store, StoreError};
+use herald_store::{Interaction as StoreInteraction, ResourceStore, Result, StoreError};
 use herald_subscriptions::Subscription;
 use herald_subscriptions::notification::{
     EventRecord, Interaction, PayloadContent, ResourceAtVersion, SubscriptionRef,
@@ -22,7 +22,7 @@ pub fn subscription_ref(base_url: &str, sub: &Subscription) -> SubscriptionRef {
 
 /// Loads the resources the events need at `content` level (none for `empty` and `id-only`).
 pub fn materialize(
-    store: &Store,
+    store: &dyn ResourceStore,
     tenant: &str,
     events: &[herald_store::EventRecord],
     content: PayloadContent,

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use herald_store::{DeliveryState, SigningKeys, SigningSecret, Store, StoreError};
+use herald_store::{DeliveryState, DeliveryStore, SigningKeys, SigningSecret, StoreError};
 
 use crate::transition::Job;
 
@@ -187,7 +187,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The signing keys of a Subscription, made (durably) when it has none yet.
 pub async fn keys_for(
-    store: &Store,
+    store: &dyn DeliveryStore,
     tenant: &str,
     subscription: &str,
     now_ms: u64,
@@ -203,7 +203,7 @@ pub async fn keys_for(
 
 /// Replaces a Subscription's secret; the old one keeps signing for `overlap_secs`.
 pub async fn rotate(
-    store: &Store,
+    store: &dyn DeliveryStore,
     tenant: &str,
     subscription: &str,
     now_ms: u64,
@@ -224,7 +224,7 @@ pub async fn rotate(
 
 /// What one notification is signed with: its id and the secrets signing at `now_ms`.
 pub async fn prepare(
-    store: &Store,
+    store: &dyn DeliveryStore,
     tenant: &str,
     subscription: &str,
     job: Job,

@@ -329,7 +329,7 @@ pub fn subscriber_may_read(
     if !state.auth.enabled() {
         return true;
     }
-    let Ok(Some(stored)) = state.store.current(tenant, "Subscription", sub) else {
+    let Ok(Some(stored)) = state.store.resources.current(tenant, "Subscription", sub) else {
         return false;
     };
     let Some(sbody) = stored.resource else {

@@ -19,7 +19,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use herald_store::{
-    Change, EventDraft, Store, StoreError, SyncRequest, WriteKind, WriteOutcome, WriteRequest,
+    Change, DurableTicket, EventDraft, ResourceStore, StoreError, WriteKind, WriteOutcome,
+    WriteRequest,
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -51,7 +52,7 @@ pub struct Pending {
 
 struct Job {
     write: Pending,
-    reply: oneshot::Sender<Result<(WriteOutcome, SyncRequest), StoreError>>,
+    reply: oneshot::Sender<Result<(WriteOutcome, DurableTicket), StoreError>>,
 }
 
 /// The handle writers use; the thread stops when the last handle is dropped.
@@ -61,17 +62,17 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer thread. Fails only if the OS refuses a thread (start-up).
-    pub fn start(store: Arc<Store>) -> std::io::Result<Committer> {
+    pub fn start(store: Arc<dyn ResourceStore>) -> std::io::Result<Committer> {
         let (jobs, rx) = mpsc::channel();
         thread::Builder::new()
             .name("herald-committer".into())
-            .spawn(move || run(&store, &rx))?;
+            .spawn(move || run(&*store, &rx))?;
         Ok(Committer { jobs })
     }
 
-    /// Applies `write` and asks for the sync that makes it durable: the caller waits for it with
-    /// [`Store::wait_synced`] before acknowledging.
-    pub async fn apply(&self, write: Pending) -> Result<(WriteOutcome, SyncRequest), StoreError> {
+    /// Applies `write` and asks for it to be made durable: the caller waits for that with
+    /// [`ResourceStore::wait_durable`] before acknowledging.
+    pub async fn apply(&self, write: Pending) -> Result<(WriteOutcome, DurableTicket), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { write, reply })
@@ -82,7 +83,7 @@ impl Committer {
     }
 }
 
-fn run(store: &Store, rx: &mpsc::Receiver<Job>) {
+fn run(store: &dyn ResourceStore, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -96,7 +97,7 @@ fn run(store: &Store, rx: &mpsc::Receiver<Job>) {
 }
 
 /// Applies one batch and answers every writer in it.
-fn commit(store: &Store, mut batch: Vec<Job>) {
+fn commit(store: &dyn ResourceStore, mut batch: Vec<Job>) {
     // The bodies move into the requests (no copy of the JSON).
     let bodies: Vec<Option<Value>> = batch.iter_mut().map(|j| j.write.body.take()).collect();
     // Engine read guards first (lock order: engine, then store), one per tenant in the batch.
@@ -141,7 +142,7 @@ fn commit(store: &Store, mut batch: Vec<Job>) {
     match results {
         Ok(results) => {
             // One sync for the batch, asked for before any writer is woken.
-            let sync = store.request_sync();
+            let sync = store.request_durable();
             for r in results.iter().flatten().filter(|o| o.changed) {
                 m.writes.inc();
                 m.events.inc_by(r.events.len() as u64);

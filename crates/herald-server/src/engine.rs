@@ -6,7 +6,7 @@
 use herald_fhir::FhirVersion;
 use herald_matcher::{Change as MatchChange, Matcher};
 use herald_store::{
-    Change, EventDraft, EventFocus, Interaction as StoreInteraction, Store, StoreError,
+    Change, EventDraft, EventFocus, Interaction as StoreInteraction, ResourceStore, StoreError,
     StoredVersion, WriteKind, WriteRequest,
 };
 use herald_subscriptions::{
@@ -92,7 +92,7 @@ impl Engine {
     /// topic and Subscription of the tenant. Also returns the loaded Subscriptions (for the
     /// dispatcher).
     pub async fn load(
-        store: &Store,
+        store: &dyn ResourceStore,
         tenant: &str,
         version: FhirVersion,
     ) -> Result<Loaded, StoreError> {
@@ -336,7 +336,7 @@ impl Related {
     /// frequent); for a Task, the ServiceRequests it points at.
     pub fn prefetch(
         engine: &Engine,
-        store: &Store,
+        store: &dyn ResourceStore,
         tenant: &str,
         resource_type: &str,
         id: &str,

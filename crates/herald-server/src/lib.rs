@@ -21,6 +21,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod messaging;
+pub mod meta;
 pub mod metrics;
 mod middleware;
 pub mod operations;
@@ -39,7 +40,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use herald_fhir::FhirVersion;
-use herald_store::{Store, StoreError};
+use herald_store::{StoreError, Surfaces};
 
 use crate::committer::Committer;
 use crate::engine::Engine;
@@ -75,8 +76,8 @@ impl Tenant {
 
 /// State shared by all handlers.
 pub struct AppState {
-    /// The durable store.
-    pub store: Arc<Store>,
+    /// The durable store, through its surfaces.
+    pub store: Surfaces,
     /// Tenants by name.
     pub tenants: HashMap<String, Arc<Tenant>>,
     /// Server configuration.
@@ -95,7 +96,7 @@ impl AppState {
     /// Builds the state from a store and configuration, loading each tenant's topics and
     /// subscriptions (and seeding the built-in topics).
     pub async fn new(
-        store: Arc<Store>,
+        store: Surfaces,
         config: ServerConfig,
         delivery: DeliveryConfig,
         dispatcher: Dispatcher,
@@ -104,12 +105,12 @@ impl AppState {
         let mut tenants = HashMap::new();
         let mut refused = Vec::new();
         for t in &config.tenants {
-            let loaded = Engine::load(&store, &t.name, t.fhir_version).await?;
+            let loaded = Engine::load(&*store.resources, &t.name, t.fhir_version).await?;
             let engine = loaded.engine;
             refused.extend(loaded.refused.into_iter().map(|r| (t.name.clone(), r)));
             for sub in loaded.subscriptions {
                 // What survived on disk is what may be delivered.
-                let durable = store.event_count(&t.name, &sub.id)?;
+                let durable = store.events.event_count(&t.name, &sub.id)?;
                 let id = sub.id.clone();
                 dispatcher.upsert(&t.name, t.fhir_version, sub);
                 dispatcher.wake(&t.name, &id, durable);
@@ -123,8 +124,8 @@ impl AppState {
                 }),
             );
         }
-        metrics::METRICS.register_sources(dispatcher.metrics(), store.sync_stats());
-        let committer = Committer::start(Arc::clone(&store))
+        metrics::METRICS.register_sources(dispatcher.metrics(), store.measures.sync_stats());
+        let committer = Committer::start(Arc::clone(&store.resources))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the committer: {e}")))?;
         let state = Arc::new(AppState {
             auth,

@@ -74,7 +74,10 @@ async fn params(
 }
 
 fn load_subscription(state: &AppState, tenant: &Tenant, id: &str) -> ApiResult<Subscription> {
-    let stored = state.store.read(&tenant.name, "Subscription", id)?;
+    let stored = state
+        .store
+        .resources
+        .read(&tenant.name, "Subscription", id)?;
     let body = stored
         .resource
         .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} has no content")))?;
@@ -203,7 +206,11 @@ pub async fn type_operation(
                 .flat_map(|(_, v)| v.split(','))
                 .collect();
             let mut subs = Vec::new();
-            for item in state.store.live_of_type(&tenant.name, "Subscription") {
+            for item in state
+                .store
+                .resources
+                .live_of_type(&tenant.name, "Subscription")
+            {
                 let stored = item?;
                 if !ids.is_empty() && !ids.contains(&stored.id.as_str()) {
                     continue;
@@ -239,7 +246,10 @@ pub async fn type_operation(
                 ));
             }
             for id in &ids {
-                let stored = state.store.read(&tenant.name, "Subscription", id)?;
+                let stored = state
+                    .store
+                    .resources
+                    .read(&tenant.name, "Subscription", id)?;
                 if !crate::rest::visible(&state, &tenant, &caller, &stored) {
                     return Err(ApiError::not_found(format!(
                         "Subscription/{id} is not known (or not visible to client '{}')",
@@ -274,7 +284,7 @@ pub async fn instance_operation(
     }
     // Subscription operations are for the Subscription's creator (and admins).
     if rtype == "Subscription" {
-        let stored = state.store.read(&tenant.name, &rtype, &id)?;
+        let stored = state.store.resources.read(&tenant.name, &rtype, &id)?;
         if !crate::rest::visible(&state, &tenant, &caller, &stored) {
             return Err(ApiError::not_found(format!(
                 "Subscription/{id} is not known (or not visible to client '{}')",
@@ -348,11 +358,11 @@ async fn signing_secret(
     let now = now_ms();
     let keys = if rotate {
         let overlap = state.delivery.signing_rotation_overlap_secs;
-        let k = signing::rotate(&state.store, &tenant.name, id, now, overlap).await?;
+        let k = signing::rotate(&*state.store.delivery, &tenant.name, id, now, overlap).await?;
         tracing::info!(tenant = %tenant.name, subscription = %id, overlap_secs = overlap, "signing secret rotated");
         k
     } else {
-        signing::keys_for(&state.store, &tenant.name, id, now).await?
+        signing::keys_for(&*state.store.delivery, &tenant.name, id, now).await?
     };
     let mut parameter = vec![
         json!({"name": "secret", "valueString": keys.current.secret}),
@@ -429,8 +439,8 @@ fn status_response(
     let base = base_url(state, headers, tenant);
     let mut rows = Vec::with_capacity(subs.len());
     for s in subs {
-        let count = state.store.event_count(&tenant.name, &s.id)?;
-        let delivery = state.store.delivery_state(&tenant.name, &s.id)?;
+        let count = state.store.events.event_count(&tenant.name, &s.id)?;
+        let delivery = state.store.delivery.delivery_state(&tenant.name, &s.id)?;
         rows.push((
             subscription_ref(&base, s),
             count,
@@ -483,10 +493,10 @@ fn events(
             ))
         })?,
     };
-    let total = state.store.event_count(&tenant.name, id)?;
+    let total = state.store.events.event_count(&tenant.name, id)?;
     let since = since.unwrap_or(1);
     // Retention removed the oldest delivered events: say so rather than answer without them.
-    let pruned = state.store.pruned_through(&tenant.name, id)?;
+    let pruned = state.store.events.pruned_through(&tenant.name, id)?;
     if since <= pruned {
         return Err(ApiError::new(
             StatusCode::GONE,
@@ -503,8 +513,9 @@ fn events(
         .min(since.saturating_add(MAX_EVENTS_PER_CALL - 1));
     let stored = state
         .store
+        .events
         .events(&tenant.name, id, Some(since), Some(until))?;
-    let records = materialize(&state.store, &tenant.name, &stored, content)?;
+    let records = materialize(&*state.store.resources, &tenant.name, &stored, content)?;
     let base = base_url(state, headers, tenant);
     let sref = subscription_ref(&base, &sub);
     let bundle = build_notification(&NotificationInput {

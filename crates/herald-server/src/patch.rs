@@ -73,7 +73,7 @@ pub async fn patch(
     let bytes = read_limited(body, state.config.max_body_bytes).await?;
     let patch_doc: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
-    let current = state.store.read(&tenant.name, &rtype, &id)?;
+    let current = state.store.resources.read(&tenant.name, &rtype, &id)?;
     check_visible(&state, &tenant, &caller, &current)?;
     let wanted = if_match(&headers)?;
     if let Some(v) = wanted

@@ -148,7 +148,7 @@ pub async fn read(
         caller,
     } = ctx.clone();
     check_type(&tenant, &rtype)?;
-    let stored = state.store.read(&tenant.name, &rtype, &id)?;
+    let stored = state.store.resources.read(&tenant.name, &rtype, &id)?;
     check_visible(&state, &tenant, &caller, &stored)?;
     Ok(version_response(
         StatusCode::OK,
@@ -176,6 +176,7 @@ pub async fn vread(
         .map_err(|_| ApiError::not_found(format!("'{vid}' is not a version id of {rtype}/{id}")))?;
     let stored = state
         .store
+        .resources
         .read_version(&tenant.name, &rtype, &id, version)?;
     if stored.is_deleted() {
         return Err(StoreError::Gone {
@@ -215,6 +216,7 @@ pub async fn update(
     check_body(&tenant, &rtype, &body)?;
     let old = state
         .store
+        .resources
         .current(&tenant.name, &rtype, &id)?
         .and_then(|s| s.resource);
     authorize_write(&state, &tenant, &caller, &rtype, old.as_ref(), &mut body)?;
@@ -283,6 +285,7 @@ pub async fn delete(
     check_type(&tenant, &rtype)?;
     if let Some(old) = state
         .store
+        .resources
         .current(&tenant.name, &rtype, &id)?
         .and_then(|s| s.resource)
     {
@@ -331,7 +334,7 @@ pub async fn instance_history(
         &state,
         &tenant,
         &caller,
-        state.store.history(&tenant.name, &rtype, &id)?,
+        state.store.resources.history(&tenant.name, &rtype, &id)?,
     );
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("{rtype}/{id} is not known")));
@@ -362,7 +365,7 @@ pub async fn type_history(
         &state,
         &tenant,
         &caller,
-        state.store.type_history(&tenant.name, &rtype)?,
+        state.store.resources.type_history(&tenant.name, &rtype)?,
     );
     let page = Page::from_query(&state, query.as_deref().unwrap_or(""))?;
     let self_url = format!("{base}/{rtype}/_history");
@@ -376,7 +379,7 @@ pub async fn type_history(
 pub fn reach(state: &AppState, tenant: &Tenant, caller: &Caller) -> HashSet<String> {
     let mut bodies = Vec::new();
     for rt in ["Task", "ServiceRequest"] {
-        for item in state.store.live_of_type(&tenant.name, rt) {
+        for item in state.store.resources.live_of_type(&tenant.name, rt) {
             if let Ok(Some(b)) = item.map(|s| s.resource) {
                 bodies.push((rt, b));
             }
@@ -475,6 +478,7 @@ pub(crate) fn authorize_write(
                 let limit = state.auth.max_subscriptions_per_client;
                 let owned = state
                     .store
+                    .resources
                     .live_of_type(&tenant.name, "Subscription")
                     .filter_map(Result::ok)
                     .filter(|s| {

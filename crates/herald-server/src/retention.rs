@@ -42,13 +42,21 @@ pub fn pass(state: &AppState, cfg: &RetentionConfig) -> herald_store::Pruned {
     let cutoff = |secs: Option<u64>| secs.map(|s| now.saturating_sub(s.saturating_mul(1000)));
     let mut pruned = herald_store::Pruned::default();
     for tenant in state.tenants.values() {
-        for item in state.store.live_of_type(&tenant.name, "Subscription") {
+        for item in state
+            .store
+            .resources
+            .live_of_type(&tenant.name, "Subscription")
+        {
             let Ok(stored) = item else { continue };
-            let acked = match state.store.delivery_state(&tenant.name, &stored.id) {
+            let acked = match state
+                .store
+                .delivery
+                .delivery_state(&tenant.name, &stored.id)
+            {
                 Ok(ds) => ds.acked,
                 Err(_) => continue,
             };
-            match state.store.prune_events(
+            match state.store.events.prune_events(
                 &tenant.name,
                 &stored.id,
                 acked,
@@ -63,12 +71,16 @@ pub fn pass(state: &AppState, cfg: &RetentionConfig) -> herald_store::Pruned {
         }
     }
     if let Some(cut) = cutoff(cfg.attempts_max_age_secs) {
-        match state.store.prune_attempts_before(cut) {
+        match state.store.attempts.prune_attempts_before(cut) {
             Ok(n) => pruned.attempts += n,
             Err(e) => tracing::warn!(error = %e, "retention: cannot prune the attempt log"),
         }
     }
-    match state.store.prune_attempts(state.delivery.attempt_log_max) {
+    match state
+        .store
+        .attempts
+        .prune_attempts(state.delivery.attempt_log_max)
+    {
         Ok(n) => pruned.attempts += n,
         Err(e) => tracing::warn!(error = %e, "retention: cannot prune the attempt log"),
     }

@@ -55,6 +55,7 @@ async fn apply(state: &AppState, change: &StatusChange) -> crate::error::ApiResu
     let tenant = crate::context::tenant(state, &change.tenant)?;
     let stored = state
         .store
+        .resources
         .read(&tenant.name, "Subscription", &change.subscription)?;
     let Some(mut body) = stored.resource else {
         return Ok(());

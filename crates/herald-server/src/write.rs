@@ -68,6 +68,7 @@ pub async fn write_as(
     let prior = if cmd.kind == WriteKind::Delete || may_be_topic {
         state
             .store
+            .resources
             .current(&tenant.name, cmd.resource_type, cmd.id)?
             .and_then(|s| s.resource)
     } else {
@@ -85,7 +86,7 @@ pub async fn write_as(
     }
     let related = Related::prefetch(
         &tenant.engine(),
-        &state.store,
+        &*state.store.resources,
         &tenant.name,
         cmd.resource_type,
         cmd.id,
@@ -166,7 +167,7 @@ pub async fn write_as(
             let mut hook = |c: &Change<'_>| -> Result<Vec<EventDraft>, String> {
                 engine.events_for(c, &related)
             };
-            let outcome = state.store.apply(request(body), &mut hook)?;
+            let outcome = state.store.resources.apply(request(body), &mut hook)?;
             if outcome.changed {
                 if let Some(old) = previous_topic {
                     engine.remove_topic(&old.url);
@@ -202,8 +203,8 @@ pub async fn write_as(
     };
     if outcome.changed {
         match synced {
-            Some(sync) => state.store.wait_synced(sync).await?,
-            None => state.store.make_durable().await?,
+            Some(ticket) => state.store.resources.wait_durable(ticket).await?,
+            None => state.store.resources.make_durable().await?,
         }
         // Only now, with the change durable, may delivery see it.
         match changed_subscription {
@@ -340,6 +341,7 @@ fn guard_builtin_topic(resource_type: &str, id: &str, actor: Actor) -> ApiResult
 fn guard_topic_in_use(state: &AppState, tenant: &Tenant, url: &str) -> ApiResult<()> {
     let users: Vec<String> = state
         .store
+        .resources
         .live_of_type(&tenant.name, "Subscription")
         .filter_map(Result::ok)
         .filter(|s| {

@@ -18,7 +18,9 @@ mod messages;
 mod record;
 mod retention;
 mod secrets;
+mod stamp;
 pub mod stats;
+mod surface;
 mod wal;
 
 use std::path::Path;
@@ -37,17 +39,25 @@ pub use messages::{Atomic, MessageRecord};
 pub use record::{EventDraft, EventFocus, EventRecord, Interaction, StoredVersion};
 pub use retention::Pruned;
 pub use secrets::{SigningKeys, SigningSecret};
+pub use stamp::{AsGiven, VersionStamp};
+pub use surface::{
+    AttemptLog, AuditLog, BoxFuture, DeliveryStore, DurableTicket, EventLog, Measures,
+    ResourceStore, Surfaces,
+};
 
 use commit::{Checkpointer, GroupCommit};
 use wal::{Op, TreeId, Trees, View, Wal};
 
 /// How to open the store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// sled page-cache size in bytes.
     pub cache_capacity_bytes: u64,
     /// Durability of acknowledged writes.
     pub durability: Durability,
+    /// Stamps the bodies of new versions (the server's FHIR `id` and `meta`); the default
+    /// stores bodies as given.
+    pub stamp: Arc<dyn VersionStamp>,
 }
 
 impl Default for StoreOptions {
@@ -55,7 +65,17 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_capacity_bytes: 256 * 1024 * 1024,
             durability: Durability::GroupCommit,
+            stamp: Arc::new(AsGiven),
         }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("cache_capacity_bytes", &self.cache_capacity_bytes)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,8 +101,8 @@ pub struct WriteRequest<'a> {
     pub id: &'a str,
     /// Create, upsert or delete.
     pub kind: WriteKind,
-    /// The new body (for create and upsert). `id` and `meta.versionId`/`meta.lastUpdated` are
-    /// set by the store.
+    /// The new body (for create and upsert), stamped with its version by the store's
+    /// [`VersionStamp`] before it is stored.
     pub body: Option<Value>,
     /// `If-Match` version precondition.
     pub if_match: Option<u64>,
@@ -111,10 +131,6 @@ pub struct Change<'a> {
     pub at_ms: i64,
 }
 
-/// A pending sync (see [`Store::request_sync`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncRequest(Option<u64>);
-
 /// The result of a write, once durable.
 #[derive(Debug, Clone)]
 pub struct WriteOutcome {
@@ -139,7 +155,8 @@ pub type Hook<'h> =
 pub type BatchHook<'h> =
     &'h mut (dyn FnMut(usize, &Change<'_>) -> std::result::Result<Vec<EventDraft>, String> + Send);
 
-/// The sled-backed store.
+/// The embedded store: sled as the index, Herald's write-ahead log for durability. Callers
+/// outside the binary's wiring use it through its [`Surfaces`].
 pub struct Store {
     db: sled::Db,
     resources: sled::Tree,
@@ -166,6 +183,8 @@ pub struct Store {
     durability: Durability,
     group: Option<GroupCommit>,
     checkpointer: Checkpointer,
+    /// Stamps new versions' bodies (see `stamp.rs`).
+    stamp: Arc<dyn VersionStamp>,
 }
 
 impl Store {
@@ -219,6 +238,7 @@ impl Store {
             db,
             durability: options.durability,
             group,
+            stamp: Arc::clone(&options.stamp),
         })
     }
 
@@ -268,12 +288,12 @@ impl Store {
     /// Asks for a sync covering every write applied so far, without waiting for it: the group
     /// commit can start on it while the writer is still being told. Wait with
     /// [`Store::wait_synced`].
-    pub fn request_sync(&self) -> SyncRequest {
-        SyncRequest(self.group.as_ref().map(GroupCommit::ticket))
+    pub fn request_sync(&self) -> DurableTicket {
+        DurableTicket(self.group.as_ref().map(GroupCommit::ticket))
     }
 
-    /// Waits until the writes a [`SyncRequest`] covers are durable, per the configured mode.
-    pub async fn wait_synced(&self, request: SyncRequest) -> Result<()> {
+    /// Waits until the writes a [`DurableTicket`] covers are durable, per the configured mode.
+    pub async fn wait_synced(&self, request: DurableTicket) -> Result<()> {
         match (&self.group, request.0, self.durability) {
             (Some(g), Some(ticket), _) => g.wait(ticket).await,
             (_, _, Durability::FlushPerWrite) => {
@@ -314,7 +334,7 @@ impl Store {
             let mut out = Vec::with_capacity(reqs.len());
             for (i, req) in reqs.iter().enumerate() {
                 let mut one = |c: &Change<'_>| hook(i, c);
-                out.push(apply_one(&mut pending, req, &mut one)?);
+                out.push(apply_one(&mut pending, &*self.stamp, req, &mut one)?);
             }
             Ok((out, pending.ops))
         })?;
@@ -565,6 +585,7 @@ impl<'t> Pending<'t> {
 /// outer error is a storage failure and fails the batch.
 fn apply_one(
     pending: &mut Pending<'_>,
+    stamp: &dyn VersionStamp,
     req: &WriteRequest<'_>,
     hook: &mut dyn FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>, String>,
 ) -> Result<Result<WriteOutcome>> {
@@ -604,11 +625,11 @@ fn apply_one(
     let current = match &req.body {
         Some(body) if interaction != Interaction::Delete => {
             if let Some(prev) = prev_live.and_then(|p| p.resource.as_ref())
-                && same_content(prev, body)
+                && stamp.same_content(prev, body)
             {
                 return Ok(Ok(unchanged(previous.clone(), req)));
             }
-            Some(with_meta(body, req.id, version, &last_updated))
+            Some(stamp.stamp(body, req.id, version, &last_updated))
         }
         _ => None,
     };
@@ -757,48 +778,6 @@ fn commit_instant() -> (String, i64) {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
     let ms = i64::try_from(micros / 1000).unwrap_or(i64::MAX);
     (humantime::format_rfc3339_micros(at).to_string(), ms)
-}
-
-/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping the rest of `meta`.
-fn with_meta(body: &Value, id: &str, version: u64, last_updated: &str) -> Value {
-    let mut out = body.clone();
-    if let Value::Object(map) = &mut out {
-        map.insert("id".into(), Value::String(id.into()));
-        let meta = map
-            .entry("meta")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if !meta.is_object() {
-            *meta = Value::Object(Default::default());
-        }
-        if let Value::Object(m) = meta {
-            m.insert("versionId".into(), Value::String(version.to_string()));
-            m.insert("lastUpdated".into(), Value::String(last_updated.into()));
-        }
-    }
-    out
-}
-
-/// Same resource content, ignoring `meta.versionId`/`meta.lastUpdated` and the `id` the store
-/// sets: a PUT of identical content creates no version and triggers nothing.
-fn same_content(stored: &Value, body: &Value) -> bool {
-    fn strip(v: &Value) -> Value {
-        let mut v = v.clone();
-        if let Value::Object(map) = &mut v {
-            map.remove("id");
-            if let Some(Value::Object(meta)) = map.get_mut("meta") {
-                meta.remove("versionId");
-                meta.remove("lastUpdated");
-                // Where identical content was copied from does not make a new version: two
-                // servers exchanging a resource would otherwise never settle.
-                meta.remove("source");
-                if meta.is_empty() {
-                    map.remove("meta");
-                }
-            }
-        }
-        v
-    }
-    strip(stored) == strip(body)
 }
 
 #[cfg(test)]

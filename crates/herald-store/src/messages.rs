@@ -66,7 +66,7 @@ impl Store {
             let mut out = Vec::with_capacity(reqs.len());
             for (index, req) in reqs.iter().enumerate() {
                 let mut one = |c: &Change<'_>| hook(index, c);
-                match apply_one(&mut pending, req, &mut one)? {
+                match apply_one(&mut pending, &*self.stamp, req, &mut one)? {
                     Ok(o) => out.push(o),
                     Err(error) => return Ok((Atomic::Refused { index, error }, Vec::new())),
                 }

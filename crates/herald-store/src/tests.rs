@@ -7,6 +7,7 @@ fn open(dir: &Path, durability: Durability) -> Store {
         &StoreOptions {
             cache_capacity_bytes: 16 << 20,
             durability,
+            ..StoreOptions::default()
         },
     )
     .expect("open store")
@@ -27,31 +28,75 @@ fn no_events() -> impl FnMut(&Change<'_>) -> std::result::Result<Vec<EventDraft>
     |_| Ok(Vec::new())
 }
 
+/// Records what the store asks it to stamp, and stamps `[version, instant]` into the body.
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<(String, u64, String)>>);
+
+impl VersionStamp for Recording {
+    fn stamp(&self, body: &Value, id: &str, version: u64, last_updated: &str) -> Value {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push((id.to_owned(), version, last_updated.to_owned()));
+        }
+        let mut out = body.clone();
+        out["stamped"] = json!([version, last_updated]);
+        out
+    }
+
+    fn same_content(&self, stored: &Value, body: &Value) -> bool {
+        let mut stored = stored.clone();
+        if let Value::Object(m) = &mut stored {
+            m.remove("stamped");
+        }
+        &stored == body
+    }
+}
+
 #[tokio::test]
-async fn create_sets_id_version_and_last_updated() {
+async fn each_version_is_stored_as_the_stamp_makes_it_with_its_version_and_commit_instant() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path(), Durability::GroupCommit);
-    let out = store
-        .write(
-            req(
-                WriteKind::Create,
-                "t1",
-                Some(json!({"resourceType":"Task","status":"requested"})),
-            ),
-            &mut no_events(),
-        )
-        .await
-        .expect("create");
-    assert!(out.changed);
-    assert_eq!(out.stored.version, 1);
-    let body = out.stored.resource.expect("body");
-    assert_eq!(body["id"], "t1");
-    assert_eq!(body["meta"]["versionId"], "1");
-    assert!(
-        body["meta"]["lastUpdated"]
-            .as_str()
-            .is_some_and(|s| s.ends_with('Z'))
+    let stamp = Arc::new(Recording::default());
+    let store = Store::open(
+        dir.path(),
+        &StoreOptions {
+            cache_capacity_bytes: 16 << 20,
+            stamp: stamp.clone(),
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open store");
+    let mut outs = Vec::new();
+    for status in ["requested", "requested", "accepted"] {
+        let out = store
+            .write(
+                req(
+                    WriteKind::Upsert,
+                    "t1",
+                    Some(json!({"resourceType":"Task","status":status})),
+                ),
+                &mut no_events(),
+            )
+            .await
+            .expect("write");
+        outs.push(out);
+    }
+    // The second write is the same content by the stamp's judgement: no version, no stamping.
+    assert!(!outs[1].changed);
+    let seen = stamp.0.lock().expect("lock").clone();
+    assert_eq!(
+        seen.iter()
+            .map(|(id, v, _)| (id.as_str(), *v))
+            .collect::<Vec<_>>(),
+        vec![("t1", 1), ("t1", 2)]
     );
+    for (out, (_, version, instant)) in [&outs[0], &outs[2]].into_iter().zip(&seen) {
+        assert_eq!(out.stored.version, *version);
+        assert_eq!(&out.stored.last_updated, instant);
+        assert!(instant.ends_with('Z'), "{instant}");
+        let body = out.stored.resource.as_ref().expect("body");
+        assert_eq!(body["stamped"], json!([version, instant]));
+    }
+    let read = store.read("r4", "Task", "t1").expect("read");
+    assert_eq!(read.resource, outs[2].stored.resource);
 }
 
 #[tokio::test]
@@ -928,6 +973,7 @@ async fn retention_removes_only_acknowledged_events_beyond_the_limits_and_rememb
             &StoreOptions {
                 cache_capacity_bytes: 16 << 20,
                 durability: Durability::Off,
+                ..StoreOptions::default()
             },
         ) {
             Ok(s) => break s,

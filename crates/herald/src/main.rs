@@ -114,6 +114,8 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         StoreOptions {
             cache_capacity_bytes: cfg.storage.cache_capacity_mb * 1024 * 1024,
             durability: cfg.storage.durability,
+            // FHIR's id and meta: the server's knowledge, called back by the store.
+            stamp: herald_server::meta::stamp(),
         },
     );
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &options))
@@ -121,6 +123,8 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .context("the store's start-up task failed")?
         .with_context(|| format!("opening the store in {}", cfg.storage.data_dir.display()))?;
     let store = Arc::new(store);
+    // The embedded backend; everything past this wiring sees only its surfaces.
+    let surfaces = herald_store::Surfaces::embedded(Arc::clone(&store));
     // Notifications name resources by absolute URL: the configured public base, else the bound
     // address.
     let root = cfg
@@ -137,7 +141,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .collect();
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let (dispatcher, _delivery) = herald_delivery::Dispatcher::start(
-        store.clone(),
+        surfaces.clone(),
         cfg.delivery.clone(),
         base_urls,
         status_tx,
@@ -145,7 +149,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     .context("starting delivery")?;
     let auth = herald_server::auth::Auth::new(&cfg.auth).map_err(anyhow::Error::msg)?;
     let state = herald_server::AppState::new(
-        store.clone(),
+        surfaces,
         cfg.server.clone(),
         cfg.delivery.clone(),
         dispatcher,

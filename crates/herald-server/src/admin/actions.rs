@@ -51,7 +51,7 @@ pub async fn perform(
     range: Option<(u64, u64)>,
 ) -> ApiResult<Performed> {
     let t = crate::context::tenant(state, tenant)?;
-    let stored = state.store.read(&t.name, "Subscription", id)?;
+    let stored = state.store.resources.read(&t.name, "Subscription", id)?;
     let status = stored
         .resource
         .as_ref()
@@ -108,7 +108,7 @@ pub async fn perform(
         detail,
     };
     let now = herald_delivery::timers::unix_ms();
-    state.store.record_audit(&AuditRecord {
+    state.store.audit.record_audit(&AuditRecord {
         at_ms: now,
         at: crate::ws::instant(now),
         actor: done.by.clone(),
@@ -117,7 +117,7 @@ pub async fn perform(
         subscription: done.subscription.clone(),
         detail: done.detail.clone(),
     })?;
-    state.store.make_durable().await?;
+    state.store.audit.flush().await?;
     tracing::info!(
         tenant = %done.tenant,
         subscription = %done.subscription,
@@ -206,6 +206,7 @@ pub async fn audit(
     }
     let entries = state
         .store
+        .audit
         .audit(tenant.as_deref(), sub.as_deref(), count)?;
     Ok(axum::Json(json!({"count": entries.len(), "entries": entries})).into_response())
 }

@@ -68,6 +68,7 @@ pub async fn list(
     super::fresh_attempts(&state).await?;
     let Some(page) = state
         .store
+        .attempts
         .attempt_page(&filter, cursor.as_deref(), count)?
     else {
         return Err(ApiError::bad_request(
@@ -93,7 +94,7 @@ pub async fn one(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     super::fresh_attempts(&state).await?;
-    let Some(a) = state.store.attempt(&id)? else {
+    let Some(a) = state.store.attempts.attempt(&id)? else {
         return Err(ApiError::not_found(format!(
             "no attempt '{id}' (ids come from /admin/attempts; old attempts are removed by retention)"
         )));

@@ -43,7 +43,7 @@ pub async fn deliveries(
         }
     }
     super::fresh_attempts(&state).await?;
-    let (total, page) = state.store.attempts(&filter, offset, count)?;
+    let (total, page) = state.store.attempts.attempts(&filter, offset, count)?;
     Ok(
         axum::Json(json!({"total": total, "offset": offset, "count": page.len(), "entries": page}))
             .into_response(),

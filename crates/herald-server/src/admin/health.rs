@@ -53,7 +53,7 @@ pub fn summary(state: &AppState, rows: &[Row]) -> Health {
             .iter()
             .filter_map(|r| r.oldest_pending_age_secs)
             .reduce(f64::max),
-        disk_bytes: state.store.disk_bytes(),
+        disk_bytes: state.store.measures.disk_bytes(),
     }
 }
 

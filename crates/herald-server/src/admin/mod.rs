@@ -47,7 +47,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 /// one), so without this the newest attempt could be missing for a moment. One sync per admin
 /// read, shared with whatever writes are syncing.
 pub(crate) async fn fresh_attempts(state: &AppState) -> ApiResult<()> {
-    state.store.make_durable().await.map_err(ApiError::from)
+    state.store.attempts.flush().await.map_err(ApiError::from)
 }
 
 pub(crate) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {

@@ -95,7 +95,11 @@ pub async fn rows(state: &AppState, f: &RowFilter) -> ApiResult<Vec<Row>> {
             continue;
         }
         let tenant = &state.tenants[name];
-        for item in state.store.live_of_type(&tenant.name, "Subscription") {
+        for item in state
+            .store
+            .resources
+            .live_of_type(&tenant.name, "Subscription")
+        {
             let stored = item?;
             if f.id.as_ref().is_some_and(|i| *i != stored.id) {
                 continue;
@@ -110,11 +114,14 @@ pub async fn rows(state: &AppState, f: &RowFilter) -> ApiResult<Vec<Row>> {
             if f.status.as_ref().is_some_and(|s| *s != status) {
                 continue;
             }
-            let recorded = state.store.event_count(&tenant.name, &stored.id)?;
+            let recorded = state.store.events.event_count(&tenant.name, &stored.id)?;
             let row = match live.get(&(tenant.name.clone(), stored.id.clone())) {
                 Some(l) => from_live(l, recorded),
                 None => {
-                    let ds = state.store.delivery_state(&tenant.name, &stored.id)?;
+                    let ds = state
+                        .store
+                        .delivery
+                        .delivery_state(&tenant.name, &stored.id)?;
                     LiveState {
                         tenant: tenant.name.clone(),
                         id: stored.id.clone(),
@@ -141,6 +148,7 @@ pub async fn rows(state: &AppState, f: &RowFilter) -> ApiResult<Vec<Row>> {
             let oldest = if row.queue_depth > 0 {
                 state
                     .store
+                    .events
                     .events(
                         &tenant.name,
                         &stored.id,

@@ -72,8 +72,8 @@ pub async fn one(
             "no live Subscription/{id} in tenant '{tenant}'"
         )));
     };
-    let audit = state.store.audit(Some(&t.name), Some(&id), 20)?;
-    let pruned = state.store.pruned_through(&t.name, &id)?;
+    let audit = state.store.audit.audit(Some(&t.name), Some(&id), 20)?;
+    let pruned = state.store.events.pruned_through(&t.name, &id)?;
     Ok(axum::Json(json!({
         "subscription": row,
         "events_pruned_through": pruned,

@@ -93,7 +93,7 @@ pub async fn commit_atomic(
         .map(|w| {
             Related::prefetch(
                 &tenant.engine(),
-                &state.store,
+                &*state.store.resources,
                 &tenant.name,
                 &w.resource_type,
                 &w.id,
@@ -119,7 +119,10 @@ pub async fn commit_atomic(
         let mut hook = |i: usize, c: &Change<'_>| -> Result<Vec<EventDraft>, String> {
             engine.events_for(c, &related[i])
         };
-        state.store.apply_atomic(&reqs, message, &mut hook)
+        state
+            .store
+            .resources
+            .apply_atomic(&reqs, message, &mut hook)
     };
     match result.map_err(|e| Refusal::from(ApiError::from(e)))? {
         Atomic::Refused { index, error } => Err(Refusal {
@@ -130,6 +133,7 @@ pub async fn commit_atomic(
         Atomic::Applied(outcomes) => {
             state
                 .store
+                .resources
                 .make_durable()
                 .await
                 .map_err(|e| Refusal::from(ApiError::from(e)))?;

@@ -247,6 +247,7 @@ fn prepare(
 ) -> ApiResult<()> {
     let old = state
         .store
+        .resources
         .current(&tenant.name, resource_type, id)?
         .and_then(|s| s.resource);
     let Some(b) = body.as_mut() else {
@@ -322,7 +323,7 @@ fn read(state: &AppState, ctx: &Ctx, p: &Planned) -> Done {
     let tenant = &ctx.tenant;
     let rt = &p.request.resource_type;
     if let Some(id) = &p.request.id {
-        return match state.store.read(&tenant.name, rt, id) {
+        return match state.store.resources.read(&tenant.name, rt, id) {
             Ok(v) if visible(state, tenant, &ctx.caller, &v) && v.resource.is_some() => {
                 Done::Version {
                     status: StatusCode::OK,

@@ -106,7 +106,7 @@ async fn index(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Api
     let all = rows(&state, &filter).await?;
     let health = crate::admin::summary(&state, &rows(&state, &RowFilter::default()).await?);
     crate::admin::fresh_attempts(&state).await?;
-    let activity = spark::activity(&state.store, None)?;
+    let activity = spark::activity(&*state.store.attempts, None)?;
     let ctx = views::index(&all, &health, &activity, &view);
     page("Subscriptions", INDEX, &ctx, None)
 }
@@ -134,12 +134,13 @@ async fn subscription(
     };
     let page_of = state
         .store
+        .attempts
         .attempt_page(&filter, None, 50)?
         .unwrap_or_default();
-    let audit = state.store.audit(Some(&t.name), Some(&id), 20)?;
-    let pruned = state.store.pruned_through(&t.name, &id)?;
+    let audit = state.store.audit.audit(Some(&t.name), Some(&id), 20)?;
+    let pruned = state.store.events.pruned_through(&t.name, &id)?;
     crate::admin::fresh_attempts(&state).await?;
-    let activity = spark::activity(&state.store, Some((&t.name, &id)))?;
+    let activity = spark::activity(&*state.store.attempts, Some((&t.name, &id)))?;
     let ctx = views::subscription(&row, &page_of.entries, &audit, pruned, &activity);
     let notice = crate::admin::query_pairs(q.as_deref())
         .into_iter()
@@ -167,6 +168,7 @@ async fn attempts(
     crate::admin::fresh_attempts(&state).await?;
     let Some(p) = state
         .store
+        .attempts
         .attempt_page(&filter, cursor.as_deref(), count)?
     else {
         return Err(ApiError::bad_request("not a cursor of this log"));
@@ -180,7 +182,7 @@ async fn attempt(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     crate::admin::fresh_attempts(&state).await?;
-    let Some(a) = state.store.attempt(&id)? else {
+    let Some(a) = state.store.attempts.attempt(&id)? else {
         return Err(ApiError::not_found(format!(
             "no attempt '{id}' (it may have been removed by retention)"
         )));

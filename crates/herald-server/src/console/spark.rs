@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use herald_store::{AttemptFilter, Store};
+use herald_store::{AttemptFilter, AttemptLog};
 
 use crate::error::ApiResult;
 
@@ -32,7 +32,7 @@ pub type Activity = [Bucket; BUCKETS];
 
 /// Activity per `(tenant, subscription)` (of one subscription when `only` is given).
 pub fn activity(
-    store: &Store,
+    store: &dyn AttemptLog,
     only: Option<(&str, &str)>,
 ) -> ApiResult<HashMap<(String, String), Activity>> {
     let now = herald_delivery::timers::unix_ms();

@@ -94,6 +94,7 @@ pub(super) fn plan_message(
                     .map_err(|e| at(i, e))?;
                 let held = state
                     .store
+                    .resources
                     .current(&ctx.tenant.name, &p.request.resource_type, &p.id)?
                     .filter(|h| !h.is_deleted());
                 v.insert(Target { id: p.id, held })

@@ -66,7 +66,11 @@ pub async fn process_message(
     let bundle = read_json_body(&headers, body, state.config.max_body_bytes).await?;
     let (request, event) = envelope(ctx.tenant.version, &bundle)?;
     let key = format!("{} {}", request.source, request.id);
-    if let Some(kept) = state.store.message_response(&ctx.tenant.name, &key)? {
+    if let Some(kept) = state
+        .store
+        .resources
+        .message_response(&ctx.tenant.name, &key)?
+    {
         return replay(&kept);
     }
     let own = format!("{}/$process-message", ctx.base);

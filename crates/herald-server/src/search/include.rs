@@ -39,7 +39,7 @@ pub fn included(
                 {
                     continue;
                 }
-                match state.store.read(&tenant.name, &rtype, &id) {
+                match state.store.resources.read(&tenant.name, &rtype, &id) {
                     Ok(v) => out.push(v),
                     Err(StoreError::NotFound { .. } | StoreError::Gone { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -48,7 +48,11 @@ pub fn included(
         }
     }
     for inc in &rp.revinclude {
-        for item in state.store.live_of_type(&tenant.name, &inc.source_type) {
+        for item in state
+            .store
+            .resources
+            .live_of_type(&tenant.name, &inc.source_type)
+        {
             let v = item?;
             let Some(body) = &v.resource else { continue };
             if refers_to_any(inc, body, &matched)

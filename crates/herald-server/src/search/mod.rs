@@ -88,7 +88,7 @@ fn run(
     criteria: &[Criterion],
 ) -> ApiResult<Vec<StoredVersion>> {
     let mut out = Vec::new();
-    for item in state.store.live_of_type(&tenant.name, rtype) {
+    for item in state.store.resources.live_of_type(&tenant.name, rtype) {
         let stored = item?;
         let Some(resource) = &stored.resource else {
             continue;
