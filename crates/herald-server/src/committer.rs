@@ -5,7 +5,7 @@
 //! the engine read lock — are paid once per batch instead of once per write, and writers never
 //! contend for those locks among themselves. Writers hand their write to this thread and await
 //! the outcome; the thread takes every write waiting (up to [`MAX_BATCH`]), applies them in order
-//! ([`herald_store::Store::apply_batch`]) with the tenant's matcher as the hook, and answers each.
+//! ([`herald_store::ResourceStore::apply_batch`]) with the tenant's matcher as the hook, and answers each.
 //! Durability is unchanged: each writer then waits for the group commit, so the writes of a
 //! batch share one log sync.
 //!

@@ -46,7 +46,6 @@ pub trait DeliveryStore: Send + Sync {
     ) -> BoxFuture<'a, Result<SigningKeys>>;
 
     /// Makes `fresh` the current secret, keeping the one it replaces for `overlap_ms`.
-    #[allow(clippy::too_many_arguments)]
     fn rotate_signing_secret<'a>(
         &'a self,
         tenant: &'a str,
