@@ -267,7 +267,7 @@ impl Store {
     /// sync of its own. For bookkeeping that must be durable before the caller goes on but is
     /// not worth a disk round trip of its own under load (the delivery cursor: under a steady
     /// write load every delivery would otherwise add a sync to the writers' own).
-    pub async fn make_durable_lazily(&self, patience: std::time::Duration) -> Result<()> {
+    pub(crate) async fn make_durable_lazily(&self, patience: std::time::Duration) -> Result<()> {
         match &self.group {
             Some(g) => {
                 let ticket = g.passive_ticket();
@@ -288,12 +288,12 @@ impl Store {
     /// Asks for a sync covering every write applied so far, without waiting for it: the group
     /// commit can start on it while the writer is still being told. Wait with
     /// [`Store::wait_synced`].
-    pub fn request_sync(&self) -> DurableTicket {
+    pub(crate) fn request_sync(&self) -> DurableTicket {
         DurableTicket(self.group.as_ref().map(GroupCommit::ticket))
     }
 
     /// Waits until the writes a [`DurableTicket`] covers are durable, per the configured mode.
-    pub async fn wait_synced(&self, request: DurableTicket) -> Result<()> {
+    pub(crate) async fn wait_synced(&self, request: DurableTicket) -> Result<()> {
         match (&self.group, request.0, self.durability) {
             (Some(g), Some(ticket), _) => g.wait(ticket).await,
             (_, _, Durability::FlushPerWrite) => {
