@@ -7,6 +7,10 @@
 //! commit has synced the record (design invariant 1), and only then does it reach sled, so
 //! readers see durable writes only (a write's keys appear together with its sync, one key at a
 //! time); at start-up the log is re-applied to sled (`wal.rs`).
+//!
+//! Callers hold the store's surfaces (`surface/`: one trait per concern, [`Surfaces`]), never
+//! [`Store`] itself, so that another backend can stand behind them. The store knows no resource
+//! format: a new version's body is stamped by the [`VersionStamp`] it was opened with.
 #![forbid(unsafe_code)]
 
 mod audit;
