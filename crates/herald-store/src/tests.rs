@@ -7,6 +7,7 @@ fn open(dir: &Path, durability: Durability) -> Store {
         &StoreOptions {
             cache_capacity_bytes: 16 << 20,
             durability,
+            indexer: None,
         },
     )
     .expect("open store")
@@ -928,6 +929,7 @@ async fn retention_removes_only_acknowledged_events_beyond_the_limits_and_rememb
             &StoreOptions {
                 cache_capacity_bytes: 16 << 20,
                 durability: Durability::Off,
+                indexer: None,
             },
         ) {
             Ok(s) => break s,

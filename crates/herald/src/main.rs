@@ -114,6 +114,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         StoreOptions {
             cache_capacity_bytes: cfg.storage.cache_capacity_mb * 1024 * 1024,
             durability: cfg.storage.durability,
+            indexer: None,
         },
     );
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &options))
