@@ -174,7 +174,11 @@ async fn a_batch_updating_one_resource_twice_leaves_the_last_versions_keys() {
         .expect("batch");
     assert!(out.iter().all(Result::is_ok));
     store.make_durable().await.expect("sync");
-    for (field, gone) in [("status", "draft"), ("status", "requested"), ("owner", "o2")] {
+    for (field, gone) in [
+        ("status", "draft"),
+        ("status", "requested"),
+        ("owner", "o2"),
+    ] {
         assert!(ids(&store, field, gone).is_empty(), "{field}={gone}");
     }
     assert_eq!(ids(&store, "status", "accepted"), set(&["a"]));
@@ -202,8 +206,11 @@ async fn a_replayed_log_restores_resources_and_their_index_entries_together() {
     for ops in &records {
         wal::encode(ops, &mut bytes);
     }
-    std::fs::write(target.path().join("wal").join(format!("{:020}.log", 99)), bytes)
-        .expect("copy log");
+    std::fs::write(
+        target.path().join("wal").join(format!("{:020}.log", 99)),
+        bytes,
+    )
+    .expect("copy log");
     let replayed = open_with(target.path(), Some(FieldIndexer { extra: false }));
     assert_eq!(replayed.read("r4", "Task", "a").expect("a").version, 2);
     assert_eq!(ids(&replayed, "status", "accepted"), set(&["a"]));

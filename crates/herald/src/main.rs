@@ -114,7 +114,11 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         StoreOptions {
             cache_capacity_bytes: cfg.storage.cache_capacity_mb * 1024 * 1024,
             durability: cfg.storage.durability,
-            indexer: None,
+            indexer: cfg.search.index.then(|| {
+                Arc::new(herald_server::search::indexer::FhirIndexer::new(
+                    &cfg.server.tenants,
+                )) as Arc<dyn herald_store::Indexer>
+            }),
         },
     );
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &options))

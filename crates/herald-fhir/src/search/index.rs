@@ -14,8 +14,7 @@
 //! key still matches by prefix.
 
 use super::matching::{
-    cached_path, normalize, strip_canonical_version, string_leaves, target_ranges,
-    token_candidates,
+    cached_path, normalize, string_leaves, strip_canonical_version, target_ranges, token_candidates,
 };
 use super::{Criterion, Modifier, ParamType, Prefix, Registry, SearchParamDef, SearchValue};
 use crate::FhirVersion;
@@ -193,7 +192,11 @@ fn reference_keys(code: &str, t: &Value, out: &mut Vec<Vec<u8>>) {
                 .unwrap_or_default();
             out.push(key(code, b'r', format!("{prefix}{rel}").as_bytes()));
             if let Some(v) = &p.version {
-                out.push(key(code, b'r', format!("{prefix}{rel}/_history/{v}").as_bytes()));
+                out.push(key(
+                    code,
+                    b'r',
+                    format!("{prefix}{rel}/_history/{v}").as_bytes(),
+                ));
             }
         }
     }
@@ -228,7 +231,11 @@ pub fn criterion_ranges(criterion: &Criterion) -> Option<Vec<KeyRange>> {
             (ParamType::Reference, None | Some(Modifier::Type(_)), SearchValue::Reference(r)) => {
                 match (&r.resource_type, &r.id, &r.base) {
                     (_, None, Some(b)) => {
-                        out.push(exact(key(code, b'r', strip_canonical_version(b).as_bytes())));
+                        out.push(exact(key(
+                            code,
+                            b'r',
+                            strip_canonical_version(b).as_bytes(),
+                        )));
                     }
                     (Some(_), Some(_), base) => {
                         let rel = reference::Reference {

@@ -38,9 +38,7 @@ fn in_ranges(keys: &[Vec<u8>], ranges: &[KeyRange]) -> bool {
     keys.iter().any(|k| {
         let mut full = k.clone();
         full.extend_from_slice(b"\0some-id");
-        ranges
-            .iter()
-            .any(|r| full >= r.start && full < r.end)
+        ranges.iter().any(|r| full >= r.start && full < r.end)
     })
 }
 
@@ -63,7 +61,10 @@ fn assert_narrows(rt: &str, res: &Value, cases: &[(&str, &str, bool)], exact: bo
             "{name}={value} matches but the index misses it"
         );
         if !matched && exact {
-            assert!(!found, "{name}={value} does not match; the index should not offer it");
+            assert!(
+                !found,
+                "{name}={value} does not match; the index should not offer it"
+            );
         }
     }
 }
@@ -253,7 +254,8 @@ fn criteria_the_index_cannot_answer_are_left_to_the_scan() {
         let c = parse_criterion(R4, "Task", n, v).unwrap_or_else(|e| panic!("{n}={v}: {e}"));
         assert!(criterion_ranges(&c).is_none(), "{n}={v}");
     }
-    let c = parse_criterion(R4, "Patient", "family:contains", "ller").unwrap_or_else(|e| panic!("{e}"));
+    let c =
+        parse_criterion(R4, "Patient", "family:contains", "ller").unwrap_or_else(|e| panic!("{e}"));
     assert!(criterion_ranges(&c).is_none());
 }
 
