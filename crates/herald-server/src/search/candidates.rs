@@ -56,7 +56,11 @@ pub(super) fn candidates(
     let mut selective: Vec<BTreeSet<String>> = Vec::new();
     let mut broad: Option<&Ranges> = None;
     for ranges in &indexable {
-        match store.search_index(tenant, rtype, ranges, Some(SELECTIVE))? {
+        // Once a small set is known, a criterion far larger than it cannot narrow it much:
+        // reading it whole would cost more than the matcher judging the small set.
+        let smallest = selective.iter().map(BTreeSet::len).min();
+        let limit = smallest.map_or(SELECTIVE, |n| (n * 16).clamp(64, SELECTIVE));
+        match store.search_index(tenant, rtype, ranges, Some(limit))? {
             IndexLookup::Ids(ids) => selective.push(ids),
             IndexLookup::TooMany => {
                 broad.get_or_insert(ranges);
