@@ -7,7 +7,7 @@
 //!
 //! A key is `code \0 tag payload`; the store appends `\0 id` and prefixes tenant and type. Tags:
 //! `t` token (`code \0` then `|system` when the target has one), `r` a reference string (as
-//! written, and as `Type/id` with its base and version forms), `i` a relative reference's bare id,
+//! written, and as `Type/id` with its base and version forms), `i` a reference's bare id,
 //! `u` a uri, `s` a string leaf (lowercased, accents removed), `S`/`E` the start/end of a date
 //! target's range (8 bytes, ordered), `W` a date target whose range is inverted (every date
 //! query reads those). Components are cut at [`MAX_COMPONENT`] bytes on both sides, so a cut
@@ -181,9 +181,9 @@ fn reference_keys(code: &str, t: &Value, out: &mut Vec<Vec<u8>>) {
         return;
     }
     if let Some(id) = &p.id {
-        if p.base.is_none() {
-            out.push(key(code, b'i', id.as_bytes()));
-        }
+        // Every reference with an id, whatever its base: a bare-id criterion only matches
+        // relative ones (the matcher decides), and [`reference_id_range`] wants them all.
+        out.push(key(code, b'i', id.as_bytes()));
         if let Some(rel) = p.relative() {
             let prefix = p
                 .base
@@ -200,6 +200,13 @@ fn reference_keys(code: &str, t: &Value, out: &mut Vec<Vec<u8>>) {
             }
         }
     }
+}
+
+/// The keys of every reference of parameter `code` to a resource with logical id `id`, of any
+/// type and on any server (a superset for callers that judge the references themselves, such as
+/// the Tasks that point at a ServiceRequest).
+pub fn reference_id_range(code: &str, id: &str) -> KeyRange {
+    exact(key(code, b'i', id.as_bytes()))
 }
 
 fn exact(k: Vec<u8>) -> KeyRange {

@@ -2,7 +2,9 @@
 //! resource's keys whenever the matcher accepts it, and leave it out for a plainly different
 //! value (the index narrows without ever losing a match).
 
-use super::index::{KeyRange, MAX_COMPONENT, criterion_ranges, fingerprint, resource_keys};
+use super::index::{
+    KeyRange, MAX_COMPONENT, criterion_ranges, fingerprint, reference_id_range, resource_keys,
+};
 use super::*;
 use crate::FhirVersion::{R4, R5};
 use serde_json::json;
@@ -276,4 +278,18 @@ fn fingerprint_differs_between_versions_and_is_stable() {
     assert_eq!(fingerprint(R4), fingerprint(R4));
     assert_ne!(fingerprint(R4), fingerprint(R5));
     assert!(fingerprint(R4).starts_with("format "));
+}
+
+#[test]
+fn a_reference_id_range_finds_references_to_that_id_on_any_server() {
+    let t = task();
+    let hit =
+        |code: &str, id: &str| in_ranges(&resource_keys(R4, &t), &[reference_id_range(code, id)]);
+    assert!(hit("focus", "sr1"));
+    assert!(
+        hit("owner", "org-1"),
+        "an absolute reference is found by its id too"
+    );
+    assert!(!hit("focus", "sr2"));
+    assert!(!hit("owner", "sr1"));
 }
