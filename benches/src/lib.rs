@@ -1,14 +1,16 @@
 //! Herald's benchmark package: the pieces the `herald-loadgen` tool is built from — spawning the
 //! real `herald` binary ([`process`]), latency summaries ([`latency`]), the disk probe
 //! ([`probe`]) and the load scenarios: [`writes`] (Task creates per durability mode),
-//! [`notify`] (write → matched → delivered, against a relay baseline) and [`ws`] (memory per
-//! bound websocket, bind time, and fan-out of one change to many sockets).
+//! [`notify`] (write → matched → delivered, against a relay baseline), [`ws`] (memory per
+//! bound websocket, bind time, and fan-out of one change to many sockets) and [`search`]
+//! (search latency with the index at two store sizes, its rebuild, the write rate with it).
 #![forbid(unsafe_code)]
 
 pub mod latency;
 pub mod notify;
 pub mod probe;
 pub mod process;
+pub mod search;
 pub mod server_thread;
 pub mod writes;
 pub mod ws;

@@ -31,12 +31,36 @@ impl HeraldProcess {
         durability: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<HeraldProcess> {
+        Self::spawn(bin, None, durability, env, Duration::from_secs(30))
+    }
+
+    /// Starts `bin serve` on an existing data directory and waits up to `ready_within` for it
+    /// to be ready (start-up may replay a log or rebuild the search index).
+    pub fn start_on(
+        bin: &Path,
+        data: &Path,
+        durability: &str,
+        env: &[(&str, &str)],
+        ready_within: Duration,
+    ) -> anyhow::Result<HeraldProcess> {
+        let data =
+            std::fs::canonicalize(data).with_context(|| format!("{} not found", data.display()))?;
+        Self::spawn(bin, Some(&data), durability, env, ready_within)
+    }
+
+    fn spawn(
+        bin: &Path,
+        data: Option<&Path>,
+        durability: &str,
+        env: &[(&str, &str)],
+        ready_within: Duration,
+    ) -> anyhow::Result<HeraldProcess> {
         // The child runs in its temporary directory, so a relative path must be resolved here.
         let bin =
             std::fs::canonicalize(bin).with_context(|| format!("{} not found", bin.display()))?;
         let bin = bin.as_path();
         let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-        let data: PathBuf = dir.path().join("data");
+        let data: PathBuf = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let mut child = Command::new(bin)
             .arg("serve")
             .current_dir(dir.path())
@@ -64,7 +88,7 @@ impl HeraldProcess {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
+        match rx.recv_timeout(ready_within) {
             Ok(addr) => Ok(HeraldProcess {
                 child,
                 root: format!("http://{addr}"),

@@ -4,7 +4,9 @@
 //! matched → delivered to a local receiver) against a relay doing the same two HTTP hops, and a
 //! durable relay that also appends and `fdatasync`s each body (group commit) before forwarding;
 //! `ws` measures Herald's memory per bound websocket, the time to bind thousands, and the
-//! fan-out of one change to 1, 100 and all of them (notifications/s, event→socket latency).
+//! fan-out of one change to 1, 100 and all of them (notifications/s, event→socket latency);
+//! `search` measures search latency with the search index at 10 000 and 1 000 000 Tasks, the
+//! index's rebuild time and disk use, and the write rate with the index against without.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use herald_benches::latency::ms;
 use herald_benches::notify::{self, NotifyConfig};
+use herald_benches::search::{self, SearchConfig};
 use herald_benches::writes::{self, WritesConfig};
 use herald_benches::ws::{self, WsConfig};
 use herald_benches::{parse_duration, probe};
@@ -43,6 +46,40 @@ enum Command {
     /// change has 1, 100 and all sockets as subscribers. Raises its open-file limit (and so
     /// Herald's). Exits 0 whatever the figures.
     Ws(WsArgs),
+    /// Search with the search index: `Task?owner=X&status=requested` and `Task?identifier=S|V`
+    /// p50/p99 at --small and --large Tasks (data directories built through herald-store, so
+    /// the first start rebuilds the index: its time and the disk size are printed), the large/
+    /// small p50 ratios, then the write rate with the index against without (alternated
+    /// rounds); PASS/MISS against the targets. Exits 0 whatever the figures.
+    Search(SearchArgs),
+}
+
+#[derive(Args, Debug)]
+struct SearchArgs {
+    /// The herald binary (build it with `cargo build --release -p herald`).
+    #[arg(long, default_value = "target/release/herald")]
+    herald_bin: PathBuf,
+    /// Where the data directories are built, and reused on the next run.
+    #[arg(long, default_value = "target/loadgen-search")]
+    data_root: PathBuf,
+    /// Tasks in the small store.
+    #[arg(long, default_value_t = 10_000)]
+    small: usize,
+    /// Tasks in the large store.
+    #[arg(long, default_value_t = 1_000_000)]
+    large: usize,
+    /// Requests per query and size.
+    #[arg(long, default_value_t = 300)]
+    queries: usize,
+    /// Concurrent writers in the write-rate rounds.
+    #[arg(long, default_value_t = 16)]
+    write_clients: usize,
+    /// Write-rate rounds per side.
+    #[arg(long, default_value_t = 3)]
+    write_rounds: usize,
+    /// Length of one write-rate round.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    write_round: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +242,25 @@ async fn main() -> anyhow::Result<()> {
                 relay: !a.no_relay,
                 durable_relay: !a.no_durable_relay,
                 rounds: a.rounds.max(1),
+            })
+            .await?;
+            println!("load average after: {}", loadavg());
+        }
+        Command::Search(a) => {
+            anyhow::ensure!(
+                a.small >= 5 && a.large >= a.small,
+                "--small must be at least 5 and --large at least --small"
+            );
+            machine(0)?;
+            search::run(&SearchConfig {
+                herald_bin: a.herald_bin,
+                data_root: a.data_root,
+                small: a.small,
+                large: a.large,
+                queries: a.queries.max(1),
+                write_clients: a.write_clients.clamp(1, 1024),
+                write_rounds: a.write_rounds.max(1),
+                write_round: a.write_round,
             })
             .await?;
             println!("load average after: {}", loadavg());

@@ -331,9 +331,8 @@ pub struct Related {
 
 impl Related {
     /// Collects what a change of `resource_type`/`id` (new body `body`) may need: for a
-    /// ServiceRequest, the Tasks whose `focus` or `basedOn` point at it (a scan of the tenant's
-    /// Tasks; an index on those references is the remedy if ServiceRequest writes become
-    /// frequent); for a Task, the ServiceRequests it points at.
+    /// ServiceRequest, the Tasks whose `focus` or `basedOn` point at it (through the search
+    /// index, see [`tasks_pointing_at`]); for a Task, the ServiceRequests it points at.
     pub fn prefetch(
         engine: &Engine,
         store: &dyn ResourceStore,
@@ -345,12 +344,7 @@ impl Related {
         match resource_type {
             "ServiceRequest" => {
                 let target = format!("ServiceRequest/{id}");
-                let tasks = store
-                    .live_of_type(tenant, "Task")
-                    .filter_map(Result::ok)
-                    .filter_map(|s| s.resource)
-                    .filter(|t| task_points_at(t, id))
-                    .collect();
+                let tasks = tasks_pointing_at(store, tenant, id);
                 Related {
                     service_request: Some(target),
                     tasks,
@@ -409,6 +403,32 @@ fn owner_topic_url() -> String {
 }
 
 /// Whether Task `t` points at `ServiceRequest/<sr_id>` through `focus` or `basedOn`.
+/// The live Tasks whose `focus` or `basedOn` point at ServiceRequest `sr_id`: read through the
+/// search index's `focus` and `based-on` entries when it is kept (references to that id of any
+/// type or server, judged here), else a scan of the tenant's Tasks.
+fn tasks_pointing_at(store: &dyn ResourceStore, tenant: &str, sr_id: &str) -> Vec<Value> {
+    use herald_fhir::search::index::reference_id_range;
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> = ["focus", "based-on"]
+        .into_iter()
+        .map(|code| reference_id_range(code, sr_id))
+        .map(|r| (r.start, r.end))
+        .collect();
+    match store.search_index(tenant, "Task", &ranges, None) {
+        Ok(herald_store::IndexLookup::Ids(ids)) => ids
+            .iter()
+            .filter_map(|task| store.current(tenant, "Task", task).ok().flatten())
+            .filter_map(|s| s.resource)
+            .filter(|t| task_points_at(t, sr_id))
+            .collect(),
+        _ => store
+            .live_of_type(tenant, "Task")
+            .filter_map(Result::ok)
+            .filter_map(|s| s.resource)
+            .filter(|t| task_points_at(t, sr_id))
+            .collect(),
+    }
+}
+
 fn task_points_at(t: &Value, sr_id: &str) -> bool {
     linked_service_requests(t).iter().any(|s| s == sr_id)
 }

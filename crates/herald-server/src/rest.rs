@@ -73,10 +73,19 @@ pub async fn create(
             ApiError::bad_request("If-None-Exist must be a visible-ASCII search query")
         })?;
         let query = query.split_once('?').map_or(query, |(_, q)| q);
-        let found: Vec<StoredVersion> = find_matches(&state, &tenant, &rtype, query, true)?
-            .into_iter()
-            .filter(|v| visible(&state, &tenant, &caller, v))
-            .collect();
+        // Off the async workers: a query the index cannot answer scans the type.
+        let found: Vec<StoredVersion> = {
+            let (state, tenant, caller) = (state.clone(), tenant.clone(), caller.clone());
+            let (rtype, query) = (rtype.clone(), query.to_owned());
+            tokio::task::spawn_blocking(move || -> ApiResult<Vec<StoredVersion>> {
+                Ok(find_matches(&state, &tenant, &rtype, &query, true)?
+                    .into_iter()
+                    .filter(|v| visible(&state, &tenant, &caller, v))
+                    .collect())
+            })
+            .await
+            .map_err(|e| ApiError::internal("the conditional create's search failed", e))??
+        };
         match found.len() {
             0 => {}
             1 => {

@@ -21,6 +21,7 @@ pub mod keys;
 mod messages;
 mod record;
 mod retention;
+mod search;
 mod secrets;
 mod stamp;
 pub mod stats;
@@ -42,6 +43,7 @@ pub use error::{Result, StoreError};
 pub use messages::{Atomic, MessageRecord};
 pub use record::{EventDraft, EventFocus, EventRecord, Interaction, StoredVersion};
 pub use retention::Pruned;
+pub use search::{IndexLookup, Indexer};
 pub use secrets::{SigningKeys, SigningSecret};
 pub use stamp::{AsGiven, VersionStamp};
 pub use surface::{
@@ -62,6 +64,8 @@ pub struct StoreOptions {
     /// Stamps the bodies of new versions (the server's FHIR `id` and `meta`); the default
     /// stores bodies as given.
     pub stamp: Arc<dyn VersionStamp>,
+    /// Keeps a search index with these keys (`None`: no index; search scans).
+    pub indexer: Option<Arc<dyn Indexer>>,
 }
 
 impl Default for StoreOptions {
@@ -70,6 +74,7 @@ impl Default for StoreOptions {
             cache_capacity_bytes: 256 * 1024 * 1024,
             durability: Durability::GroupCommit,
             stamp: Arc::new(AsGiven),
+            indexer: None,
         }
     }
 }
@@ -79,6 +84,7 @@ impl std::fmt::Debug for StoreOptions {
         f.debug_struct("StoreOptions")
             .field("cache_capacity_bytes", &self.cache_capacity_bytes)
             .field("durability", &self.durability)
+            .field("search_index", &self.indexer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -181,6 +187,10 @@ pub struct Store {
     stats: Arc<stats::SyncStats>,
     /// Responses to processed FHIR messages, by message id, see `messages.rs`.
     messages: sled::Tree,
+    /// The search index, see `search.rs`.
+    search: sled::Tree,
+    /// Computes the search index's keys (`None`: no index is kept).
+    indexer: Option<Arc<dyn Indexer>>,
     /// Entries in `attempts` (sled's `len` is a full scan; pruning needs the count often).
     attempts_len: std::sync::atomic::AtomicUsize,
     wal: Arc<Wal>,
@@ -222,8 +232,9 @@ impl Store {
             audit,
             pruned,
             messages,
+            search,
         ] = trees.0;
-        Ok(Store {
+        let store = Store {
             attempts_len: std::sync::atomic::AtomicUsize::new(attempts.len()),
             resources,
             history,
@@ -243,7 +254,11 @@ impl Store {
             durability: options.durability,
             group,
             stamp: Arc::clone(&options.stamp),
-        })
+            search,
+            indexer: options.indexer.clone(),
+        };
+        store.prepare_search_index()?;
+        Ok(store)
     }
 
     /// Makes everything durable in sled (a checkpoint) and stops the background threads. Call
@@ -334,7 +349,7 @@ impl Store {
         hook: BatchHook<'_>,
     ) -> Result<Vec<Result<WriteOutcome>>> {
         let results = self.wal.write(|view| {
-            let mut pending = Pending::new(view);
+            let mut pending = Pending::new(view, self.indexer.as_deref());
             let mut out = Vec::with_capacity(reqs.len());
             for (i, req) in reqs.iter().enumerate() {
                 let mut one = |c: &Change<'_>| hook(i, c);
@@ -552,15 +567,18 @@ impl Drop for Store {
 /// the batch reads what an earlier one wrote).
 struct Pending<'t> {
     view: &'t View<'t>,
+    /// Computes the search-index keys of the versions written (`None`: no index).
+    indexer: Option<&'t dyn Indexer>,
     ops: Vec<Op>,
     /// The batch's own puts (`Some`) and removes (`None`).
     written: HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl<'t> Pending<'t> {
-    fn new(view: &'t View<'t>) -> Self {
+    fn new(view: &'t View<'t>, indexer: Option<&'t dyn Indexer>) -> Self {
         Pending {
             view,
+            indexer,
             ops: Vec::new(),
             written: HashMap::new(),
         }
@@ -680,6 +698,24 @@ fn apply_one(
         pending.remove(TreeId::Secrets, key.clone());
     }
     pending.put(TreeId::Resources, key, encode_version(&stored)?);
+    // The search index moves with the version, in the same record (`search.rs`). Its keys are
+    // never read back by a write, so they skip `Pending::written`.
+    if let Some(indexer) = pending.indexer {
+        let keys = |body: Option<&Value>| {
+            body.map(|b| indexer.keys(req.tenant, req.resource_type, b))
+                .unwrap_or_default()
+        };
+        let old = keys(prev_live.and_then(|p| p.resource.as_ref()));
+        let new = keys(stored.resource.as_ref());
+        search::diff_ops(
+            req.tenant,
+            req.resource_type,
+            req.id,
+            old,
+            new,
+            &mut pending.ops,
+        );
+    }
     let recorded = record_events(pending, req, &stored, drafts)?;
     Ok(Ok(WriteOutcome {
         stored,
@@ -784,5 +820,7 @@ fn commit_instant() -> (String, i64) {
     (humantime::format_rfc3339_micros(at).to_string(), ms)
 }
 
+#[cfg(test)]
+mod search_tests;
 #[cfg(test)]
 mod tests;

@@ -56,7 +56,7 @@ impl Store {
         hook: BatchHook<'_>,
     ) -> Result<Atomic> {
         self.wal.write(|view| {
-            let mut pending = Pending::new(view);
+            let mut pending = Pending::new(view, self.indexer.as_deref());
             if let Some(m) = &message
                 && let Some(earlier) =
                     pending.get(TreeId::Messages, &keys::message(m.tenant, m.id))?

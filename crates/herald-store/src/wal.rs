@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Result, StoreError};
 
 /// The trees of the store, in the order their ids are written to the log (never reorder).
-pub(crate) const TREE_NAMES: [&str; 10] = [
+pub(crate) const TREE_NAMES: [&str; 11] = [
     "resources",
     "history",
     "counters",
@@ -46,6 +46,7 @@ pub(crate) const TREE_NAMES: [&str; 10] = [
     "audit",
     "pruned",
     "messages",
+    "search",
 ];
 
 /// A tree's id in log records.
@@ -64,6 +65,8 @@ pub(crate) enum TreeId {
     Pruned = 8,
     /// Responses to processed FHIR messages (`messages.rs`).
     Messages = 9,
+    /// The search index (`search.rs`).
+    Search = 10,
 }
 
 /// One mutation.
@@ -75,7 +78,7 @@ pub(crate) enum Op {
 
 /// The sled trees, indexed by [`TreeId`].
 #[derive(Clone)]
-pub(crate) struct Trees(pub(crate) [sled::Tree; 10]);
+pub(crate) struct Trees(pub(crate) [sled::Tree; 11]);
 
 impl Trees {
     pub(crate) fn open(db: &sled::Db) -> Result<Trees> {
@@ -83,7 +86,7 @@ impl Trees {
         for name in TREE_NAMES {
             trees.push(db.open_tree(name)?);
         }
-        let trees: [sled::Tree; 10] = trees
+        let trees: [sled::Tree; 11] = trees
             .try_into()
             .map_err(|_| StoreError::Corrupt("tree list".into()))?;
         Ok(Trees(trees))
@@ -120,6 +123,7 @@ fn tree_id(b: u8) -> Option<TreeId> {
         7 => TreeId::Audit,
         8 => TreeId::Pruned,
         9 => TreeId::Messages,
+        10 => TreeId::Search,
         _ => return None,
     })
 }

@@ -29,6 +29,24 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Retention of the event log and the attempt log.
     pub retention: herald_server::retention::RetentionConfig,
+    /// Search.
+    pub search: SearchConfig,
+}
+
+/// Search settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Keep the search index (maintained by every write; rebuilt at start-up when its definition
+    /// changed). Off: every search and conditional write scans the resources of its type (the
+    /// benchmark's baseline).
+    pub index: bool,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { index: true }
+    }
 }
 
 /// Storage settings.
@@ -79,6 +97,7 @@ const SHORT_ENV: &[(&str, &str)] = &[
     ("HERALD_MAX_BODY_BYTES", "server.max_body_bytes"),
     ("HERALD_DATA_DIR", "storage.data_dir"),
     ("HERALD_DURABILITY", "storage.durability"),
+    ("HERALD_SEARCH_INDEX", "search.index"),
     ("HERALD_LOG", "log.filter"),
     ("HERALD_LOG_JSON", "log.json"),
     (

@@ -116,6 +116,11 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
             durability: cfg.storage.durability,
             // FHIR's id and meta: the server's knowledge, called back by the store.
             stamp: herald_server::meta::stamp(),
+            indexer: cfg.search.index.then(|| {
+                Arc::new(herald_server::search::indexer::FhirIndexer::new(
+                    &cfg.server.tenants,
+                )) as Arc<dyn herald_store::Indexer>
+            }),
         },
     );
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &options))

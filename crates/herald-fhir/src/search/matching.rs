@@ -208,7 +208,7 @@ fn token_text(t: &Value, text: &str) -> bool {
 // reference
 // ---------------------------------------------------------------------------------------------
 
-fn strip_canonical_version(s: &str) -> &str {
+pub(super) fn strip_canonical_version(s: &str) -> &str {
     s.split_once('|').map_or(s, |(u, _)| u)
 }
 

@@ -1,6 +1,10 @@
 //! Owns search-parameter definitions (embedded HL7 bundles for R4, R4B and R5), parsing of search
-//! criteria, search-semantics matching of a resource against a criterion, and index keys.
+//! criteria, search-semantics matching of a resource against a criterion, the matcher's equality
+//! keys, and the search index's keys ([`index`]).
 
+pub mod index;
+#[cfg(test)]
+mod index_tests;
 mod matching;
 pub mod result;
 #[cfg(test)]

@@ -2,8 +2,11 @@
 //! semantics from `herald-fhir`, the result parameters (`_sort`, `_include`/`_revinclude` in
 //! [`include`], `_summary`, `_elements`, `_total`, `_pretty`), and paging ([`page`]).
 //!
-//! Search scans the live resources of the type and evaluates the criteria; it is not indexed
-//! (the workflow volumes Herald hosts are small next to its notification traffic). What Herald
+//! The store's search index narrows the resources read to those filed under the query's
+//! indexable criteria ([`candidates`]); every candidate is then judged by the whole query with
+//! the matcher, so the index changes how much is read, never what is found. Without an
+//! indexable criterion (or with the index switched off) every live resource of the type is read.
+//! The reading runs on the blocking pool, never on the async workers. What Herald
 //! does not support (an unknown parameter, `_include:iterate`, `_contained`, a `_sort` on an
 //! unknown parameter, …) is never dropped silently: it is ignored and reported in an
 //! OperationOutcome entry (`search.mode = outcome`), or refused with 400 under
@@ -30,7 +33,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{fhir_json, prefer_strict, read_limited};
 use crate::{AppState, Tenant};
 
+mod candidates;
 mod include;
+pub mod indexer;
 mod page;
 
 pub use page::Page;
@@ -81,6 +86,7 @@ pub fn find_matches(
     run(state, tenant, rtype, &q.criteria)
 }
 
+/// The live resources of `rtype` matching every criterion, in id order.
 fn run(
     state: &AppState,
     tenant: &Tenant,
@@ -88,27 +94,48 @@ fn run(
     criteria: &[Criterion],
 ) -> ApiResult<Vec<StoredVersion>> {
     let mut out = Vec::new();
-    for item in state.store.resources.live_of_type(&tenant.name, rtype) {
-        let stored = item?;
-        let Some(resource) = &stored.resource else {
-            continue;
-        };
-        let mut all = true;
-        for c in criteria {
-            if !matches(c, resource)? {
-                all = false;
-                break;
+    match candidates::candidates(
+        state.store.resources.as_ref(),
+        &tenant.name,
+        rtype,
+        criteria,
+    )? {
+        candidates::Candidates::All => {
+            for item in state.store.resources.live_of_type(&tenant.name, rtype) {
+                let stored = item?;
+                if matches_all(criteria, &stored)? {
+                    out.push(stored);
+                }
             }
         }
-        if all {
-            out.push(stored);
+        candidates::Candidates::Ids(ids) => {
+            for id in ids {
+                let Some(stored) = state.store.resources.current(&tenant.name, rtype, &id)? else {
+                    continue;
+                };
+                if matches_all(criteria, &stored)? {
+                    out.push(stored);
+                }
+            }
         }
     }
     Ok(out)
 }
 
+fn matches_all(criteria: &[Criterion], stored: &StoredVersion) -> ApiResult<bool> {
+    let Some(resource) = &stored.resource else {
+        return Ok(false);
+    };
+    for c in criteria {
+        if !matches(c, resource)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 async fn search(
-    state: &AppState,
+    state: &Arc<AppState>,
     ctx: &Ctx,
     rtype: &str,
     query: &str,
@@ -159,13 +186,20 @@ async fn search(
     }
     let page = Page::from_query(state, query)?;
     // Only what the caller may read is found at all (so `total` and paging are its own).
-    let mut found = crate::rest::visible_versions(
-        state,
-        tenant,
-        caller,
-        run(state, tenant, rtype, &q.criteria)?,
-    );
-    sort(&rp.sort, &mut found);
+    // Reading may take long (a scan, a broad criterion, the reach of a caller): off the async
+    // workers.
+    let found = {
+        let (state, tenant, caller) = (Arc::clone(state), Arc::clone(&ctx.tenant), caller.clone());
+        let (rtype, criteria, keys) = (rtype.to_owned(), q.criteria.clone(), rp.sort.clone());
+        tokio::task::spawn_blocking(move || -> ApiResult<Vec<StoredVersion>> {
+            let matched = run(&state, &tenant, &rtype, &criteria)?;
+            let mut found = crate::rest::visible_versions(&state, &tenant, &caller, matched);
+            sort(&keys, &mut found);
+            Ok(found)
+        })
+        .await
+        .map_err(|e| ApiError::internal("the search task failed", e))??
+    };
     let count_only = rp.summary == Some(SummaryMode::Count);
     let matches: &[StoredVersion] = if count_only { &[] } else { page.slice(&found) };
     let included = include::included(state, tenant, caller, matches, &rp)?;

@@ -2,8 +2,8 @@
 
 use super::BoxFuture;
 use crate::{
-    Atomic, BatchHook, Hook, MessageRecord, Result, Store, StoredVersion, WriteOutcome,
-    WriteRequest,
+    Atomic, BatchHook, Hook, IndexLookup, MessageRecord, Result, Store, StoredVersion,
+    WriteOutcome, WriteRequest,
 };
 
 /// What a caller holds to learn when the writes applied before it are durable (see
@@ -83,6 +83,19 @@ pub trait ResourceStore: Send + Sync {
 
     /// Waits until every write applied so far is durable.
     fn make_durable(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Whether a search index is kept (else every search reads the whole type).
+    fn search_index_enabled(&self) -> bool;
+
+    /// Ids of the live resources of one type filed under a key in any of `ranges` (half-open
+    /// ranges of the indexer's keys), or [`IndexLookup::TooMany`] past `limit`.
+    fn search_index(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        limit: Option<usize>,
+    ) -> Result<IndexLookup>;
 }
 
 impl ResourceStore for Store {
@@ -168,5 +181,19 @@ impl ResourceStore for Store {
 
     fn make_durable(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(Store::make_durable(self))
+    }
+
+    fn search_index_enabled(&self) -> bool {
+        Store::search_index_enabled(self)
+    }
+
+    fn search_index(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        limit: Option<usize>,
+    ) -> Result<IndexLookup> {
+        Store::search_index(self, tenant, resource_type, ranges, limit)
     }
 }
