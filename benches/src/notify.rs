@@ -42,6 +42,20 @@
 //! next so that none is always first, and the order of S reversed every other round), so that
 //! noise from other work on the machine falls on all of them alike. Rounds are merged (counts
 //! added, latency samples pooled).
+//!
+//! **Herald's CPU per notification**: Herald's own CPU time (utime + stime of its process, from
+//! `/proc/<pid>/stat`, read when the measured window opens and when it closes) divided by the
+//! notifications delivered in the window. The load generator shares the cores, so Herald's rate
+//! depends on what the other processes take, while its CPU per notification does not (much): it
+//! is the figure that says whether Herald got cheaper. With `base_herald_bin`, an older binary
+//! is set up the same way (one more process per S) and measured in the same rounds as a fourth
+//! target, so new/old CPU per notification is an A/B of one sitting, which is what makes it
+//! trustworthy on a machine whose load moves by ±30 % from minute to minute.
+//!
+//! Targets (issue #14): Herald's rate ≥ 0.80 of the durable relay's and its p99 ≤ 2.0× the
+//! durable relay's in every (S, C); CPU per notification at the highest C at most half the
+//! baseline's (the old binary of the same rounds, or `cpu_baseline_us`). Herald/relay is
+//! reported as context.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -58,7 +72,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::latency::{Latencies, ms};
-use crate::process::HeraldProcess;
+use crate::process::{HeraldProcess, cpu_time};
 use crate::server_thread::ServerThread;
 
 /// Canonical URL of the topic every benchmark subscription uses.
@@ -101,7 +115,18 @@ pub struct NotifyConfig {
     /// Times every (S, C) pair is measured; odd rounds reverse the order of S, and Herald and
     /// the relays rotate which goes first.
     pub rounds: usize,
+    /// An older herald binary measured in the same rounds (the CPU target's A/B baseline).
+    pub base_herald_bin: Option<PathBuf>,
+    /// Herald CPU per notification (µs) to halve, when no base binary is run alongside.
+    pub cpu_baseline_us: Option<f64>,
 }
+
+/// Rate against the durable relay's, per (S, C): at least this.
+pub const DURABLE_RATE_TARGET: f64 = 0.80;
+/// p99 against the durable relay's, per (S, C): at most this.
+pub const DURABLE_P99_TARGET: f64 = 2.0;
+/// CPU per notification against the baseline's, at the highest client count: at most this.
+pub const CPU_TARGET: f64 = 0.50;
 
 /// What one run (or several merged) measured.
 #[derive(Debug, Default, Clone)]
@@ -127,6 +152,8 @@ pub struct Sample {
     /// Time from the end of the window until every notification had arrived (or the drain
     /// gave up), summed over merged runs.
     pub drain: Duration,
+    /// Herald's CPU time (user + system) within the measured window; zero for the relays.
+    pub cpu: Duration,
 }
 
 impl Sample {
@@ -138,6 +165,13 @@ impl Sample {
     /// Acknowledged writes per second of the window.
     pub fn write_rate(&self) -> f64 {
         per_sec(self.writes, self.measured)
+    }
+
+    /// Herald's CPU time per event delivered in the window, µs (`None` without CPU samples or
+    /// deliveries).
+    pub fn cpu_per_notification_us(&self) -> Option<f64> {
+        (self.delivered > 0 && !self.cpu.is_zero())
+            .then(|| self.cpu.as_secs_f64() * 1e6 / self.delivered as f64)
     }
 
     /// Mean events per notification request.
@@ -160,6 +194,7 @@ impl Sample {
         self.missing += o.missing;
         self.duplicates += o.duplicates;
         self.drain += o.drain;
+        self.cpu += o.cpu;
     }
 }
 
@@ -189,11 +224,13 @@ pub struct SetupReport {
 
 /// Runs the scenario and prints progress, the tables, the ratios and the targets to stdout.
 pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        cfg.herald_bin.exists(),
-        "{} not found: build it with `cargo build --release -p herald` or pass --herald-bin",
-        cfg.herald_bin.display()
-    );
+    for bin in std::iter::once(&cfg.herald_bin).chain(cfg.base_herald_bin.as_ref()) {
+        anyhow::ensure!(
+            bin.exists(),
+            "{} not found: build it with `cargo build --release -p herald` or pass --herald-bin",
+            bin.display()
+        );
+    }
     let receiver = Receiver::start()?;
     let relay = if cfg.relay {
         Some(Relay::start(&receiver.url())?)
@@ -215,46 +252,65 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
         cfg.warmup.as_secs_f64(),
         cfg.drain.as_secs_f64()
     );
+    if let Some(base) = &cfg.base_herald_bin {
+        println!(
+            "base herald (the CPU target's baseline, same rounds): {}",
+            base.display()
+        );
+    }
     if let Some(r) = &durable_relay {
         println!(
             "durable relay: appends + fdatasync (group commit) to {}",
             r.log_path().display()
         );
     }
-    let mut herald_results: BTreeMap<(usize, usize), Sample> = BTreeMap::new();
-    let mut relay_results: BTreeMap<(usize, usize), Sample> = BTreeMap::new();
-    let mut durable_results: BTreeMap<(usize, usize), Sample> = BTreeMap::new();
+    let mut results: BTreeMap<Target, BTreeMap<(usize, usize), Sample>> = BTreeMap::new();
     let mut setups = Vec::new();
-    // Every subscription count gets its own process, set up first and kept running, so that
-    // the measurements of all counts can be interleaved round by round.
-    let mut heralds: Vec<(usize, HeraldProcess)> = Vec::new();
+    // Every subscription count gets its own process (two with a base binary), set up first and
+    // kept running, so that the measurements of all counts can be interleaved round by round.
+    let mut heralds: Vec<(usize, HeraldProcess, Option<HeraldProcess>)> = Vec::new();
     for &subs in &cfg.subs {
-        let herald = HeraldProcess::start_with_env(
-            &cfg.herald_bin,
-            &cfg.durability,
-            &[("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true")],
-        )?;
-        println!("S={subs}: herald pid {} at {}", herald.pid(), herald.root);
-        let setup = set_up(cfg, &herald, &receiver, subs).await?;
-        println!(
-            "S={subs}: set-up {}: {} created in {:.1} s ({:.0}/s), {} handshake(s), {} active after {:.1} s",
-            if setup.complete { "done" } else { "INCOMPLETE" },
-            setup.created,
-            setup.create_time.as_secs_f64(),
-            per_sec(setup.created as u64, setup.create_time),
-            setup.handshakes,
-            setup.active,
-            setup.total_time.as_secs_f64()
-        );
-        let complete = setup.complete;
-        setups.push(setup);
-        if complete {
-            heralds.push((subs, herald));
-        } else {
-            println!("S={subs}: skipped: not every subscription became active");
+        let mut ready = Vec::new();
+        for (label, bin) in std::iter::once(("herald", &cfg.herald_bin))
+            .chain(cfg.base_herald_bin.iter().map(|b| ("base", b)))
+        {
+            let herald = HeraldProcess::start_with_env(
+                bin,
+                &cfg.durability,
+                &[("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true")],
+            )?;
+            println!("S={subs}: {label} pid {} at {}", herald.pid(), herald.root);
+            let setup = set_up(cfg, &herald, &receiver, subs).await?;
+            println!(
+                "S={subs}: {label} set-up {}: {} created in {:.1} s ({:.0}/s), {} handshake(s), {} active after {:.1} s",
+                if setup.complete { "done" } else { "INCOMPLETE" },
+                setup.created,
+                setup.create_time.as_secs_f64(),
+                per_sec(setup.created as u64, setup.create_time),
+                setup.handshakes,
+                setup.active,
+                setup.total_time.as_secs_f64()
+            );
+            let complete = setup.complete;
+            setups.push((label, setup));
+            if !complete {
+                println!("S={subs}: skipped: not every {label} subscription became active");
+                break;
+            }
+            ready.push(herald);
+        }
+        let wanted = 1 + usize::from(cfg.base_herald_bin.is_some());
+        if ready.len() == wanted {
+            let mut ready = ready.into_iter();
+            if let Some(herald) = ready.next() {
+                heralds.push((subs, herald, ready.next()));
+            }
         }
     }
     let mut targets = vec![Target::Herald];
+    if cfg.base_herald_bin.is_some() {
+        targets.push(Target::BaseHerald);
+    }
     if relay.is_some() {
         targets.push(Target::Relay);
     }
@@ -270,29 +326,38 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
                 order.reverse();
             }
             for i in order {
-                let (subs, herald) = &heralds[i];
+                let (subs, herald, base) = &heralds[i];
                 let subs = *subs;
-                let herald_url = format!("{}/Task", herald.fhir("r4"));
                 let mut lineup = targets.clone();
                 lineup.rotate_left(turn % targets.len());
                 turn += 1;
                 for target in lineup {
-                    let (label, url, results) = match target {
-                        Target::Herald => ("herald", herald_url.clone(), &mut herald_results),
+                    let (url, pid) = match target {
+                        Target::Herald => {
+                            (format!("{}/Task", herald.fhir("r4")), Some(herald.pid()))
+                        }
+                        Target::BaseHerald => match base {
+                            Some(b) => (format!("{}/Task", b.fhir("r4")), Some(b.pid())),
+                            None => continue,
+                        },
                         Target::Relay => match &relay {
-                            Some(r) => ("relay", r.url(), &mut relay_results),
+                            Some(r) => (r.url(), None),
                             None => continue,
                         },
                         Target::DurableRelay => match &durable_relay {
-                            Some(r) => ("d-relay", r.url(), &mut durable_results),
+                            Some(r) => (r.url(), None),
                             None => continue,
                         },
                     };
-                    let is_herald = target == Target::Herald;
-                    let mut s = measure(cfg, &receiver, &url, clients, is_herald).await?;
+                    let mut s = measure(cfg, &receiver, &url, clients, pid).await?;
+                    let cpu = s
+                        .cpu_per_notification_us()
+                        .map(|us| format!("  cpu {us:.0} us/notif"))
+                        .unwrap_or_default();
                     println!(
-                        "  round {} S={subs:<6} C={clients:<3} {label:<7} {:>8.0} notif/s  p50 {:>8} ms  p99 {:>8} ms  writes {:>6.0}/s (201 p50 {} ms, p99 {} ms)  {:>5.1} ev/notif  missing {}  errors {}  drain {:.2} s",
+                        "  round {} S={subs:<6} C={clients:<3} {:<7} {:>8.0} notif/s  p50 {:>8} ms  p99 {:>8} ms  writes {:>6.0}/s (201 p50 {} ms, p99 {} ms)  {:>5.1} ev/notif  missing {}  errors {}  drain {:.2} s{cpu}",
                         round + 1,
+                        target.label(),
                         s.rate(),
                         ms(s.latencies.quantile(0.50)),
                         ms(s.latencies.quantile(0.99)),
@@ -304,7 +369,12 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
                         s.write_errors,
                         s.drain.as_secs_f64()
                     );
-                    results.entry((subs, clients)).or_default().merge(&s);
+                    results
+                        .entry(target)
+                        .or_default()
+                        .entry((subs, clients))
+                        .or_default()
+                        .merge(&s);
                 }
             }
         }
@@ -312,25 +382,32 @@ pub async fn run(cfg: &NotifyConfig) -> anyhow::Result<()> {
     drop(heralds);
     drop(relay);
     drop(durable_relay);
-    report(
-        cfg,
-        &setups,
-        &mut herald_results,
-        &mut relay_results,
-        &mut durable_results,
-    );
+    report(cfg, &setups, &mut results);
     Ok(())
 }
 
 /// What one measurement is run against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
     /// The Herald process of the subscription count being measured.
     Herald,
+    /// The base binary's process of that subscription count.
+    BaseHerald,
     /// The plain relay.
     Relay,
     /// The durable relay.
     DurableRelay,
+}
+
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Target::Herald => "herald",
+            Target::BaseHerald => "base",
+            Target::Relay => "relay",
+            Target::DurableRelay => "d-relay",
+        }
+    }
 }
 
 /// Creates `subs` subscriptions (at most `setup_concurrency` in flight) and waits until every
@@ -482,14 +559,16 @@ struct Sent {
 }
 
 /// One measurement: `clients` connections POSTing Tasks owned by `org-0` back to back to
-/// `url` (Herald, or one of the relays when `!herald`), then the drain.
+/// `url` (a Herald process, whose CPU time is sampled at the window's edges, or one of the
+/// relays when `herald_pid` is `None`), then the drain.
 async fn measure(
     cfg: &NotifyConfig,
     receiver: &Receiver,
     url: &str,
     clients: usize,
-    herald: bool,
+    herald_pid: Option<u32>,
 ) -> anyhow::Result<Sample> {
+    let herald = herald_pid.is_some();
     receiver.reset();
     let start = Instant::now() + cfg.warmup;
     let end = start + cfg.duration;
@@ -560,6 +639,12 @@ async fn measure(
         measured: cfg.duration,
         ..Sample::default()
     };
+    if let Some(pid) = herald_pid {
+        tokio::time::sleep_until(start.into()).await;
+        let cpu0 = cpu_time(pid)?;
+        tokio::time::sleep_until(end.into()).await;
+        s.cpu = cpu_time(pid)?.saturating_sub(cpu0);
+    }
     for t in tasks {
         let (mine, errors) = t.await.context("a load client panicked")?;
         sent.extend(mine);
@@ -962,21 +1047,21 @@ fn commit_loop(
     stats
 }
 
+type Results = BTreeMap<(usize, usize), Sample>;
+
 fn report(
     cfg: &NotifyConfig,
-    setups: &[SetupReport],
-    herald: &mut BTreeMap<(usize, usize), Sample>,
-    relay: &mut BTreeMap<(usize, usize), Sample>,
-    durable: &mut BTreeMap<(usize, usize), Sample>,
+    setups: &[(&str, SetupReport)],
+    results: &mut BTreeMap<Target, Results>,
 ) {
     println!();
     println!(
         "set-up (S subscriptions created {} at a time, until all active):",
         cfg.setup_concurrency
     );
-    for s in setups {
+    for (label, s) in setups {
         println!(
-            "  S={:<6} created {:>6} in {:>7.1} s ({:>5.0}/s)  handshakes {:>6}  active {:>6} after {:>7.1} s{}",
+            "  S={:<6} created {:>6} in {:>7.1} s ({:>5.0}/s)  handshakes {:>6}  active {:>6} after {:>7.1} s{}{}",
             s.subs,
             s.created,
             s.create_time.as_secs_f64(),
@@ -984,6 +1069,11 @@ fn report(
             s.handshakes,
             s.active,
             s.total_time.as_secs_f64(),
+            if *label == "herald" {
+                String::new()
+            } else {
+                format!("  ({label})")
+            },
             if s.complete {
                 ""
             } else {
@@ -991,10 +1081,18 @@ fn report(
             }
         );
     }
+    let mut take = |t: Target| results.remove(&t).unwrap_or_default();
+    let (mut herald, mut base, mut relay, mut durable) = (
+        take(Target::Herald),
+        take(Target::BaseHerald),
+        take(Target::Relay),
+        take(Target::DurableRelay),
+    );
     for (title, results) in [
-        ("herald", &mut *herald),
-        ("relay", &mut *relay),
-        ("durable relay", &mut *durable),
+        ("herald", &mut herald),
+        ("base herald", &mut base),
+        ("relay", &mut relay),
+        ("durable relay", &mut durable),
     ] {
         if results.is_empty() {
             continue;
@@ -1033,49 +1131,36 @@ fn report(
     }
     if !relay.is_empty() {
         println!();
-        println!(
-            "herald/relay (relay measured alongside each S; targets: rate >= 0.50, p99 <= 3.0x):"
-        );
-        println!(
-            "{:>6} {:>4} {:>11} {:>11} {:>11}",
-            "S", "C", "rate", "p50", "p99"
-        );
-        for (key, h) in herald.iter_mut() {
-            let Some(r) = relay.get_mut(key) else {
-                continue;
-            };
-            let rate = ratio(h.rate(), r.rate());
-            let p50 = quantile_ratio(h, r, 0.50);
-            let p99 = quantile_ratio(h, r, 0.99);
-            println!(
-                "{:>6} {:>4} {:>11} {:>11} {:>11}",
-                key.0,
-                key.1,
-                verdict_cell(rate, rate.map(|x| x >= 0.50)),
-                verdict_cell(p50, None),
-                verdict_cell(p99, p99.map(|x| x <= 3.0)),
-            );
-        }
+        println!("herald/relay (relay measured alongside each S; context, no target):");
+        ratio_table(&mut herald, &mut relay, None);
     }
+    let mut verdicts = Vec::new();
     if !durable.is_empty() {
         println!();
-        println!("herald/durable relay (context, no target):");
         println!(
-            "{:>6} {:>4} {:>11} {:>11} {:>11}",
-            "S", "C", "rate", "p50", "p99"
+            "herald/durable relay (targets: rate >= {DURABLE_RATE_TARGET:.2}, p99 <= {DURABLE_P99_TARGET:.1}x):"
         );
-        for (key, h) in herald.iter_mut() {
-            let Some(d) = durable.get_mut(key) else {
-                continue;
-            };
-            println!(
-                "{:>6} {:>4} {:>11} {:>11} {:>11}",
-                key.0,
-                key.1,
-                verdict_cell(ratio(h.rate(), d.rate()), None),
-                verdict_cell(quantile_ratio(h, d, 0.50), None),
-                verdict_cell(quantile_ratio(h, d, 0.99), None),
-            );
+        let (rate, p99) = ratio_table(
+            &mut herald,
+            &mut durable,
+            Some((DURABLE_RATE_TARGET, DURABLE_P99_TARGET)),
+        );
+        verdicts.push(every_cell(
+            &format!("rate >= {DURABLE_RATE_TARGET:.2} x the durable relay's"),
+            "lowest",
+            rate,
+            |r| r >= DURABLE_RATE_TARGET,
+        ));
+        verdicts.push(every_cell(
+            &format!("p99 <= {DURABLE_P99_TARGET:.1}x the durable relay's"),
+            "highest",
+            p99,
+            |r| r <= DURABLE_P99_TARGET,
+        ));
+        if !base.is_empty() {
+            println!();
+            println!("base herald/durable relay (the base binary in the same rounds, context):");
+            ratio_table(&mut base, &mut durable, None);
         }
         if !relay.is_empty() {
             println!();
@@ -1094,27 +1179,180 @@ fn report(
             }
         }
     }
-    let (Some(&few), Some(&many)) = (cfg.subs.iter().min(), cfg.subs.iter().max()) else {
-        return;
-    };
-    if few == many {
-        return;
+    if let Some(v) = cpu_report(cfg, &herald, &base) {
+        verdicts.push(v);
     }
-    println!();
-    println!("subscription scaling (target: rate with S={many} >= 0.80 x rate with S={few}):");
-    for &clients in &cfg.clients {
-        let (Some(a), Some(b)) = (herald.get(&(many, clients)), herald.get(&(few, clients))) else {
-            println!("  C={clients:<3} n/a (S={many} or S={few} not measured)");
+    if let (Some(&few), Some(&many)) = (cfg.subs.iter().min(), cfg.subs.iter().max())
+        && few != many
+    {
+        println!();
+        println!("subscription scaling (target: rate with S={many} >= 0.80 x rate with S={few}):");
+        for &clients in &cfg.clients {
+            let (Some(a), Some(b)) = (herald.get(&(many, clients)), herald.get(&(few, clients)))
+            else {
+                println!("  C={clients:<3} n/a (S={many} or S={few} not measured)");
+                continue;
+            };
+            let r = ratio(a.rate(), b.rate());
+            println!(
+                "  C={clients:<3} {:.0}/s vs {:.0}/s: {}",
+                a.rate(),
+                b.rate(),
+                verdict_cell(r, r.map(|x| x >= 0.80)).trim()
+            );
+        }
+    }
+    if !verdicts.is_empty() {
+        println!();
+        println!("targets:");
+        for v in verdicts {
+            println!("  {v}");
+        }
+    }
+}
+
+/// Prints a/b (rate, p50, p99) per (S, C) measured by both, with verdicts when `targets` (rate
+/// at least, p99 at most) is given; returns the rate and p99 ratios per (S, C) (`None` where
+/// one side delivered nothing).
+#[allow(clippy::type_complexity)]
+fn ratio_table(
+    a: &mut Results,
+    b: &mut Results,
+    targets: Option<(f64, f64)>,
+) -> (
+    Vec<((usize, usize), Option<f64>)>,
+    Vec<((usize, usize), Option<f64>)>,
+) {
+    println!(
+        "{:>6} {:>4} {:>11} {:>11} {:>11}",
+        "S", "C", "rate", "p50", "p99"
+    );
+    let (mut rates, mut p99s) = (Vec::new(), Vec::new());
+    for (key, h) in a.iter_mut() {
+        let Some(d) = b.get_mut(key) else {
             continue;
         };
-        let r = ratio(a.rate(), b.rate());
+        let rate = ratio(h.rate(), d.rate());
+        let p50 = quantile_ratio(h, d, 0.50);
+        let p99 = quantile_ratio(h, d, 0.99);
         println!(
-            "  C={clients:<3} {:.0}/s vs {:.0}/s: {}",
-            a.rate(),
-            b.rate(),
-            verdict_cell(r, r.map(|x| x >= 0.80)).trim()
+            "{:>6} {:>4} {:>11} {:>11} {:>11}",
+            key.0,
+            key.1,
+            verdict_cell(rate, targets.and_then(|(t, _)| rate.map(|x| x >= t))),
+            verdict_cell(p50, None),
+            verdict_cell(p99, targets.and_then(|(_, t)| p99.map(|x| x <= t))),
         );
+        rates.push((*key, rate));
+        p99s.push((*key, p99));
     }
+    (rates, p99s)
+}
+
+/// One target line over every (S, C): PASS when every cell has a figure and each passes;
+/// names the worst cell (`worst` is "lowest" or "highest").
+fn every_cell(
+    what: &str,
+    worst: &str,
+    cells: Vec<((usize, usize), Option<f64>)>,
+    ok: impl Fn(f64) -> bool,
+) -> String {
+    if cells.is_empty() {
+        return format!("n/a  {what} in every (S, C): nothing measured");
+    }
+    let pass = cells.iter().all(|(_, r)| r.is_some_and(&ok));
+    let missing = cells.iter().filter(|(_, r)| r.is_none()).count();
+    let figures: Vec<((usize, usize), f64)> = cells
+        .iter()
+        .filter_map(|(k, r)| r.map(|r| (*k, r)))
+        .collect();
+    let pick = figures.iter().copied().reduce(|x, y| {
+        let y_worse = if worst == "lowest" {
+            y.1 < x.1
+        } else {
+            y.1 > x.1
+        };
+        if y_worse { y } else { x }
+    });
+    let failing = cells.iter().filter(|(_, r)| !r.is_some_and(&ok)).count();
+    let worst_cell = match pick {
+        Some(((s, c), r)) => format!("{worst} {r:.2} at S={s} C={c}"),
+        None => "no figure".into(),
+    };
+    format!(
+        "{} {what} in every (S, C): {worst_cell}; {failing} of {} cell(s) miss{}",
+        if pass { "PASS" } else { "MISS" },
+        cells.len(),
+        if missing > 0 {
+            format!(" ({missing} without a figure)")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Prints Herald's CPU per notification per (S, C), the base binary's beside it and new/base,
+/// and returns the CPU target's line: at the highest client count, new/base ≤ [`CPU_TARGET`]
+/// in every S (or, without a base binary, at most that share of `cpu_baseline_us`).
+fn cpu_report(cfg: &NotifyConfig, herald: &Results, base: &Results) -> Option<String> {
+    if herald.is_empty() {
+        return None;
+    }
+    let top = cfg.clients.iter().copied().max()?;
+    println!();
+    println!(
+        "herald CPU per notification (Herald's utime+stime in the window / notifications delivered in it; target at C={top}: new <= {CPU_TARGET:.2}x {}):",
+        if base.is_empty() {
+            "the baseline"
+        } else {
+            "base"
+        }
+    );
+    println!(
+        "{:>6} {:>4} {:>12} {:>12} {:>11}",
+        "S", "C", "herald us", "base us", "new/base"
+    );
+    let mut cells = Vec::new();
+    for (key, h) in herald {
+        let new = h.cpu_per_notification_us();
+        let old = base.get(key).and_then(Sample::cpu_per_notification_us);
+        let r = match (new, old) {
+            (Some(n), Some(o)) if o > 0.0 => Some(n / o),
+            _ => None,
+        };
+        let judged = key.1 == top && !base.is_empty();
+        println!(
+            "{:>6} {:>4} {:>12} {:>12} {:>11}",
+            key.0,
+            key.1,
+            new.map_or("-".into(), |x| format!("{x:.1}")),
+            old.map_or("-".into(), |x| format!("{x:.1}")),
+            verdict_cell(r, judged.then(|| r.map(|x| x <= CPU_TARGET)).flatten()),
+        );
+        if key.1 == top {
+            cells.push((*key, r, new));
+        }
+    }
+    if !base.is_empty() {
+        return Some(every_cell(
+            &format!(
+                "Herald CPU per notification at C={top} <= {CPU_TARGET:.2}x the base binary's"
+            ),
+            "highest",
+            cells.into_iter().map(|(k, r, _)| (k, r)).collect(),
+            |r| r <= CPU_TARGET,
+        ));
+    }
+    let baseline = cfg.cpu_baseline_us?;
+    let limit = baseline * CPU_TARGET;
+    Some(every_cell(
+        &format!(
+            "Herald CPU per notification at C={top} <= {limit:.1} us ({CPU_TARGET:.2}x the baseline {baseline:.1} us)"
+        ),
+        "highest",
+        cells.into_iter().map(|(k, _, us)| (k, us)).collect(),
+        |us| us <= limit,
+    ))
 }
 
 fn ratio(a: f64, b: f64) -> Option<f64> {
@@ -1186,6 +1424,41 @@ mod tests {
             Received::Events(vec!["c0-1".into()])
         );
         assert_eq!(parse_received(b"not json"), Received::Other);
+    }
+
+    #[test]
+    fn a_target_passes_only_when_every_cell_passes_and_names_the_worst() {
+        let cells = vec![((1, 1), Some(0.9)), ((1, 16), Some(0.85))];
+        let line = every_cell("rate", "lowest", cells, |r| r >= 0.80);
+        assert!(line.starts_with("PASS "), "{line}");
+        assert!(line.contains("lowest 0.85 at S=1 C=16"), "{line}");
+        let cells = vec![((1, 1), Some(1.5)), ((100, 16), Some(2.4))];
+        let line = every_cell("p99", "highest", cells, |r| r <= 2.0);
+        assert!(line.starts_with("MISS "), "{line}");
+        assert!(
+            line.contains("highest 2.40 at S=100 C=16; 1 of 2"),
+            "{line}"
+        );
+        // A cell without a figure (nothing delivered) cannot pass.
+        let cells = vec![((1, 1), Some(0.9)), ((1, 16), None)];
+        let line = every_cell("rate", "lowest", cells, |r| r >= 0.80);
+        assert!(line.starts_with("MISS "), "{line}");
+        assert!(line.contains("(1 without a figure)"), "{line}");
+    }
+
+    #[test]
+    fn cpu_per_notification_is_the_window_cpu_over_the_events_delivered() {
+        let s = Sample {
+            delivered: 1000,
+            cpu: Duration::from_millis(140),
+            ..Sample::default()
+        };
+        assert_eq!(s.cpu_per_notification_us(), Some(140.0));
+        let relay = Sample {
+            delivered: 1000,
+            ..Sample::default()
+        };
+        assert_eq!(relay.cpu_per_notification_us(), None);
     }
 
     #[test]

@@ -119,3 +119,49 @@ impl Drop for HeraldProcess {
         let _ = self.child.wait();
     }
 }
+
+/// CPU time (user + system) of a process so far (`/proc/<pid>/stat`, at 100 ticks/s, Linux's
+/// `USER_HZ` everywhere it runs): what a benchmark divides by the work done to get Herald's own
+/// cost, whatever else shares the cores.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        f.get(i)
+            .and_then(|s| s.parse().ok())
+            .context("malformed stat")
+    };
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_counts_this_process_spinning() {
+        let before = cpu_time(std::process::id()).unwrap();
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        // Spin until the kernel has charged at least 50 ms (5 ticks) more; on a loaded machine
+        // this may take longer in wall time, hence the generous bound.
+        while cpu_time(std::process::id()).unwrap() < before + Duration::from_millis(50) {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no CPU time charged after 2 minutes of spinning"
+            );
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time(u32::MAX).is_err(), "no such process");
+    }
+}

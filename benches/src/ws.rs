@@ -42,7 +42,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::latency::{Latencies, ms};
 use crate::notify::{TOPIC, task_id};
-use crate::process::HeraldProcess;
+use crate::process::{HeraldProcess, cpu_time};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -112,26 +112,6 @@ fn status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
-}
-
-/// CPU time (user + system) of a process so far (`/proc/<pid>/stat`, at 100 ticks/s, Linux's
-/// `USER_HZ` everywhere it runs).
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at state (field 3).
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        f.get(i)
-            .and_then(|s| s.parse().ok())
-            .context("malformed stat")
-    };
-    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state.
-    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// The Task owner whose creates match exactly `s` subscriptions.

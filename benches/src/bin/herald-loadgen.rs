@@ -168,6 +168,14 @@ struct NotifyArgs {
     /// Durable 4 KiB appends for the disk probe (0 to skip).
     #[arg(long, default_value_t = 200)]
     fsync_probe: usize,
+    /// An older herald binary to run in the same rounds (one more process per S): the CPU
+    /// target becomes new/base CPU per notification <= 0.50 at the highest client count.
+    #[arg(long)]
+    base_herald_bin: Option<PathBuf>,
+    /// Herald CPU per notification (µs) to halve, when no --base-herald-bin is given
+    /// (e.g. 140: PASS at <= 70).
+    #[arg(long)]
+    cpu_baseline_us: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -242,6 +250,8 @@ async fn main() -> anyhow::Result<()> {
                 relay: !a.no_relay,
                 durable_relay: !a.no_durable_relay,
                 rounds: a.rounds.max(1),
+                base_herald_bin: a.base_herald_bin,
+                cpu_baseline_us: a.cpu_baseline_us,
             })
             .await?;
             println!("load average after: {}", loadavg());
