@@ -342,7 +342,7 @@ async fn main() -> anyhow::Result<()> {
                 "--subs must be between 1 and 100000"
             );
             // Every subscription's attempt is held open by the receiver while it is down.
-            ws::raise_nofile(u64::try_from(a.subs).unwrap_or(u64::MAX) * 2 + 1024)?;
+            ws::raise_nofile(u64::try_from(a.subs).unwrap_or(u64::MAX) + 1024)?;
             machine(0)?;
             restart::run(&RestartConfig {
                 herald_bin: a.herald_bin,
@@ -364,7 +364,7 @@ async fn main() -> anyhow::Result<()> {
                 (1..=100_000).contains(&a.subs),
                 "--subs must be between 1 and 100000"
             );
-            ws::raise_nofile(u64::try_from(a.subs).unwrap_or(u64::MAX) * 2 + 1024)?;
+            ws::raise_nofile(u64::try_from(a.subs).unwrap_or(u64::MAX) + 1024)?;
             machine(0)?;
             fanout::run(&FanoutConfig {
                 herald_bin: a.herald_bin,

@@ -54,7 +54,12 @@ impl Node {
             .env("HERALD_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("HERALD_DATA_DIR", &data)
             .env("HERALD_DURABILITY", &self.durability)
-            .env("HERALD_LOG", "warn")
+            // HERALD_LOG of the loadgen's environment passes through (e.g. `info` for
+            // Herald's start-up timings).
+            .env(
+                "HERALD_LOG",
+                std::env::var("HERALD_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

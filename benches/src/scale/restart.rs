@@ -15,7 +15,10 @@
 //!    tail in both cases), then **`kill -9`**, the receiver comes back, Herald is started again
 //!    on the same data directory and port, and the loadgen times spawn → `/readyz` 200 and
 //!    spawn → first event received, then the drain (every queued event received).
-//! 3. Ratios large/small (target ≤ 1.5 for both times), drain events/s over steady events/s
+//! 3. The control: the small backlog once more, queued behind `events` written and delivered
+//!    first, so that both starts follow the same volume of writes and only the backlog
+//!    differs (sled's recovery scans what was written since the previous start).
+//! 4. Ratios large/small and large/control (target ≤ 1.5 for both times), drain events/s over steady events/s
 //!    (target ≥ 0.8), and the order check: every subscription's event numbers arrived strictly
 //!    increasing with none missing (a failure, not a MISS).
 
@@ -152,10 +155,23 @@ pub async fn run(cfg: &RestartConfig) -> anyhow::Result<()> {
 
     // 2. The two backlogs.
     let mut expected: HashMap<String, u64> = HashMap::new();
-    let small = backlog_restart(cfg, &mut node, &receiver, per_write, &mut expected).await?;
+    let small = backlog_restart(cfg, &mut node, &receiver, 0, per_write, &mut expected).await?;
     print_sample("small", &small);
-    let large = backlog_restart(cfg, &mut node, &receiver, cfg.events, &mut expected).await?;
+    let large = backlog_restart(cfg, &mut node, &receiver, 0, cfg.events, &mut expected).await?;
     print_sample("large", &large);
+    // The control: the small backlog again, queued behind as many events as the large one,
+    // delivered before the receiver goes down. Both starts then follow the same volume of
+    // writes; only the backlog differs.
+    let control = backlog_restart(
+        cfg,
+        &mut node,
+        &receiver,
+        cfg.events,
+        per_write,
+        &mut expected,
+    )
+    .await?;
+    print_sample("small after the large volume, delivered", &control);
 
     // 3. Verdicts.
     println!("load average: {}", loadavg());
@@ -182,6 +198,26 @@ pub async fn run(cfg: &RestartConfig) -> anyhow::Result<()> {
             );
         }
         _ => println!("restart first notification: none received   MISS"),
+    }
+    let controlled = ratio(large.ready, control.ready);
+    println!(
+        "restart ready with {} vs {} queued after the same write volume: {:.3} s vs {:.3} s = {controlled:.2}x   target <= 1.5x   {}",
+        large.backlog,
+        control.backlog,
+        large.ready.as_secs_f64(),
+        control.ready.as_secs_f64(),
+        verdict(controlled <= 1.5)
+    );
+    if let (Some(l), Some(c)) = (large.first, control.first) {
+        let first = ratio(l, c);
+        println!(
+            "restart first notification with {} vs {} queued after the same write volume: {:.3} s vs {:.3} s = {first:.2}x   target <= 1.5x   {}",
+            large.backlog,
+            control.backlog,
+            l.as_secs_f64(),
+            c.as_secs_f64(),
+            verdict(first <= 1.5)
+        );
     }
     let drain = large.events_per_sec() / steady_rate.max(1e-9);
     println!(
@@ -258,24 +294,53 @@ async fn steady_state(
     Ok((c.events, c.notifications, span))
 }
 
-/// Builds a backlog of `events` with the receiver down, kills Herald, brings the receiver back,
+/// Writes `delivered` events with the receiver up and waits until they have all arrived; then
+/// builds a backlog of `events` with the receiver down, kills Herald, brings the receiver back,
 /// restarts Herald and times it.
 async fn backlog_restart(
     cfg: &RestartConfig,
     node: &mut Node,
     receiver: &Receiver,
+    delivered: usize,
     events: usize,
     expected: &mut HashMap<String, u64>,
 ) -> anyhow::Result<RestartSample> {
     let per_write = cfg.subs / cfg.groups;
-    let writes = events / per_write;
-    receiver.set_up(false);
     let http = client(cfg.concurrency)?;
     let groups = cfg.groups;
+    let url = format!("{}/Task", node.fhir("r4"));
+    if delivered > 0 {
+        receiver.reset();
+        let offset = 1_000_000_000;
+        let took = post_all(
+            &http,
+            &url,
+            delivered / per_write,
+            cfg.concurrency,
+            Arc::new(move |k| {
+                task(
+                    &format!("Organization/grp-{}", k % groups),
+                    &format!("delivered {}", offset + k),
+                )
+            }),
+        )
+        .await?;
+        ensure!(
+            super::wait_events(receiver, delivered as u64, cfg.drain_timeout).await,
+            "only {} of {delivered} events were delivered",
+            receiver.counts().events
+        );
+        println!(
+            "volume: {delivered} events written in {:.1} s and delivered",
+            took.as_secs_f64()
+        );
+    }
+    let writes = events / per_write;
+    receiver.set_up(false);
     let offset = expected.values().sum::<u64>() as usize;
     let took = post_all(
         &http,
-        &format!("{}/Task", node.fhir("r4")),
+        &url,
         writes,
         cfg.concurrency,
         Arc::new(move |k| {

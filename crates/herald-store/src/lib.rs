@@ -174,6 +174,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`, re-applying what the write-ahead log holds.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
+        let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
@@ -182,8 +183,15 @@ impl Store {
             .flush_every_ms(None)
             .open()?;
         let trees = Trees::open(&db)?;
+        let sled_open = started.elapsed();
         let defer = options.durability != Durability::Off;
         let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone(), defer)?);
+        // Start-up time is what an orchestrator waits for: say where it went.
+        tracing::info!(
+            sled_ms = sled_open.as_millis() as u64,
+            log_ms = (started.elapsed() - sled_open).as_millis() as u64,
+            "store opened"
+        );
         let stats = Arc::new(stats::SyncStats::default());
         let group = match options.durability {
             Durability::GroupCommit => {

@@ -121,6 +121,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .context("the store's start-up task failed")?
         .with_context(|| format!("opening the store in {}", cfg.storage.data_dir.display()))?;
     let store = Arc::new(store);
+    let loading = std::time::Instant::now();
     // Notifications name resources by absolute URL: the configured public base, else the bound
     // address.
     let root = cfg
@@ -153,6 +154,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     )
     .await
     .context("loading topics and subscriptions")?;
+    tracing::info!(
+        ms = loading.elapsed().as_millis() as u64,
+        "topics and subscriptions loaded"
+    );
     tokio::spawn(herald_server::status::apply_status_changes(
         state.clone(),
         status_rx,
