@@ -3,6 +3,8 @@
 //! counting the store's event reads, not by timing. Real parts: a sled store on disk, the
 //! rest-hook channel, a receiver on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -159,7 +161,11 @@ async fn a_restart_with_a_large_backlog_reads_one_batch_not_the_queue() {
     }
     // Give a dispatcher that would go on reading (counting, prefetching) time to do so.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(quiet.count.load(Ordering::SeqCst), 1, "one attempt in flight");
+    assert_eq!(
+        quiet.count.load(Ordering::SeqCst),
+        1,
+        "one attempt in flight"
+    );
     assert_eq!(
         store.events_read(),
         u64::from(MAX_COUNT),
