@@ -368,9 +368,13 @@ async fn backlog_restart(
             expected.insert(id.to_owned(), n);
         }
     }
-    let queued: u64 = rows
+    // Queued = recorded minus what the receiver has already seen. (Not the rows' queue depth:
+    // a delivery the receiver has answered may not have reached the dispatcher yet, and it is
+    // not sent again after the restart.)
+    let seen = receiver.last_events();
+    let queued: u64 = expected
         .iter()
-        .filter_map(|r| r.get("queue_depth").and_then(serde_json::Value::as_u64))
+        .map(|(id, n)| n.saturating_sub(seen.get(id).copied().unwrap_or(0)))
         .sum();
     tokio::time::sleep(cfg.settle).await;
     node.kill9();
