@@ -1,4 +1,6 @@
-//! Matcher cost per Task change with 100, 10 000 and 100 000 subscriptions.
+//! Matcher cost per Task change with 100, 10 000 and 100 000 subscriptions (the fixture is
+//! `herald_benches::matcher`, shared with `herald-loadgen matcher`, which takes the same
+//! measurement to 1 000 000 without criterion and adds memory and creation rate).
 //!
 //! Every subscription is on the built-in `cow-task-changed` topic and filters `owner` on its own
 //! organization (`sub-<i>` has `owner=Organization/org-<i>`); the matcher holds all five built-in
@@ -26,146 +28,15 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode};
-use herald_fhir::FhirVersion;
+use herald_benches::matcher::{Case, Which, change, fmt_ns, median};
 use herald_matcher::{Change, Matcher, NoRelated};
-use herald_subscriptions::builtin::{self, COW_TASK_CHANGED};
-use herald_subscriptions::{
-    Channel, ChannelType, Filter, Interaction, PayloadContent, Subscription, SubscriptionStatus,
-};
-use serde_json::{Value, json};
 
-const VERSION: FhirVersion = FhirVersion::R4;
 const SIZES: [usize; 3] = [100, 10_000, 100_000];
-/// Owner of the change that matches no subscription.
-const NOBODY: &str = "Organization/org-nobody";
 
 /// Target: indexed cost at the largest size over the smallest, at most this.
-const FLAT_TARGET: f64 = 1.2;
+const FLAT_TARGET: f64 = herald_benches::matcher::FLAT_TARGET;
 /// Target: linear over indexed at the largest size, at least this.
 const SPEEDUP_TARGET: f64 = 100.0;
-
-fn subscription(i: usize) -> Subscription {
-    Subscription {
-        id: format!("sub-{i}"),
-        identifier: Vec::new(),
-        status: SubscriptionStatus::Active,
-        topic: builtin::canonical(COW_TASK_CHANGED),
-        filters: vec![Filter {
-            resource_type: Some("Task".to_owned()),
-            parameter: "owner".to_owned(),
-            comparator: None,
-            modifier: None,
-            value: format!("Organization/org-{i}"),
-        }],
-        channel: Channel {
-            kind: ChannelType::RestHook,
-            endpoint: Some(format!("https://subscriber-{i}.example.org/hook")),
-            headers: Vec::new(),
-            heartbeat_period: None,
-            timeout: None,
-            content_type: "application/fhir+json".to_owned(),
-            content: PayloadContent::IdOnly,
-            max_count: None,
-        },
-        end: None,
-        reason: None,
-    }
-}
-
-/// A matcher holding the built-in topics and `n` owner-filtered subscriptions.
-fn matcher(n: usize) -> Matcher {
-    let mut m = Matcher::new(VERSION);
-    for t in builtin::topics(VERSION) {
-        m.upsert_topic(t).expect("built-in topic compiles");
-    }
-    for i in 0..n {
-        m.upsert_subscription(subscription(i))
-            .expect("subscription compiles");
-    }
-    assert_eq!(m.subscription_count(), n);
-    m
-}
-
-fn task(owner: &str, status: &str, version: &str) -> Value {
-    json!({
-        "resourceType": "Task",
-        "id": "task-1",
-        "meta": { "versionId": version },
-        "status": status,
-        "intent": "order",
-        "code": { "coding": [{ "system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill" }] },
-        "focus": { "reference": "ServiceRequest/sr-1" },
-        "for": { "reference": "Patient/p-1" },
-        "requester": { "reference": "Organization/placer" },
-        "owner": { "reference": owner }
-    })
-}
-
-/// Previous and current version of a Task update (status requested → in-progress, same owner).
-fn update(owner: &str) -> (Value, Value) {
-    (
-        task(owner, "requested", "1"),
-        task(owner, "in-progress", "2"),
-    )
-}
-
-fn change<'a>(versions: &'a (Value, Value)) -> Change<'a> {
-    Change {
-        resource_type: "Task",
-        id: "task-1",
-        interaction: Interaction::Update,
-        previous: Some(&versions.0),
-        current: Some(&versions.1),
-        at_ms: None,
-    }
-}
-
-/// One subscription count with its two changes.
-struct Case {
-    n: usize,
-    matcher: Matcher,
-    hit: (Value, Value),
-    miss: (Value, Value),
-}
-
-impl Case {
-    fn new(n: usize) -> Self {
-        let case = Case {
-            n,
-            matcher: matcher(n),
-            hit: update(&format!("Organization/org-{}", n / 2)),
-            miss: update(NOBODY),
-        };
-        case.check();
-        case
-    }
-
-    /// Both paths give the expected answer, and the index evaluates only the matching one.
-    fn check(&self) {
-        let m = &self.matcher;
-        let hit = change(&self.hit);
-        let miss = change(&self.miss);
-        let indexed = m.matches(&hit, &NoRelated).expect("indexed match");
-        assert_eq!(indexed.len(), 1, "exactly one subscription matches");
-        assert_eq!(indexed[0].subscription_id, format!("sub-{}", self.n / 2));
-        assert_eq!(m.matches_linear(&hit, &NoRelated).expect("linear"), indexed);
-        assert!(m.matches(&miss, &NoRelated).expect("indexed").is_empty());
-        assert!(
-            m.matches_linear(&miss, &NoRelated)
-                .expect("linear")
-                .is_empty()
-        );
-        assert_eq!(m.candidate_count(&hit, &NoRelated).expect("count"), 1);
-        assert_eq!(m.candidate_count(&miss, &NoRelated).expect("count"), 0);
-    }
-
-    fn versions(&self, which: Which) -> &(Value, Value) {
-        match which {
-            Which::Match => &self.hit,
-            Which::NoMatch => &self.miss,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
@@ -180,21 +51,6 @@ impl Path {
             Path::Linear => m.matches_linear(c, &NoRelated),
         };
         out.expect("matching succeeds").len()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Which {
-    Match,
-    NoMatch,
-}
-
-impl Which {
-    fn name(self) -> &'static str {
-        match self {
-            Which::Match => "match",
-            Which::NoMatch => "no-match",
-        }
     }
 }
 
@@ -270,11 +126,6 @@ impl Timing {
     fn median(&self) -> f64 {
         median(self.samples.clone())
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Calls per batch so that one batch lasts about `target`.
@@ -395,16 +246,6 @@ fn verdict(pass: bool) -> &'static str {
     if pass { "PASS" } else { "MISS" }
 }
 
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.2} µs", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |flag: &str| args.iter().any(|a| a == flag);
@@ -415,7 +256,14 @@ fn main() {
         && !has("--list")
         && !args.iter().any(|a| a.starts_with("--profile-time"));
 
-    let cases: Vec<Case> = SIZES.iter().map(|&n| Case::new(n)).collect();
+    let cases: Vec<Case> = SIZES
+        .iter()
+        .map(|&n| {
+            let case = Case::new(n).expect("fixture builds");
+            case.check(true).expect("both paths agree");
+            case
+        })
+        .collect();
     let mut c = Criterion::default().configure_from_args();
     criterion_benches(&mut c, &cases);
     c.final_summary();

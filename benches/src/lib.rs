@@ -1,15 +1,20 @@
 //! Herald's benchmark package: the pieces the `herald-loadgen` tool is built from — spawning the
 //! real `herald` binary ([`process`]), latency summaries ([`latency`]), the disk probe
-//! ([`probe`]) and the load scenarios: [`writes`] (Task creates per durability mode),
+//! ([`probe`]), the matcher measured in process ([`matcher`], shared with the criterion bench)
+//! and the load scenarios: [`writes`] (Task creates per durability mode),
 //! [`notify`] (write → matched → delivered, against a relay baseline), [`ws`] (memory per
-//! bound websocket, bind time, and fan-out of one change to many sockets) and [`search`]
-//! (search latency with the index at two store sizes, its rebuild, the write rate with it).
+//! bound websocket, bind time, and fan-out of one change to many sockets), [`search`] (search
+//! latency with the index at two store sizes, its rebuild, the write rate with it) and [`scale`]
+//! (restart with a backlog of a million events; one change matched by ten thousand
+//! subscriptions).
 #![forbid(unsafe_code)]
 
 pub mod latency;
+pub mod matcher;
 pub mod notify;
 pub mod probe;
 pub mod process;
+pub mod scale;
 pub mod search;
 pub mod server_thread;
 pub mod writes;

@@ -7,6 +7,10 @@
 //! fan-out of one change to 1, 100 and all of them (notifications/s, event→socket latency);
 //! `search` measures search latency with the search index at 10 000 and 1 000 000 Tasks, the
 //! index's rebuild time and disk use, and the write rate with the index against without.
+//! `matcher` measures the matcher in process at 1 000 000 subscriptions (cost per change against
+//! 100, memory per subscription, creation rate); `restart` times start-up and the drain with
+//! a backlog of a million events against one of a thousand; `fanout` times the delivery of one
+//! change matched by ten thousand subscriptions against ten thousand single-match writes.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -15,7 +19,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use herald_benches::latency::ms;
+use herald_benches::matcher::{self as matcher_scale, ScaleConfig};
 use herald_benches::notify::{self, NotifyConfig};
+use herald_benches::scale::fanout::{self, FanoutConfig};
+use herald_benches::scale::restart::{self, RestartConfig};
 use herald_benches::search::{self, SearchConfig};
 use herald_benches::writes::{self, WritesConfig};
 use herald_benches::ws::{self, WsConfig};
@@ -52,6 +59,20 @@ enum Command {
     /// small p50 ratios, then the write rate with the index against without (alternated
     /// rounds); PASS/MISS against the targets. Exits 0 whatever the figures.
     Search(SearchArgs),
+    /// The matcher in process: grows one to --large subscriptions (live heap bytes per
+    /// subscription, inserts/s overall and of the last 10 000 before each power of ten), then
+    /// times a matching and a non-matching Task change against --small and --large in
+    /// interleaved rounds; PASS/MISS on the per-change cost ratio. Exits 0 whatever the figures.
+    Matcher(MatcherArgs),
+    /// Start-up with a backlog: S subscriptions whose receiver went away, a small and a large
+    /// backlog of queued events, `kill -9`, receiver back, restart: spawn → /readyz and spawn →
+    /// first notification for both (PASS/MISS at <= 1.5x), the drain's events/s against the
+    /// steady state (PASS/MISS at >= 0.8x) and the per-subscription order (exits 1 if broken).
+    Restart(RestartArgs),
+    /// One write matched by S unfiltered subscriptions against S single-match writes: events/s
+    /// of each (PASS/MISS at >= 0.8x), then `kill -9` right after a fan-out write's 201 and a
+    /// check that all S events survived (exits 1 if not).
+    Fanout(FanoutArgs),
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +101,79 @@ struct SearchArgs {
     /// Length of one write-rate round.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     write_round: Duration,
+}
+
+#[derive(Args, Debug)]
+struct RestartArgs {
+    /// The herald binary (build it with `cargo build --release -p herald`).
+    #[arg(long, default_value = "target/release/herald")]
+    herald_bin: PathBuf,
+    /// Herald's durability mode (HERALD_DURABILITY).
+    #[arg(long, default_value = "group-commit")]
+    durability: String,
+    /// Subscriptions with a backlog.
+    #[arg(long, default_value_t = 10_000)]
+    subs: usize,
+    /// Owner groups: a Task is matched by subs/groups subscriptions (the small backlog is one
+    /// Task's worth).
+    #[arg(long, default_value_t = 10)]
+    groups: usize,
+    /// Events of the large backlog.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Subscription creates and Task writes in flight.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Wait between the last acknowledged write and the kill (Herald checkpoints every 10 s).
+    #[arg(long, value_parser = parse_duration, default_value = "12s")]
+    settle: Duration,
+    /// Steady-state measurement time.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    steady: Duration,
+    /// Clients of the steady-state writes.
+    #[arg(long, default_value_t = 16)]
+    steady_clients: usize,
+    /// Longest wait for a drain.
+    #[arg(long, value_parser = parse_duration, default_value = "15m")]
+    drain_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct FanoutArgs {
+    /// The herald binary (build it with `cargo build --release -p herald`).
+    #[arg(long, default_value = "target/release/herald")]
+    herald_bin: PathBuf,
+    /// Herald's durability mode (HERALD_DURABILITY).
+    #[arg(long, default_value = "group-commit")]
+    durability: String,
+    /// Subscriptions matched by the one write (and single-match writes to compare with).
+    #[arg(long, default_value_t = 10_000)]
+    subs: usize,
+    /// Clients of the single-match writes.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Alternating rounds of both measurements.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Longest wait for one measurement's notifications.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct MatcherArgs {
+    /// The baseline size.
+    #[arg(long, default_value_t = 100)]
+    small: usize,
+    /// The size to grow to.
+    #[arg(long, default_value_t = 1_000_000)]
+    large: usize,
+    /// Interleaved timing rounds.
+    #[arg(long, default_value_t = 101)]
+    rounds: usize,
+    /// Time per batch of calls in a round.
+    #[arg(long, value_parser = parse_duration, default_value = "2ms")]
+    batch: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -203,6 +297,18 @@ struct WritesArgs {
     fsync_probe: usize,
 }
 
+/// Counts the heap bytes in use, for `matcher`'s memory per subscription. (The counters are
+/// relaxed atomics: the other subcommands' figures are about Herald, a separate process.)
+#[global_allocator]
+static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+fn live_heap_bytes() -> i64 {
+    let s = GLOBAL.stats();
+    // A realloc is already counted in these two (growth as allocated, shrinking as freed).
+    let held = s.bytes_allocated as i128 - s.bytes_deallocated as i128;
+    i64::try_from(held).unwrap_or(i64::MAX)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -271,6 +377,68 @@ async fn main() -> anyhow::Result<()> {
                 write_clients: a.write_clients.clamp(1, 1024),
                 write_rounds: a.write_rounds.max(1),
                 write_round: a.write_round,
+            })
+            .await?;
+            println!("load average after: {}", loadavg());
+        }
+        Command::Matcher(a) => {
+            anyhow::ensure!(
+                a.small >= 2 && a.large > a.small && a.large <= 10_000_000,
+                "need 2 <= --small < --large <= 10000000"
+            );
+            machine(0)?;
+            let cfg = ScaleConfig {
+                small: a.small,
+                large: a.large,
+                rounds: a.rounds.max(1),
+                batch: a.batch,
+            };
+            // Pure CPU work: off the async runtime.
+            let report = tokio::task::spawn_blocking(move || {
+                matcher_scale::run_scale(&cfg, &live_heap_bytes).map(|r| (cfg, r))
+            })
+            .await
+            .context("the matcher run panicked")??;
+            matcher_scale::print_scale(&report.0, &report.1);
+            println!("load average after: {}", loadavg());
+        }
+        Command::Restart(a) => {
+            anyhow::ensure!(
+                (1..=100_000).contains(&a.subs),
+                "--subs must be between 1 and 100000"
+            );
+            // Every subscription's attempt is held open by the receiver while it is down.
+            ws::raise_nofile(u64::try_from(a.subs).unwrap_or(u64::MAX) + 1024)?;
+            machine(0)?;
+            restart::run(&RestartConfig {
+                herald_bin: a.herald_bin,
+                durability: a.durability,
+                subs: a.subs,
+                groups: a.groups,
+                events: a.events,
+                concurrency: a.concurrency.clamp(1, 256),
+                settle: a.settle,
+                steady: a.steady,
+                steady_clients: a.steady_clients.clamp(1, 256),
+                drain_timeout: a.drain_timeout,
+            })
+            .await?;
+            println!("load average after: {}", loadavg());
+        }
+        Command::Fanout(a) => {
+            anyhow::ensure!(
+                (1..=100_000).contains(&a.subs),
+                "--subs must be between 1 and 100000"
+            );
+            ws::raise_nofile(u64::try_from(a.subs).unwrap_or(u64::MAX) + 1024)?;
+            machine(0)?;
+            fanout::run(&FanoutConfig {
+                herald_bin: a.herald_bin,
+                durability: a.durability,
+                subs: a.subs,
+                clients: a.clients.clamp(1, 256),
+                rounds: a.rounds.max(1),
+                timeout: a.timeout,
             })
             .await?;
             println!("load average after: {}", loadavg());

@@ -193,6 +193,9 @@ pub struct Store {
     indexer: Option<Arc<dyn Indexer>>,
     /// Entries in `attempts` (sled's `len` is a full scan; pruning needs the count often).
     attempts_len: std::sync::atomic::AtomicUsize,
+    /// Events decoded by [`Store::events`] since open: what delivery reads is bounded by its
+    /// batches, not by the backlog, and tests check that by counting (never by timing).
+    events_read: std::sync::atomic::AtomicU64,
     wal: Arc<Wal>,
     durability: Durability,
     group: Option<GroupCommit>,
@@ -204,6 +207,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`, re-applying what the write-ahead log holds.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
+        let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
@@ -212,8 +216,15 @@ impl Store {
             .flush_every_ms(None)
             .open()?;
         let trees = Trees::open(&db)?;
+        let sled_open = started.elapsed();
         let defer = options.durability != Durability::Off;
         let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone(), defer)?);
+        // Start-up time is what an orchestrator waits for: say where it went.
+        tracing::info!(
+            sled_ms = sled_open.as_millis() as u64,
+            log_ms = (started.elapsed() - sled_open).as_millis() as u64,
+            "store opened"
+        );
         let stats = Arc::new(stats::SyncStats::default());
         let group = match options.durability {
             Durability::GroupCommit => {
@@ -236,6 +247,7 @@ impl Store {
         ] = trees.0;
         let store = Store {
             attempts_len: std::sync::atomic::AtomicUsize::new(attempts.len()),
+            events_read: std::sync::atomic::AtomicU64::new(0),
             resources,
             history,
             counters,
@@ -548,9 +560,16 @@ impl Store {
             .range(lo..=hi)
             .map(|kv| {
                 let (_, v) = kv?;
+                self.events_read
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect()
+    }
+
+    /// Events read by [`Store::events`] since the store was opened.
+    pub fn events_read(&self) -> u64 {
+        self.events_read.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

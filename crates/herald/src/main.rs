@@ -130,6 +130,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
     // The embedded backend; everything past this wiring sees only its surfaces.
     let surfaces = herald_store::Surfaces::embedded(Arc::clone(&store));
+    let loading = std::time::Instant::now();
     // Notifications name resources by absolute URL: the configured public base, else the bound
     // address.
     let root = cfg
@@ -162,6 +163,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     )
     .await
     .context("loading topics and subscriptions")?;
+    tracing::info!(
+        ms = loading.elapsed().as_millis() as u64,
+        "topics and subscriptions loaded"
+    );
     tokio::spawn(herald_server::status::apply_status_changes(
         state.clone(),
         status_rx,
