@@ -1,0 +1,308 @@
+//! Herald nodes on a NATS JetStream cluster (docs/cluster.md), end to end: three `nats-server`
+//! processes on loopback (streams replicated 3 times) and three Herald nodes. Fails, never
+//! skips, when nats-server is missing (`scripts/install-test-tools` installs it).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald_subscriptions::notification::{NotificationType, parse_notification};
+use herald_tests::cluster::{NatsCluster, node};
+use herald_tests::receiver::{Receiver, delivered_events};
+use herald_tests::{Herald, client, create, get, r4_subscription, send, task};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Generous: the machine is shared and loaded.
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn three_nodes() -> (NatsCluster, Vec<Herald>) {
+    let nats = NatsCluster::start(3).await;
+    let nodes = ["a", "b", "c"]
+        .iter()
+        .map(|id| node(&nats, id, 3))
+        .collect();
+    (nats, nodes)
+}
+
+/// Polls `url` on a node until it answers 200 with `pred` true; returns the body.
+async fn eventually(c: &reqwest::Client, url: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (s, v) = get(c, url).await;
+        if s == StatusCode::OK && pred(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never got there: {s} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn writes_spread_over_the_nodes_are_readable_on_every_node() {
+    let (_nats, nodes) = three_nodes().await;
+    let c = client();
+    let mut written = Vec::new();
+    for i in 0..30 {
+        let n = &nodes[i % 3];
+        let t = create(
+            &c,
+            &n.fhir("r4"),
+            "Task",
+            &task(&format!("Organization/o{i}")),
+        )
+        .await;
+        written.push((
+            t["id"].as_str().unwrap().to_owned(),
+            format!("Organization/o{i}"),
+        ));
+    }
+    for n in &nodes {
+        for (id, owner) in &written {
+            let v = eventually(&c, &format!("{}/Task/{id}", n.fhir("r4")), |_| true).await;
+            assert_eq!(v["owner"]["reference"], owner.as_str());
+        }
+        // Search runs on each node's own index, which holds every node's writes.
+        let b = eventually(&c, &format!("{}/Task?_summary=count", n.fhir("r4")), |v| {
+            v["total"] == 30
+        })
+        .await;
+        assert_eq!(b["total"], 30);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_if_match_updates_of_one_task_on_two_nodes_let_exactly_one_win() {
+    let (_nats, nodes) = three_nodes().await;
+    let c = client();
+    for round in 0..5 {
+        let t = create(&c, &nodes[0].fhir("r4"), "Task", &task("Organization/lab")).await;
+        let id = t["id"].as_str().unwrap().to_owned();
+        for n in &nodes[1..] {
+            eventually(&c, &format!("{}/Task/{id}", n.fhir("r4")), |_| true).await;
+        }
+        let update = |n: &Herald, status: &str| {
+            let (c, url) = (c.clone(), format!("{}/Task/{id}", n.fhir("r4")));
+            let mut body = task("Organization/lab");
+            body["id"] = json!(id);
+            body["status"] = json!(status);
+            async move {
+                let r = c
+                    .put(&url)
+                    .header("content-type", "application/fhir+json")
+                    .header("if-match", "W/\"1\"")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .expect("put");
+                r.status()
+            }
+        };
+        let (x, y) = tokio::join!(update(&nodes[1], "accepted"), update(&nodes[2], "rejected"));
+        let mut got = [x, y];
+        got.sort();
+        assert_eq!(
+            got,
+            [StatusCode::OK, StatusCode::PRECONDITION_FAILED],
+            "round {round}"
+        );
+        let winner = if x == StatusCode::OK {
+            "accepted"
+        } else {
+            "rejected"
+        };
+        for n in &nodes {
+            let v = eventually(&c, &format!("{}/Task/{id}", n.fhir("r4")), |v| {
+                v["meta"]["versionId"] == "2"
+            })
+            .await;
+            assert_eq!(v["status"], winner, "round {round}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rest_hook_subscription_is_delivered_by_one_node_in_order_without_gaps_across_a_kill9_of_it()
+ {
+    let (_nats, mut nodes) = three_nodes().await;
+    let c = client();
+    let rx = Receiver::start().await;
+    let sub = create(
+        &c,
+        &nodes[0].fhir("r4"),
+        "Subscription",
+        &r4_subscription("cow-task-changed", &[], &rx.url("/hook"), "id-only"),
+    )
+    .await;
+    let sub_id = sub["id"].as_str().unwrap().to_owned();
+    eventually(
+        &c,
+        &format!("{}/Subscription/{sub_id}", nodes[0].fhir("r4")),
+        |v| v["status"] == "active",
+    )
+    .await;
+    for i in 0..20 {
+        create(
+            &c,
+            &nodes[i % 3].fhir("r4"),
+            "Task",
+            &task("Organization/lab"),
+        )
+        .await;
+    }
+    let got = rx
+        .wait_until("/hook", "events 1..=20", WAIT, |l| {
+            delivered_events(l).iter().max() == Some(&20)
+        })
+        .await;
+    // Which node delivers: the one the notifications name.
+    let sender = got.last().and_then(|r| r.sender()).expect("sender");
+    let owner = nodes
+        .iter()
+        .position(|n| n.root.ends_with(&sender))
+        .expect("a node sent it");
+    nodes[owner].kill9();
+    let alive: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    for i in 0..20 {
+        create(
+            &c,
+            &nodes[alive[i % 2]].fhir("r4"),
+            "Task",
+            &task("Organization/lab"),
+        )
+        .await;
+    }
+    let got = rx
+        .wait_until("/hook", "events 21..=40 after the owner died", WAIT, |l| {
+            delivered_events(l).iter().max() == Some(&40)
+        })
+        .await;
+    let events = delivered_events(&got);
+    // In order, gap-free; a repeat only of what was in flight when the owner died.
+    let mut expected_next = 1;
+    for n in &events {
+        assert!(*n <= expected_next, "gap before {n}: {events:?}");
+        if *n == expected_next {
+            expected_next += 1;
+        } else {
+            assert!(
+                *n + 1 == expected_next,
+                "more than one batch repeated: {events:?}"
+            );
+        }
+    }
+    assert_eq!(expected_next, 41);
+    nodes[owner].restart();
+    for n in &nodes {
+        eventually(
+            &c,
+            &format!("{}/Subscription/{sub_id}/$status", n.fhir("r4")),
+            |_| true,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_client_on_one_node_gets_the_events_of_writes_on_the_others() {
+    let (_nats, nodes) = three_nodes().await;
+    let c = client();
+    let base_b = nodes[1].fhir("r4");
+    let mut body = r4_subscription("cow-task-changed", &[], "", "id-only");
+    body["channel"]["type"] = json!("websocket");
+    body["channel"].as_object_mut().unwrap().remove("endpoint");
+    let id = create(&c, &nodes[0].fhir("r4"), "Subscription", &body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(&c, &format!("{base_b}/Subscription/{id}"), |_| true).await;
+    let (s, p) = send(
+        &c,
+        Method::POST,
+        &format!("{base_b}/Subscription/{id}/$get-ws-binding-token"),
+        &json!({"resourceType": "Parameters"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let param = |name: &str, key: &str| {
+        p["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap()[key]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (token, url) = (
+        param("token", "valueString"),
+        param("websocket-url", "valueUrl"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("connect");
+    ws.send(Message::Text(format!("bind-with-token {token}").into()))
+        .await
+        .expect("bind");
+    for i in 0..10 {
+        let n = if i % 2 == 0 { &nodes[0] } else { &nodes[2] };
+        create(&c, &n.fhir("r4"), "Task", &task("Organization/lab")).await;
+    }
+    let mut numbers = Vec::new();
+    while numbers.len() < 10 {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).expect("json");
+        let n = parse_notification(&v).expect("notification");
+        if n.kind == NotificationType::EventNotification {
+            numbers.extend(n.events.iter().map(|e| e.number));
+        }
+    }
+    assert_eq!(numbers, (1..=10).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn a_nats_server_killed_and_restarted_mid_load_loses_no_acknowledged_write() {
+    let (mut nats, nodes) = three_nodes().await;
+    let c = client();
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in 0..90 {
+        if i == 30 {
+            nats.kill9(1);
+        }
+        if i == 60 {
+            nats.restart(1).await;
+        }
+        let (s, v) = send(
+            &c,
+            Method::POST,
+            &format!("{}/Task", nodes[i % 3].fhir("r4")),
+            &task(&format!("Organization/o{i}")),
+        )
+        .await;
+        if s == StatusCode::CREATED {
+            acked.push(v["id"].as_str().unwrap().to_owned());
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        acked.len() >= 60,
+        "{refused} writes refused with one of three servers down"
+    );
+    for n in &nodes {
+        for id in &acked {
+            eventually(&c, &format!("{}/Task/{id}", n.fhir("r4")), |_| true).await;
+        }
+    }
+}
