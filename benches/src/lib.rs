@@ -2,9 +2,11 @@
 //! real `herald` binary ([`process`]), latency summaries ([`latency`]), the disk probe
 //! ([`probe`]) and the load scenarios: [`writes`] (Task creates per durability mode),
 //! [`notify`] (write → matched → delivered, against a relay baseline) and [`ws`] (memory per
-//! bound websocket, bind time, and fan-out of one change to many sockets).
+//! bound websocket, bind time, and fan-out of one change to many sockets) and [`cluster`] (one
+//! Herald node versus three on a NATS JetStream cluster, docs/cluster.md).
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod latency;
 pub mod notify;
 pub mod probe;
