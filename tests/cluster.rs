@@ -125,6 +125,70 @@ async fn concurrent_if_match_updates_of_one_task_on_two_nodes_let_exactly_one_wi
     }
 }
 
+/// An R4 websocket Subscription on every Task change.
+fn ws_subscription() -> Value {
+    let mut body = r4_subscription("cow-task-changed", &[], "", "id-only");
+    body["channel"]["type"] = json!("websocket");
+    body["channel"].as_object_mut().unwrap().remove("endpoint");
+    body
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Binds a socket on the node at `base` to subscription `id`.
+async fn bind(c: &reqwest::Client, base: &str, id: &str) -> Ws {
+    let (s, p) = send(
+        c,
+        Method::POST,
+        &format!("{base}/Subscription/{id}/$get-ws-binding-token"),
+        &json!({"resourceType": "Parameters"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let param = |name: &str, key: &str| {
+        p["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap()[key]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (token, url) = (
+        param("token", "valueString"),
+        param("websocket-url", "valueUrl"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("connect");
+    ws.send(Message::Text(format!("bind-with-token {token}").into()))
+        .await
+        .expect("bind");
+    ws
+}
+
+/// Event numbers from the socket until `upto` arrived (in arrival order, repeats kept).
+async fn ws_events_until(ws: &mut Ws, upto: u64) -> Vec<u64> {
+    let mut numbers: Vec<u64> = Vec::new();
+    while numbers.iter().max().is_none_or(|m| *m < upto) {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).expect("json");
+        let n = parse_notification(&v).expect("notification");
+        if n.kind == NotificationType::EventNotification {
+            numbers.extend(n.events.iter().map(|e| e.number));
+        }
+    }
+    numbers
+}
+
 /// `eventsSinceSubscriptionStart` from `$status` (any FHIR version's shape).
 fn events_since_start(v: &Value) -> Option<u64> {
     match v {
@@ -182,6 +246,10 @@ async fn a_rest_hook_subscription_is_delivered_by_one_node_in_order_without_gaps
     )
     .await;
     let sub_id = sub["id"].as_str().unwrap().to_owned();
+    let ws_id = create(&c, &nodes[0].fhir("r4"), "Subscription", &ws_subscription()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for i in 0..20 {
         create(
             &c,
@@ -206,6 +274,15 @@ async fn a_rest_hook_subscription_is_delivered_by_one_node_in_order_without_gaps
         .position(|n| n.root.ends_with(&sender))
         .expect("a node sent it");
     // Writers on every node; the delivering node is killed in the middle of it.
+    // A websocket client on a node that survives.
+    let survivor = (owner + 1) % 3;
+    eventually(
+        &c,
+        &format!("{}/Subscription/{ws_id}", nodes[survivor].fhir("r4")),
+        |_| true,
+    )
+    .await;
+    let mut ws = bind(&c, &nodes[survivor].fhir("r4"), &ws_id).await;
     let bases: Vec<String> = nodes.iter().map(|n| n.fhir("r4")).collect();
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = std::sync::Arc::clone(&progress);
@@ -245,10 +322,12 @@ async fn a_rest_hook_subscription_is_delivered_by_one_node_in_order_without_gaps
             eventually(&c, &format!("{}/Task/{id}", n.fhir("r4")), |_| true).await;
         }
     }
-    let survivor = &nodes[(owner + 1) % 3];
     let status = eventually(
         &c,
-        &format!("{}/Subscription/{sub_id}/$status", survivor.fhir("r4")),
+        &format!(
+            "{}/Subscription/{sub_id}/$status",
+            nodes[survivor].fhir("r4")
+        ),
         |v| events_since_start(v).is_some_and(|n| n >= 20 + acked.len() as u64),
     )
     .await;
@@ -259,6 +338,18 @@ async fn a_rest_hook_subscription_is_delivered_by_one_node_in_order_without_gaps
         })
         .await;
     assert_in_order_without_gaps(&delivered_events(&got), n);
+    // The websocket client on the surviving node got every event too, in order.
+    let ws_status = eventually(
+        &c,
+        &format!(
+            "{}/Subscription/{ws_id}/$status",
+            nodes[survivor].fhir("r4")
+        ),
+        |v| events_since_start(v).is_some_and(|m| m == n),
+    )
+    .await;
+    let m = events_since_start(&ws_status).unwrap();
+    assert_in_order_without_gaps(&ws_events_until(&mut ws, m).await, m);
 }
 
 #[tokio::test]
@@ -266,62 +357,20 @@ async fn a_websocket_client_on_one_node_gets_the_events_of_writes_on_the_others(
     let (_nats, nodes) = three_nodes().await;
     let c = client();
     let base_b = nodes[1].fhir("r4");
-    let mut body = r4_subscription("cow-task-changed", &[], "", "id-only");
-    body["channel"]["type"] = json!("websocket");
-    body["channel"].as_object_mut().unwrap().remove("endpoint");
-    let id = create(&c, &nodes[0].fhir("r4"), "Subscription", &body).await["id"]
+    let id = create(&c, &nodes[0].fhir("r4"), "Subscription", &ws_subscription()).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     eventually(&c, &format!("{base_b}/Subscription/{id}"), |_| true).await;
-    let (s, p) = send(
-        &c,
-        Method::POST,
-        &format!("{base_b}/Subscription/{id}/$get-ws-binding-token"),
-        &json!({"resourceType": "Parameters"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{p}");
-    let param = |name: &str, key: &str| {
-        p["parameter"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == name)
-            .unwrap()[key]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (token, url) = (
-        param("token", "valueString"),
-        param("websocket-url", "valueUrl"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .expect("connect");
-    ws.send(Message::Text(format!("bind-with-token {token}").into()))
-        .await
-        .expect("bind");
+    let mut ws = bind(&c, &base_b, &id).await;
     for i in 0..10 {
         let n = if i % 2 == 0 { &nodes[0] } else { &nodes[2] };
         create(&c, &n.fhir("r4"), "Task", &task("Organization/lab")).await;
     }
-    let mut numbers = Vec::new();
-    while numbers.len() < 10 {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame")
-            .expect("open")
-            .expect("frame");
-        let Message::Text(t) = msg else { continue };
-        let v: Value = serde_json::from_str(t.as_str()).expect("json");
-        let n = parse_notification(&v).expect("notification");
-        if n.kind == NotificationType::EventNotification {
-            numbers.extend(n.events.iter().map(|e| e.number));
-        }
-    }
-    assert_eq!(numbers, (1..=10).collect::<Vec<u64>>());
+    assert_eq!(
+        ws_events_until(&mut ws, 10).await,
+        (1..=10).collect::<Vec<u64>>()
+    );
 }
 
 #[tokio::test]
