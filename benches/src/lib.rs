@@ -4,11 +4,13 @@
 //! and the load scenarios: [`writes`] (Task creates per durability mode),
 //! [`notify`] (write → matched → delivered, against a relay baseline), [`ws`] (memory per
 //! bound websocket, bind time, and fan-out of one change to many sockets), [`search`] (search
-//! latency with the index at two store sizes, its rebuild, the write rate with it) and [`scale`]
+//! latency with the index at two store sizes, its rebuild, the write rate with it), [`scale`]
 //! (restart with a backlog of a million events; one change matched by ten thousand
-//! subscriptions).
+//! subscriptions) and [`cluster`] (one Herald node versus three on a NATS JetStream cluster,
+//! docs/cluster.md).
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod latency;
 pub mod matcher;
 pub mod notify;

@@ -260,6 +260,9 @@ pub mod versions;
 /// The Subscription scenarios every FHIR version runs.
 pub mod suite;
 
+/// A NATS JetStream cluster on loopback and Herald nodes joined to it.
+pub mod cluster;
+
 /// Sends a FHIR JSON body; returns the status and the parsed answer (`Null` when there is none).
 pub async fn send(
     c: &reqwest::Client,

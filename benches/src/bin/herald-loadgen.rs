@@ -73,6 +73,10 @@ enum Command {
     /// of each (PASS/MISS at >= 0.8x), then `kill -9` right after a fan-out write's 201 and a
     /// check that all S events survived (exits 1 if not).
     Fanout(FanoutArgs),
+    /// Task creates/s and latency p50/p99 of one Herald node versus three on a three-server
+    /// NATS JetStream cluster on loopback (log R3), with the embedded Herald as the baseline,
+    /// alternated per round (docs/cluster.md). Needs nats-server (scripts/install-test-tools).
+    Cluster(ClusterArgs),
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +178,25 @@ struct MatcherArgs {
     /// Time per batch of calls in a round.
     #[arg(long, value_parser = parse_duration, default_value = "2ms")]
     batch: Duration,
+}
+
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    /// The herald binary (build it with `cargo build --release -p herald`).
+    #[arg(long, default_value = "target/release/herald")]
+    herald_bin: PathBuf,
+    /// Concurrent clients in total, spread evenly over the nodes.
+    #[arg(long, default_value_t = 48)]
+    clients: usize,
+    /// Rounds of (embedded, 1 node, 3 nodes).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Warm-up per run.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    warmup: Duration,
+    /// Measured time per run.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -442,6 +465,20 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
             println!("load average after: {}", loadavg());
+        }
+        Command::Cluster(a) => {
+            anyhow::ensure!(
+                (1..=1024).contains(&a.clients) && a.rounds >= 1,
+                "--clients must be between 1 and 1024 and --rounds at least 1"
+            );
+            herald_benches::cluster::run(&herald_benches::cluster::ClusterConfig {
+                herald_bin: a.herald_bin,
+                clients: a.clients,
+                rounds: a.rounds,
+                warmup: a.warmup,
+                duration: a.duration,
+            })
+            .await?;
         }
         Command::Ws(a) => {
             anyhow::ensure!(

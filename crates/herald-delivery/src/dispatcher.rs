@@ -60,6 +60,7 @@ enum Command {
         sub: Box<Subscription>,
     },
     Remove(Key),
+    Release(Key),
     Wake(Key, u64),
     Redrive(Key),
     Bind(Bind),
@@ -223,6 +224,15 @@ impl Dispatcher {
         let _ = self
             .tx
             .send(Command::Remove((tenant.to_owned(), id.to_owned())));
+    }
+
+    /// This node stops delivering a subscription that still exists (in a cluster, another node
+    /// took its delivery lease): it is forgotten here, its stored delivery state is kept for the
+    /// next owner. An attempt in flight finishes; its outcome is not acted on.
+    pub fn release(&self, tenant: &str, id: &str) {
+        let _ = self
+            .tx
+            .send(Command::Release((tenant.to_owned(), id.to_owned())));
     }
 
     /// Events up to number `upto` are durable for a subscription (a write that recorded them
@@ -455,6 +465,11 @@ impl Router {
                 if let Err(e) = self.store.delivery.remove_delivery_state(&key.0, &key.1) {
                     tracing::warn!(error = %e, "cannot remove delivery state");
                 }
+            }
+            Command::Release(key) => {
+                self.subs.remove(&key);
+                self.timers.clear(&key);
+                self.ends.clear(&key);
             }
             Command::Wake(key, upto) => {
                 let d = self.durable.entry(key.clone()).or_default();

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod boot;
 pub mod bundle;
 pub mod capability;
+pub mod cluster;
 pub mod committer;
 pub mod config;
 pub mod console;
@@ -90,6 +91,10 @@ pub struct AppState {
     pub committer: Committer,
     /// Who may call (see [`auth`]).
     pub auth: auth::Auth,
+    /// In a cluster, the delivery leases (see [`cluster`]); `None` on a single node.
+    pub leases: Option<Arc<dyn cluster::Leases>>,
+    /// The lease keys this node holds (kept by [`cluster::run_leases`]).
+    pub held: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl AppState {
@@ -102,6 +107,19 @@ impl AppState {
         dispatcher: Dispatcher,
         auth: auth::Auth,
     ) -> Result<Arc<AppState>, StoreError> {
+        AppState::new_node(store, config, delivery, dispatcher, auth, None).await
+    }
+
+    /// [`AppState::new`] for a node of a cluster: subscriptions delivered under a lease are
+    /// handed to the dispatcher only once this node holds it ([`cluster::run_leases`]).
+    pub async fn new_node(
+        store: Surfaces,
+        config: ServerConfig,
+        delivery: DeliveryConfig,
+        dispatcher: Dispatcher,
+        auth: auth::Auth,
+        leases: Option<Arc<dyn cluster::Leases>>,
+    ) -> Result<Arc<AppState>, StoreError> {
         let mut tenants = HashMap::new();
         let mut refused = Vec::new();
         for t in &config.tenants {
@@ -109,6 +127,11 @@ impl AppState {
             let engine = loaded.engine;
             refused.extend(loaded.refused.into_iter().map(|r| (t.name.clone(), r)));
             for sub in loaded.subscriptions {
+                if leases.is_some()
+                    && sub.channel.kind != herald_subscriptions::ChannelType::Websocket
+                {
+                    continue; // delivered once this node holds its lease
+                }
                 // What survived on disk is what may be delivered.
                 let durable = store.events.event_count(&t.name, &sub.id)?;
                 let id = sub.id.clone();
@@ -135,6 +158,8 @@ impl AppState {
             config,
             delivery,
             dispatcher,
+            leases,
+            held: Default::default(),
         });
         // The send-time check: a notification carries a resource only if the Subscription's
         // creator may read it now.

@@ -208,7 +208,7 @@ pub async fn write_as(
         }
         // Only now, with the change durable, may delivery see it.
         match changed_subscription {
-            Some(Some(sub)) => state.dispatcher.upsert(&tenant.name, tenant.version, sub),
+            Some(Some(sub)) => crate::cluster::upsert_delivery(state, tenant, sub),
             Some(None) => state.dispatcher.remove(&tenant.name, cmd.id),
             None => {}
         }

@@ -18,6 +18,7 @@ mod commit;
 mod delivery;
 mod error;
 pub mod keys;
+mod log;
 mod messages;
 mod record;
 mod retention;
@@ -40,6 +41,7 @@ pub use audit::AuditRecord;
 pub use commit::Durability;
 pub use delivery::{AttemptFilter, AttemptPage, AttemptRecord, DeliveryState};
 pub use error::{Result, StoreError};
+pub use log::{Appended, Applied, MemoryLog, RecordLog};
 pub use messages::{Atomic, MessageRecord};
 pub use record::{EventDraft, EventFocus, EventRecord, Interaction, StoredVersion};
 pub use retention::Pruned;
@@ -207,6 +209,34 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`, re-applying what the write-ahead log holds.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
+        Store::open_with(dir, options, None)
+    }
+
+    /// Opens (or creates) the store in `dir` as one replica of the shared `log`
+    /// (docs/cluster.md): the records after the checkpointed position are applied first, then
+    /// every write is appended to `log` (durable once it answers; no local sync) and applied
+    /// here. The receiver gets what records of other replicas changed, once applied.
+    pub fn open_replicated(
+        dir: &Path,
+        options: &StoreOptions,
+        log: Arc<dyn RecordLog>,
+    ) -> Result<(Store, tokio::sync::mpsc::UnboundedReceiver<Applied>)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let options = StoreOptions {
+            durability: Durability::Off,
+            ..options.clone()
+        };
+        Ok((Store::open_with(dir, &options, Some((log, tx)))?, rx))
+    }
+
+    fn open_with(
+        dir: &Path,
+        options: &StoreOptions,
+        replica: Option<(
+            Arc<dyn RecordLog>,
+            tokio::sync::mpsc::UnboundedSender<Applied>,
+        )>,
+    ) -> Result<Store> {
         let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(dir)
@@ -218,7 +248,11 @@ impl Store {
         let trees = Trees::open(&db)?;
         let sled_open = started.elapsed();
         let defer = options.durability != Durability::Off;
-        let wal = Arc::new(Wal::open(dir, db.clone(), trees.clone(), defer)?);
+        let mut wal = Wal::open(dir, db.clone(), trees.clone(), defer)?;
+        if let Some((log, announce)) = replica {
+            wal.replicate(log, announce)?;
+        }
+        let wal = Arc::new(wal);
         // Start-up time is what an orchestrator waits for: say where it went.
         tracing::info!(
             sled_ms = sled_open.as_millis() as u64,
@@ -282,6 +316,18 @@ impl Store {
             g.stop();
         }
         Ok(())
+    }
+
+    /// On a replica: applies the records other replicas appended since this one last looked
+    /// (they are reported to the receiver [`Store::open_replicated`] returned). Returns how many.
+    /// A no-op on the embedded store.
+    pub fn catch_up(&self) -> Result<usize> {
+        self.wal.catch_up()
+    }
+
+    /// On a replica, the position in the shared log of the last record applied here.
+    pub fn log_position(&self) -> Option<u64> {
+        self.wal.position()
     }
 
     /// Writes one resource change and its events, and returns once it is durable.
@@ -843,3 +889,6 @@ fn commit_instant() -> (String, i64) {
 mod search_tests;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod replica_tests;

@@ -71,8 +71,12 @@ impl Store {
                     Err(error) => return Ok((Atomic::Refused { index, error }, Vec::new())),
                 }
             }
-            if let Some(m) = message {
-                pending.put(TreeId::Messages, keys::message(m.tenant, m.id), m.response);
+            if let Some(m) = &message {
+                pending.put(
+                    TreeId::Messages,
+                    keys::message(m.tenant, m.id),
+                    m.response.clone(),
+                );
             }
             Ok((Atomic::Applied(out), pending.ops))
         })

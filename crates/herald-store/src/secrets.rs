@@ -99,7 +99,7 @@ impl Store {
             }
             ensure_live(view, &key, resource_type, id)?;
             let ops = vec![Op::Put(TreeId::Secrets, key.clone(), encode_keys(&fresh)?)];
-            Ok((fresh, ops))
+            Ok((fresh.clone(), ops))
         })?;
         self.make_durable().await?;
         Ok(keys)
@@ -122,7 +122,7 @@ impl Store {
         let keys = self.wal.write(|view| {
             ensure_live(view, &key, resource_type, id)?;
             let next = match view.get(TreeId::Secrets, &key)? {
-                None => fresh,
+                None => fresh.clone(),
                 Some(b) => {
                     let old = decode_keys(&b)?;
                     let previous = (overlap_ms > 0).then(|| SigningSecret {
@@ -130,7 +130,7 @@ impl Store {
                         ..old.current
                     });
                     SigningKeys {
-                        current: fresh.current,
+                        current: fresh.current.clone(),
                         previous,
                         id_seed: old.id_seed,
                     }

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Result, StoreError};
+use crate::log::{Appended, Applied, RecordLog};
 
 /// The trees of the store, in the order their ids are written to the log (never reorder).
 pub(crate) const TREE_NAMES: [&str; 11] = [
@@ -237,6 +238,31 @@ pub(crate) struct Wal {
     defer: bool,
     trees: Trees,
     db: sled::Db,
+    /// Set when the store is one replica of a shared log (docs/cluster.md): records go there
+    /// instead of the segment file.
+    replicated: Option<Replicated>,
+}
+
+/// How many times a write is computed again after finding the shared log ahead of it before it
+/// gives up (the writer gets a 503): each retry first applies what the others appended.
+const MAX_RECOMPUTE: usize = 64;
+
+/// Records read per catch-up request.
+const CATCH_UP_BATCH: usize = 512;
+
+/// sled's default-tree key of the checkpointed log position of a replica (outside the log).
+const CHECKPOINTED: &[u8] = b"herald.cluster.checkpointed";
+
+/// The store as one replica of a shared [`RecordLog`].
+struct Replicated {
+    log: Arc<dyn RecordLog>,
+    /// The position of the last record applied to sled; held while computing, appending and
+    /// applying, so it is also the log lock of a replica.
+    applied: Mutex<u64>,
+    /// The position last stored as checkpointed.
+    checkpointed: AtomicU64,
+    /// Where records of other replicas are reported once applied (the server reacts to them).
+    announce: Option<tokio::sync::mpsc::UnboundedSender<Applied>>,
 }
 
 /// Records appended but not yet durable, in order, and the newest pending value of every key
@@ -391,7 +417,122 @@ impl Wal {
             db_file,
             trees,
             db,
+            replicated: None,
         })
+    }
+
+    /// Makes this log one replica of `log`: records after the checkpointed position are
+    /// applied (start-up catch-up, not announced: the server loads its state after it), and
+    /// from then on every write is appended there. `announce` receives what records of other
+    /// replicas changed.
+    pub(crate) fn replicate(
+        &mut self,
+        log: Arc<dyn RecordLog>,
+        announce: tokio::sync::mpsc::UnboundedSender<Applied>,
+    ) -> Result<()> {
+        let checkpointed = crate::keys::decode_u64(self.db.get(CHECKPOINTED)?.as_deref());
+        let r = Replicated {
+            log,
+            applied: Mutex::new(checkpointed),
+            checkpointed: AtomicU64::new(checkpointed),
+            announce: None,
+        };
+        let mut seen = Vec::new();
+        {
+            let mut at = lock_position(&r);
+            self.catch_up_locked(&r, &mut at, &mut seen)?;
+            tracing::info!(
+                from = checkpointed,
+                to = *at,
+                "replica caught up with the shared log"
+            );
+        }
+        self.defer = false;
+        self.replicated = Some(Replicated {
+            announce: Some(announce),
+            ..r
+        });
+        Ok(())
+    }
+
+    /// Applies the records other replicas appended since this one last looked, and reports
+    /// them. Returns how many were applied.
+    pub(crate) fn catch_up(&self) -> Result<usize> {
+        let Some(r) = &self.replicated else {
+            return Ok(0);
+        };
+        let mut seen = Vec::new();
+        let result = {
+            let mut at = lock_position(r);
+            self.catch_up_locked(r, &mut at, &mut seen)
+        };
+        let n = seen.len();
+        report(r, seen);
+        result.map(|()| n)
+    }
+
+    /// Reads and applies every record after `*at` (the caller holds the position lock).
+    fn catch_up_locked(&self, r: &Replicated, at: &mut u64, seen: &mut Vec<Applied>) -> Result<()> {
+        loop {
+            let batch = r.log.read_from(*at, CATCH_UP_BATCH)?;
+            let full = batch.len() >= CATCH_UP_BATCH;
+            for (position, bytes) in batch {
+                if position != *at + 1 {
+                    return Err(StoreError::Corrupt(format!(
+                        "the shared log skipped from position {} to {position}",
+                        *at
+                    )));
+                }
+                let (mut records, valid) = decode(&bytes);
+                if valid != bytes.len() || records.len() != 1 {
+                    return Err(StoreError::Corrupt(format!(
+                        "record {position} of the shared log does not decode"
+                    )));
+                }
+                let ops = records.pop().unwrap_or_default();
+                self.trees.apply(&ops)?;
+                *at = position;
+                seen.push(summarise(position, &ops));
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// [`Wal::write`] on a replica: compute against the local state at position P, append
+    /// expecting P; when another replica appended first, apply its records and compute again.
+    fn write_replicated<T>(
+        &self,
+        r: &Replicated,
+        mut f: impl FnMut(&View<'_>) -> Result<(T, Vec<Op>)>,
+    ) -> Result<T> {
+        let mut seen = Vec::new();
+        let result = (|| {
+            let mut at = lock_position(r);
+            let mut buf = Vec::with_capacity(256);
+            for _ in 0..MAX_RECOMPUTE {
+                let (out, ops) = f(&self.view())?;
+                if ops.is_empty() {
+                    return Ok(out);
+                }
+                buf.clear();
+                encode(&ops, &mut buf);
+                match r.log.append(*at, &buf)? {
+                    Appended::At(position) => {
+                        self.trees.apply(&ops)?;
+                        *at = position;
+                        return Ok(out);
+                    }
+                    Appended::Behind => self.catch_up_locked(r, &mut at, &mut seen)?,
+                }
+            }
+            Err(StoreError::Unavailable(
+                "the shared log kept moving ahead of this node; try again".into(),
+            ))
+        })();
+        report(r, seen);
+        result
     }
 
     fn lock(&self) -> MutexGuard<'_, Segment> {
@@ -413,7 +554,13 @@ impl Wal {
     /// machine crash cannot leave part of an unacknowledged write behind, and readers never see
     /// a write that could still be lost. Until then `f`'s [`View`] shows them to later writes.
     /// (With durability `off` the ops go to sled at once.)
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&View<'_>) -> Result<(T, Vec<Op>)>) -> Result<T> {
+    ///
+    /// On a replica `f` may run more than once (each time on newer state): it must only read.
+    pub(crate) fn write<T>(&self, f: impl FnMut(&View<'_>) -> Result<(T, Vec<Op>)>) -> Result<T> {
+        if let Some(r) = &self.replicated {
+            return self.write_replicated(r, f);
+        }
+        let mut f = f;
         let mut seg = self.lock();
         if seg.broken {
             return Err(StoreError::Io(
@@ -498,12 +645,27 @@ impl Wal {
 
     /// Logs and applies `ops`.
     pub(crate) fn put(&self, ops: Vec<Op>) -> Result<()> {
-        self.write(|_| Ok(((), ops)))
+        if self.replicated.is_some() {
+            // A blind put reads nothing: computing it again after a catch-up gives the same ops.
+            return self.write(|_| Ok(((), ops.clone())));
+        }
+        let mut ops = Some(ops);
+        self.write(|_| Ok(((), ops.take().unwrap_or_default())))
     }
 
     /// Moves the log to a new segment, makes sled durable and deletes the older segments. The
     /// old segment is synced before the switch (its waiters are then durable too).
     pub(crate) fn checkpoint(&self) -> Result<()> {
+        if let Some(r) = &self.replicated {
+            // Everything applied up to `upto` is in sled before the flush; only then is the
+            // position recorded (and flushed) as where a restart resumes.
+            let upto = *lock_position(r);
+            self.persist_sled()?;
+            self.db.insert(CHECKPOINTED, &upto.to_be_bytes())?;
+            self.persist_sled()?;
+            r.checkpointed.store(upto, Ordering::Release);
+            return Ok(());
+        }
         let (old, upto) = {
             let mut seg = self.lock();
             if seg.len == 0 {
@@ -534,10 +696,61 @@ impl Wal {
         persist_sled(&self.db, &self.db_file)
     }
 
-    /// Bytes appended to the current segment (checkpoints start a new one).
+    /// Bytes appended to the current segment (checkpoints start a new one); on a replica, the
+    /// records applied since the last checkpoint.
     pub(crate) fn segment_len(&self) -> u64 {
+        if let Some(r) = &self.replicated {
+            return lock_position(r).saturating_sub(r.checkpointed.load(Ordering::Acquire));
+        }
         self.lock().len
     }
+
+    /// The position of the last record applied, on a replica.
+    pub(crate) fn position(&self) -> Option<u64> {
+        self.replicated.as_ref().map(|r| *lock_position(r))
+    }
+}
+
+fn lock_position(r: &Replicated) -> MutexGuard<'_, u64> {
+    r.applied.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn report(r: &Replicated, seen: Vec<Applied>) {
+    if let Some(tx) = &r.announce {
+        for a in seen {
+            let _ = tx.send(a);
+        }
+    }
+}
+
+/// What a record changed that the server reacts to (see [`Applied`]).
+fn summarise(position: u64, ops: &[Op]) -> Applied {
+    let mut out = Applied {
+        position,
+        ..Applied::default()
+    };
+    for op in ops {
+        match op {
+            Op::Put(TreeId::Resources, k, _) | Op::Remove(TreeId::Resources, k) => {
+                let mut parts = k
+                    .split(|b| *b == 0)
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+                if let (Some(t), Some(ty), Some(id)) = (parts.next(), parts.next(), parts.next()) {
+                    out.resources.push((t, ty, id));
+                }
+            }
+            Op::Put(TreeId::Counters, k, v) => {
+                let mut parts = k
+                    .split(|b| *b == 0)
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+                if let (Some(t), Some(sub)) = (parts.next(), parts.next()) {
+                    out.events.push((t, sub, crate::keys::decode_u64(Some(v))));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -31,6 +31,33 @@ pub struct Config {
     pub retention: herald_server::retention::RetentionConfig,
     /// Search.
     pub search: SearchConfig,
+    /// Run as a node of a NATS JetStream cluster (docs/cluster.md); absent: one machine.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this server is one node of a cluster sharing a JetStream log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URL(s), comma-separated (`nats://a:4222,nats://b:4222`).
+    pub nats_url: String,
+    /// This node's id, unique in the cluster (lease holder, log message ids).
+    pub node_id: String,
+    /// Copies of the log stream and the lease bucket (3 on a three-server cluster; 1 on one).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long a delivery lease lives without renewal (a dead node's subscriptions move after
+    /// this long).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+}
+
+fn default_replicas() -> usize {
+    3
+}
+
+fn default_lease_ttl() -> u64 {
+    6
 }
 
 /// Search settings.
@@ -99,6 +126,8 @@ const SHORT_ENV: &[(&str, &str)] = &[
     ("HERALD_DURABILITY", "storage.durability"),
     ("HERALD_SEARCH_INDEX", "search.index"),
     ("HERALD_LOG", "log.filter"),
+    ("HERALD_NATS_URL", "cluster.nats_url"),
+    ("HERALD_NODE_ID", "cluster.node_id"),
     ("HERALD_LOG_JSON", "log.json"),
     (
         "HERALD_ALLOW_PRIVATE_ENDPOINTS",

@@ -123,10 +123,12 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
             }),
         },
     );
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &options))
-        .await
-        .context("the store's start-up task failed")?
-        .with_context(|| format!("opening the store in {}", cfg.storage.data_dir.display()))?;
+    let cluster_cfg = cfg.cluster.clone();
+    let (store, node) =
+        tokio::task::spawn_blocking(move || open_store(&dir, &options, cluster_cfg))
+            .await
+            .context("the store's start-up task failed")?
+            .with_context(|| format!("opening the store in {}", cfg.storage.data_dir.display()))?;
     let store = Arc::new(store);
     // The embedded backend; everything past this wiring sees only its surfaces.
     let surfaces = herald_store::Surfaces::embedded(Arc::clone(&store));
@@ -154,12 +156,27 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     )
     .context("starting delivery")?;
     let auth = herald_server::auth::Auth::new(&cfg.auth).map_err(anyhow::Error::msg)?;
-    let state = herald_server::AppState::new(
+    let leases = match (&node, &cfg.cluster) {
+        (Some(n), Some(c)) => {
+            let (nats, replicas) = (Arc::clone(&n.nats), c.replicas);
+            let ttl = std::time::Duration::from_secs(c.lease_ttl_secs.max(1));
+            let leases = tokio::task::spawn_blocking(move || {
+                herald_cluster::KvLeases::open(nats, replicas, ttl)
+            })
+            .await
+            .context("the lease start-up task failed")?
+            .context("opening the delivery lease bucket")?;
+            Some(Arc::new(leases) as Arc<dyn herald_server::cluster::Leases>)
+        }
+        _ => None,
+    };
+    let state = herald_server::AppState::new_node(
         surfaces,
         cfg.server.clone(),
         cfg.delivery.clone(),
         dispatcher,
         auth,
+        leases.clone(),
     )
     .await
     .context("loading topics and subscriptions")?;
@@ -167,6 +184,16 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         ms = loading.elapsed().as_millis() as u64,
         "topics and subscriptions loaded"
     );
+    if let Some(n) = node {
+        tokio::spawn(herald_server::cluster::run_applied(
+            state.clone(),
+            n.applied,
+        ));
+        herald_cluster::follow(&n.nats, store.clone()).context("starting the log follower")?;
+        if let Some(l) = leases {
+            tokio::spawn(herald_server::cluster::run_leases(state.clone(), l));
+        }
+    }
     tokio::spawn(herald_server::status::apply_status_changes(
         state.clone(),
         status_rx,
@@ -209,6 +236,28 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing the store");
     store.close().context("closing the store")?;
     Ok(())
+}
+
+/// A node's connection to the cluster and the records of other nodes to react to.
+struct Node {
+    nats: Arc<herald_cluster::Nats>,
+    applied: tokio::sync::mpsc::UnboundedReceiver<herald_store::Applied>,
+}
+
+/// Opens the store: embedded, or as one replica of the cluster's JetStream log.
+fn open_store(
+    dir: &std::path::Path,
+    options: &StoreOptions,
+    cluster: Option<config::ClusterConfig>,
+) -> anyhow::Result<(Store, Option<Node>)> {
+    let Some(c) = cluster else {
+        return Ok((Store::open(dir, options)?, None));
+    };
+    let nats = Arc::new(herald_cluster::Nats::connect(&c.nats_url, &c.node_id)?);
+    let log = herald_cluster::JetStreamLog::open(Arc::clone(&nats), c.replicas)?;
+    let (store, applied) = Store::open_replicated(dir, options, Arc::new(log))?;
+    tracing::info!(node = %c.node_id, nats = %c.nats_url, position = store.log_position().unwrap_or(0), "cluster node: the store is a replica of the JetStream log");
+    Ok((store, Some(Node { nats, applied })))
 }
 
 /// Installs the SIGTERM and SIGINT handlers now and returns a future that resolves on either.

@@ -111,3 +111,44 @@ fn an_invalid_allowlist_entry_refuses_start_up_naming_it() {
         "stderr was: {err}"
     );
 }
+
+#[test]
+fn the_nats_url_and_node_id_variables_make_a_cluster_node_and_nothing_else_does() {
+    let out = herald()
+        .args(["config"])
+        .env(
+            "HERALD_NATS_URL",
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+        )
+        .env("HERALD_NODE_ID", "herald-a")
+        .output()
+        .expect("run herald");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json config");
+    assert_eq!(
+        cfg["cluster"]["nats_url"],
+        "nats://127.0.0.1:4222,nats://127.0.0.1:4223"
+    );
+    assert_eq!(cfg["cluster"]["node_id"], "herald-a");
+    assert_eq!(cfg["cluster"]["replicas"], 3);
+    assert_eq!(cfg["cluster"]["lease_ttl_secs"], 6);
+    let out = herald().args(["config"]).output().expect("run herald");
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json config");
+    assert!(cfg["cluster"].is_null(), "embedded by default: {cfg}");
+    // A node without an id is refused, not run half-configured.
+    let out = herald()
+        .args(["config"])
+        .env("HERALD_NATS_URL", "nats://127.0.0.1:4222")
+        .output()
+        .expect("run herald");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node_id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

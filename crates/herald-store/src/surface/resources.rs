@@ -84,6 +84,10 @@ pub trait ResourceStore: Send + Sync {
     /// Waits until every write applied so far is durable.
     fn make_durable(&self) -> BoxFuture<'_, Result<()>>;
 
+    /// Brings this copy up to date with what other nodes of a cluster wrote (the records it
+    /// has not applied yet); returns how many it applied. Nothing to do on one machine.
+    fn catch_up(&self) -> Result<usize>;
+
     /// Whether a search index is kept (else every search reads the whole type).
     fn search_index_enabled(&self) -> bool;
 
@@ -181,6 +185,10 @@ impl ResourceStore for Store {
 
     fn make_durable(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(Store::make_durable(self))
+    }
+
+    fn catch_up(&self) -> Result<usize> {
+        Store::catch_up(self)
     }
 
     fn search_index_enabled(&self) -> bool {
