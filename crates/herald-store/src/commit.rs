@@ -3,7 +3,7 @@
 //! A write is durable once the log segment it was appended to has been `fdatasync`ed, and one
 //! sync covers *everything appended before it started*. So a flusher commits many writers at
 //! once: each writer, after its record is appended, takes a ticket; a flusher notes the highest
-//! ticket issued, syncs, puts the records the sync covered into sled (`Wal::sync`: readers
+//! ticket issued, syncs, puts the records the sync covered into the engine (`Wal::sync`: readers
 //! see only durable writes) and publishes that ticket as durable. There is no batching window: an
 //! idle flusher syncs the moment the first ticket arrives, so a lone writer waits for exactly one
 //! sync, while writers that append during a sync share the next one. Appending never waits for a
@@ -15,7 +15,7 @@
 //! only if it is higher than what is durable already, since syncs may finish out of order.
 //!
 //! The checkpointer thread bounds the log: every [`CHECKPOINT_EVERY`] (or sooner once a
-//! segment passes [`CHECKPOINT_BYTES`]) it moves the log to a new segment and makes sled
+//! segment passes [`CHECKPOINT_BYTES`]) it moves the log to a new segment and makes the engine
 //! durable, after which the old segment is deleted (`wal.rs`).
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -162,7 +162,7 @@ fn flusher(
         };
         let began = Instant::now();
         // Every write holding a ticket <= target was appended before its ticket was issued, so
-        // before this point: the sync covers it (and puts it into sled before it is published).
+        // before this point: the sync covers it (and puts it into the engine before it is published).
         match wal.sync() {
             Ok(()) => {
                 stats.observe(began.elapsed(), batch);

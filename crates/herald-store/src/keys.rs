@@ -1,4 +1,4 @@
-//! Key encoding for the sled trees. Components are joined with a 0 byte (FHIR ids, types and
+//! Key encoding for the engine's trees. Components are joined with a 0 byte (FHIR ids, types and
 //! tenant names never contain one) and numbers are big-endian so that range scans come out
 //! ordered by version or event number.
 

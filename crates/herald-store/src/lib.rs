@@ -1,12 +1,13 @@
 //! Herald's durable state: resources and their history, per-subscription event logs and
-//! counters, delivery bookkeeping, kept in sled and made durable by Herald's own write-ahead log.
+//! counters, delivery bookkeeping, kept in an ordered key-value engine (`engine.rs`: LSM trees by
+//! default, or sled) and made durable by Herald's own write-ahead log.
 //!
 //! One write (or a batch of them) is one log record holding every key it changes: the new
 //! version (current + history) and, for every subscription the write hook says matched, the
 //! bumped event counter and the numbered event. The write is acknowledged only once the group
-//! commit has synced the record (design invariant 1), and only then does it reach sled, so
+//! commit has synced the record (design invariant 1), and only then does it reach the engine, so
 //! readers see durable writes only (a write's keys appear together with its sync, one key at a
-//! time); at start-up the log is re-applied to sled (`wal.rs`).
+//! time); at start-up the log is re-applied to the engine (`wal.rs`).
 //!
 //! Callers hold the store's surfaces (`surface/`: one trait per concern, [`Surfaces`]), never
 //! [`Store`] itself, so that another backend can stand behind them. The store knows no resource
@@ -16,6 +17,7 @@
 mod audit;
 mod commit;
 mod delivery;
+mod engine;
 mod error;
 pub mod keys;
 mod log;
@@ -40,6 +42,7 @@ use serde_json::Value;
 pub use audit::AuditRecord;
 pub use commit::Durability;
 pub use delivery::{AttemptFilter, AttemptPage, AttemptRecord, DeliveryState};
+pub use engine::EngineKind;
 pub use error::{Result, StoreError};
 pub use log::{Appended, Applied, MemoryLog, RecordLog};
 pub use messages::{Atomic, MessageRecord};
@@ -59,8 +62,10 @@ use wal::{Op, TreeId, Trees, View, Wal};
 /// How to open the store.
 #[derive(Clone)]
 pub struct StoreOptions {
-    /// sled page-cache size in bytes.
+    /// The engine's block-cache size in bytes.
     pub cache_capacity_bytes: u64,
+    /// The storage engine (`None`: the one the data directory holds, LSM for a new one).
+    pub engine: Option<EngineKind>,
     /// Durability of acknowledged writes.
     pub durability: Durability,
     /// Stamps the bodies of new versions (the server's FHIR `id` and `meta`); the default
@@ -74,6 +79,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_capacity_bytes: 256 * 1024 * 1024,
+            engine: None,
             durability: Durability::GroupCommit,
             stamp: Arc::new(AsGiven),
             indexer: None,
@@ -85,6 +91,7 @@ impl std::fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreOptions")
             .field("cache_capacity_bytes", &self.cache_capacity_bytes)
+            .field("engine", &self.engine)
             .field("durability", &self.durability)
             .field("search_index", &self.indexer.is_some())
             .finish_non_exhaustive()
@@ -167,33 +174,34 @@ pub type Hook<'h> =
 pub type BatchHook<'h> =
     &'h mut (dyn FnMut(usize, &Change<'_>) -> std::result::Result<Vec<EventDraft>, String> + Send);
 
-/// The embedded store: sled as the index, Herald's write-ahead log for durability. Callers
+/// The embedded store: an LSM (or sled) engine as the index, Herald's write-ahead log for
+/// durability. Callers
 /// outside the binary's wiring use it through its [`Surfaces`].
 pub struct Store {
-    db: sled::Db,
-    resources: sled::Tree,
-    history: sled::Tree,
-    counters: sled::Tree,
-    events: sled::Tree,
-    delivery: sled::Tree,
-    attempts: sled::Tree,
+    db: Arc<engine::Db>,
+    resources: engine::Tree,
+    history: engine::Tree,
+    counters: engine::Tree,
+    events: engine::Tree,
+    delivery: engine::Tree,
+    attempts: engine::Tree,
     /// Signing secrets of resources (rest-hook Subscriptions), see `secrets.rs`.
-    secrets: sled::Tree,
+    secrets: engine::Tree,
     /// Operator actions, see `audit.rs`.
-    audit: sled::Tree,
+    audit: engine::Tree,
     /// Per subscription, the highest event number retention removed, see `retention.rs`.
-    pruned: sled::Tree,
+    pruned: engine::Tree,
     /// The store's directory (disk use is measured there).
     dir: std::path::PathBuf,
     /// Log syncs and their batches, for `/metrics`.
     stats: Arc<stats::SyncStats>,
     /// Responses to processed FHIR messages, by message id, see `messages.rs`.
-    messages: sled::Tree,
+    messages: engine::Tree,
     /// The search index, see `search.rs`.
-    search: sled::Tree,
+    search: engine::Tree,
     /// Computes the search index's keys (`None`: no index is kept).
     indexer: Option<Arc<dyn Indexer>>,
-    /// Entries in `attempts` (sled's `len` is a full scan; pruning needs the count often).
+    /// Entries in `attempts` (an engine's `len` is a full scan; pruning needs the count often).
     attempts_len: std::sync::atomic::AtomicUsize,
     /// Events decoded by [`Store::events`] since open: what delivery reads is bounded by its
     /// batches, not by the backlog, and tests check that by counting (never by timing).
@@ -238,25 +246,24 @@ impl Store {
         )>,
     ) -> Result<Store> {
         let started = std::time::Instant::now();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_capacity_bytes)
-            // sled's own periodic flush (every 500 ms by default) is redundant with the
-            // write-ahead log's checkpoints and competes with the log's syncs for the disk.
-            .flush_every_ms(None)
-            .open()?;
+        let db = Arc::new(engine::Db::open(
+            dir,
+            options.engine,
+            options.cache_capacity_bytes,
+        )?);
         let trees = Trees::open(&db)?;
-        let sled_open = started.elapsed();
+        let engine_open = started.elapsed();
         let defer = options.durability != Durability::Off;
-        let mut wal = Wal::open(dir, db.clone(), trees.clone(), defer)?;
+        let mut wal = Wal::open(dir, Arc::clone(&db), trees.clone(), defer)?;
         if let Some((log, announce)) = replica {
             wal.replicate(log, announce)?;
         }
         let wal = Arc::new(wal);
         // Start-up time is what an orchestrator waits for: say where it went.
         tracing::info!(
-            sled_ms = sled_open.as_millis() as u64,
-            log_ms = (started.elapsed() - sled_open).as_millis() as u64,
+            engine = db.kind().as_str(),
+            engine_ms = engine_open.as_millis() as u64,
+            log_ms = (started.elapsed() - engine_open).as_millis() as u64,
             "store opened"
         );
         let stats = Arc::new(stats::SyncStats::default());
@@ -280,7 +287,7 @@ impl Store {
             search,
         ] = trees.0;
         let store = Store {
-            attempts_len: std::sync::atomic::AtomicUsize::new(attempts.len()),
+            attempts_len: std::sync::atomic::AtomicUsize::new(attempts.len()?),
             events_read: std::sync::atomic::AtomicU64::new(0),
             resources,
             history,
@@ -307,7 +314,7 @@ impl Store {
         Ok(store)
     }
 
-    /// Makes everything durable in sled (a checkpoint) and stops the background threads. Call
+    /// Makes everything durable in the engine (a checkpoint) and stops the background threads. Call
     /// once at shutdown.
     pub fn close(&self) -> Result<()> {
         self.checkpointer.stop();
@@ -520,10 +527,7 @@ impl Store {
         let currents = self
             .resources
             .scan_prefix(&prefix)
-            .map(|kv| {
-                kv.map_err(StoreError::from)
-                    .and_then(|(_, v)| decode_version(&v))
-            })
+            .map(|kv| kv.and_then(|(_, v)| decode_version(&v)))
             .collect::<Result<Vec<_>>>()?;
         let latest: HashMap<&str, u64> = currents
             .iter()
@@ -546,10 +550,7 @@ impl Store {
     fn scan_history(&self, prefix: &[u8]) -> Result<Vec<StoredVersion>> {
         self.history
             .scan_prefix(prefix)
-            .map(|kv| {
-                kv.map_err(StoreError::from)
-                    .and_then(|(_, v)| decode_version(&v))
-            })
+            .map(|kv| kv.and_then(|(_, v)| decode_version(&v)))
             .collect()
     }
 
@@ -561,10 +562,7 @@ impl Store {
     ) -> impl Iterator<Item = Result<StoredVersion>> + '_ {
         self.resources
             .scan_prefix(keys::resource_type_prefix(tenant, resource_type))
-            .map(|kv| {
-                kv.map_err(StoreError::from)
-                    .and_then(|(_, v)| decode_version(&v))
-            })
+            .map(|kv| kv.and_then(|(_, v)| decode_version(&v)))
             .filter(|r| !matches!(r, Ok(v) if v.is_deleted()))
     }
 

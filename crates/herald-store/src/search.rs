@@ -144,10 +144,10 @@ impl Store {
     pub(crate) fn prepare_search_index(&self) -> Result<()> {
         let stored = self.search.get(FINGERPRINT)?;
         let Some(indexer) = &self.indexer else {
-            if stored.is_some() || !self.search.is_empty() {
+            if stored.is_some() || !self.search.is_empty()? {
                 tracing::info!("search index switched off: its entries are dropped");
                 self.search.clear()?;
-                self.db.flush()?;
+                self.db.persist()?;
             }
             return Ok(());
         };
@@ -165,9 +165,8 @@ impl Store {
             "rebuilding the search index from the stored resources before serving"
         );
         self.search.clear()?;
-        self.db.flush()?;
+        self.db.persist()?;
         let (mut resources, mut entries) = (0u64, 0u64);
-        let mut batch = sled::Batch::default();
         let mut pending = 0usize;
         for kv in self.resources.iter() {
             let (k, v) = kv?;
@@ -189,21 +188,21 @@ impl Store {
             };
             let p = prefix(tenant, rtype);
             for key in indexer.keys(tenant, rtype, body) {
-                batch.insert(entry(&p, &key, id), Vec::<u8>::new());
+                self.search.insert(&entry(&p, &key, id), &[])?;
                 entries += 1;
                 pending += 1;
             }
             resources += 1;
-            if pending >= 50_000 {
-                self.search.apply_batch(std::mem::take(&mut batch))?;
+            if pending >= 1_000_000 {
+                // Bounds the engine's in-memory table while a large store is indexed.
+                self.db.persist()?;
                 pending = 0;
             }
         }
-        self.search.apply_batch(batch)?;
         // The fingerprint last: a crash before it makes the next start rebuild again.
-        self.db.flush()?;
+        self.db.persist()?;
         self.search.insert(FINGERPRINT, fingerprint.as_bytes())?;
-        self.db.flush()?;
+        self.db.persist()?;
         tracing::info!(
             resources,
             entries,

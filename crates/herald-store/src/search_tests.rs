@@ -39,7 +39,8 @@ fn open_with(dir: &Path, indexer: Option<FieldIndexer>) -> Store {
         indexer: indexer.map(|i| Arc::new(i) as Arc<dyn Indexer>),
         ..StoreOptions::default()
     };
-    // sled lets go of its file lock once its own threads have seen the last handle dropped.
+    // The engine lets go of its file lock once its own threads have seen the last handle
+    // dropped.
     for _ in 0..100 {
         match Store::open(dir, &options) {
             Ok(s) => return s,
@@ -197,7 +198,7 @@ async fn a_replayed_log_restores_resources_and_their_index_entries_together() {
     let records = log_records(source.path());
     assert!(!records.is_empty(), "written records are still in the log");
 
-    // A store whose sled lost everything the log holds (a crash before any checkpoint): its
+    // A store whose engine lost everything the log holds (a crash before any checkpoint): its
     // index is current (an empty store, fingerprint stored), then the log is replayed into it.
     let target = tempfile::tempdir().expect("tempdir");
     open_with(target.path(), Some(FieldIndexer { extra: false }))

@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 #[derive(Debug, Clone)]
 pub struct SyncStats {
     /// Seconds per `fdatasync` of the write-ahead log (including putting the synced records
-    /// into sled).
+    /// into the engine).
     pub sync_seconds: Histogram,
     /// Writers (tickets) one sync made durable.
     pub batch_size: Histogram,
@@ -40,7 +40,7 @@ impl crate::Store {
         &self.stats
     }
 
-    /// Bytes the store's directory holds on disk (sled files and the write-ahead log).
+    /// Bytes the store's directory holds on disk (the engine's files and the write-ahead log).
     pub fn disk_bytes(&self) -> u64 {
         fn walk(dir: &std::path::Path) -> u64 {
             let Ok(entries) = std::fs::read_dir(dir) else {

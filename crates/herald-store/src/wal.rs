@@ -4,20 +4,22 @@
 //! the log as one checksummed record, under one lock, so the log order is the order of writes.
 //! Durability is an `fdatasync` of the log file (the group commit in `commit.rs` shares one
 //! between concurrent writers, and several may run at once). Only a record that is durable is
-//! put into sled — in log order — so sled, and every reader, holds nothing that could still be
-//! lost; writes computed meanwhile read the pending records first ([`View`]). sled is written
-//! without transactions and without waiting, and catches up on disk at a **checkpoint**: the log
-//! moves to a new segment, sled is flushed and its file fsynced, and the older segments are
-//! deleted. At start-up every record still in the log is re-applied to sled (puts and removes of
-//! whole values are idempotent), so sled ends up holding every acknowledged write, whatever it had
-//! flushed when the process or the machine stopped.
+//! put into the engine (`engine.rs`: LSM trees, or sled) — in log order — so the engine, and
+//! every reader, holds nothing that could still be lost; writes computed meanwhile read the
+//! pending records first ([`View`]). The engine is written without transactions and without
+//! waiting, and catches up on disk at a **checkpoint**: the log moves to a new segment, the
+//! engine persists its trees (fsynced), and the older segments are deleted. At start-up every
+//! record still in the log is re-applied to the engine (puts and removes of whole values are
+//! idempotent), so it ends up holding every acknowledged write, whatever it had persisted when
+//! the process or the machine stopped.
 //!
-//! Why not sled's own transactions and flush: in sled 0.34 each transaction seals sled's
+//! Why not an engine's own transactions and journal: in sled 0.34 each transaction seals sled's
 //! in-memory log twice (each a `pwrite` + `sync_file_range` on its IO threads) and, once any
 //! transaction has run, every read goes through a global lock that a flush holds until its disk
 //! write returns. That made a write cost several disk round trips and serialised writers behind
 //! every flush. Here a write costs one `write(2)` into the page cache, and the flush that makes
-//! it durable runs while the next writers keep appending.
+//! it durable runs while the next writers keep appending; the LSM engine is used without a
+//! journal of its own for the same reason (this log is its journal).
 //!
 //! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`; payload: `count: u32`, then
 //! per op `kind: u8 (1 put, 2 remove) | tree: u8 | key_len: u32 | key | [value_len: u32 | value]`.
@@ -32,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::engine::{Db, Tree};
 use crate::error::{Result, StoreError};
 use crate::log::{Appended, Applied, RecordLog};
 
@@ -77,23 +80,23 @@ pub(crate) enum Op {
     Remove(TreeId, Vec<u8>),
 }
 
-/// The sled trees, indexed by [`TreeId`].
+/// The engine's trees, indexed by [`TreeId`].
 #[derive(Clone)]
-pub(crate) struct Trees(pub(crate) [sled::Tree; 11]);
+pub(crate) struct Trees(pub(crate) [Tree; 11]);
 
 impl Trees {
-    pub(crate) fn open(db: &sled::Db) -> Result<Trees> {
+    pub(crate) fn open(db: &Db) -> Result<Trees> {
         let mut trees = Vec::with_capacity(TREE_NAMES.len());
         for name in TREE_NAMES {
             trees.push(db.open_tree(name)?);
         }
-        let trees: [sled::Tree; 11] = trees
+        let trees: [Tree; 11] = trees
             .try_into()
             .map_err(|_| StoreError::Corrupt("tree list".into()))?;
         Ok(Trees(trees))
     }
 
-    pub(crate) fn get(&self, id: TreeId) -> &sled::Tree {
+    pub(crate) fn get(&self, id: TreeId) -> &Tree {
         &self.0[id as usize]
     }
 
@@ -101,10 +104,10 @@ impl Trees {
         for op in ops {
             match op {
                 Op::Put(t, k, v) => {
-                    self.get(*t).insert(k.as_slice(), v.as_slice())?;
+                    self.get(*t).insert(k, v)?;
                 }
                 Op::Remove(t, k) => {
-                    self.get(*t).remove(k.as_slice())?;
+                    self.get(*t).remove(k)?;
                 }
             }
         }
@@ -221,23 +224,22 @@ struct Segment {
     broken: bool,
 }
 
-/// The log: the current segment, the trees it applies to, and the sled database they live in.
+/// The log: the current segment, the trees it applies to, and the engine they live in.
 pub(crate) struct Wal {
     dir: PathBuf,
-    db_file: PathBuf,
     segment: Mutex<Segment>,
     /// Records appended so far (the last one's sequence number); changed under `segment`.
     appended: AtomicU64,
-    /// Records appended but not yet put into sled (see [`Wal::write`]).
+    /// Records appended but not yet put into the engine (see [`Wal::write`]).
     unsynced: Mutex<Unsynced>,
-    /// The sequence number up to which records are in sled; held while putting them there, so
-    /// records reach sled in log order.
+    /// The sequence number up to which records are in the engine; held while putting them
+    /// there, so records reach the engine in log order.
     applied: Mutex<u64>,
-    /// Put records into sled only once they are durable (false with durability `off`, where
+    /// Put records into the engine only once they are durable (false with durability `off`, where
     /// nothing ever waits for a sync).
     defer: bool,
     trees: Trees,
-    db: sled::Db,
+    db: Arc<Db>,
     /// Set when the store is one replica of a shared log (docs/cluster.md): records go there
     /// instead of the segment file.
     replicated: Option<Replicated>,
@@ -250,13 +252,13 @@ const MAX_RECOMPUTE: usize = 64;
 /// Records read per catch-up request.
 const CATCH_UP_BATCH: usize = 512;
 
-/// sled's default-tree key of the checkpointed log position of a replica (outside the log).
+/// The engine's marker key of the checkpointed log position of a replica (outside the log).
 const CHECKPOINTED: &[u8] = b"herald.cluster.checkpointed";
 
 /// The store as one replica of a shared [`RecordLog`].
 struct Replicated {
     log: Arc<dyn RecordLog>,
-    /// The position of the last record applied to sled; held while computing, appending and
+    /// The position of the last record applied to the engine; held while computing, appending and
     /// applying, so it is also the log lock of a replica.
     applied: Mutex<u64>,
     /// The position last stored as checkpointed.
@@ -289,7 +291,8 @@ impl Unsynced {
     }
 }
 
-/// What a write reads while it is computed: pending (not yet durable) records first, then sled.
+/// What a write reads while it is computed: pending (not yet durable) records first, then the
+/// engine.
 pub(crate) struct View<'a> {
     wal: &'a Wal,
 }
@@ -350,17 +353,10 @@ fn create_segment(dir: &Path, number: u64) -> Result<Segment> {
     })
 }
 
-/// sled's flush writes its log with `sync_file_range`, which flushes neither the device cache
-/// nor file metadata; an fsync of its data file does.
-fn persist_sled(db: &sled::Db, db_file: &Path) -> Result<()> {
-    db.flush()?;
-    File::open(db_file).and_then(|f| f.sync_all()).map_err(io)
-}
-
 impl Wal {
     /// Opens the log in `store_dir/wal`, re-applies every record it holds to `trees`, checkpoints
-    /// (so the replayed state is on disk in sled) and starts a fresh segment.
-    pub(crate) fn open(store_dir: &Path, db: sled::Db, trees: Trees, defer: bool) -> Result<Wal> {
+    /// (so the replayed state is on disk in the engine) and starts a fresh segment.
+    pub(crate) fn open(store_dir: &Path, db: Arc<Db>, trees: Trees, defer: bool) -> Result<Wal> {
         let dir = store_dir.join("wal");
         fs::create_dir_all(&dir).map_err(io)?;
         let found = segments(&dir)?;
@@ -399,9 +395,8 @@ impl Wal {
                 "write-ahead log replayed"
             );
         }
-        let db_file = store_dir.join("db");
-        persist_sled(&db, &db_file)?;
-        // Replayed state is on disk in sled: the segments can go, then a fresh one starts (in
+        db.persist()?;
+        // Replayed state is on disk in the engine: the segments can go, then a fresh one starts (in
         // this order, so a crash in between never leaves a torn segment behind an empty one).
         for (_, path) in found {
             fs::remove_file(path).map_err(io)?;
@@ -414,7 +409,6 @@ impl Wal {
             applied: Mutex::new(0),
             defer,
             dir,
-            db_file,
             trees,
             db,
             replicated: None,
@@ -430,7 +424,7 @@ impl Wal {
         log: Arc<dyn RecordLog>,
         announce: tokio::sync::mpsc::UnboundedSender<Applied>,
     ) -> Result<()> {
-        let checkpointed = crate::keys::decode_u64(self.db.get(CHECKPOINTED)?.as_deref());
+        let checkpointed = crate::keys::decode_u64(self.db.meta_get(CHECKPOINTED)?.as_deref());
         let r = Replicated {
             log,
             applied: Mutex::new(checkpointed),
@@ -539,7 +533,7 @@ impl Wal {
         self.segment.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What writers read: pending records first, then sled.
+    /// What writers read: pending records first, then the engine.
     pub(crate) fn view(&self) -> View<'_> {
         View { wal: self }
     }
@@ -549,11 +543,11 @@ impl Wal {
     }
 
     /// Runs `f` under the log lock (so what it reads is not changed underneath it), then logs
-    /// the ops it returns. They reach sled — and so every reader — only once the record is
-    /// durable ([`Wal::sync`]): sled never holds a write that was not acknowledgeable, so a
+    /// the ops it returns. They reach the engine — and so every reader — only once the record
+    /// is durable ([`Wal::sync`]): the engine never holds a write that was not acknowledgeable, so a
     /// machine crash cannot leave part of an unacknowledged write behind, and readers never see
     /// a write that could still be lost. Until then `f`'s [`View`] shows them to later writes.
-    /// (With durability `off` the ops go to sled at once.)
+    /// (With durability `off` the ops go to the engine at once.)
     ///
     /// On a replica `f` may run more than once (each time on newer state): it must only read.
     pub(crate) fn write<T>(&self, f: impl FnMut(&View<'_>) -> Result<(T, Vec<Op>)>) -> Result<T> {
@@ -593,7 +587,7 @@ impl Wal {
             self.appended.store(seq, Ordering::Release);
         } else {
             self.appended.store(seq, Ordering::Release);
-            // Should sled fail here, the caller gets the error although the record is logged:
+            // Should the engine fail here, the caller gets the error although the record is logged:
             // the write is then applied at the next start-up (as a write whose answer was lost).
             self.trees.apply(&ops)?;
         }
@@ -601,8 +595,8 @@ impl Wal {
     }
 
     /// Makes every record appended so far durable (`fdatasync` of the segment they are in) and
-    /// puts them into sled. Concurrent calls overlap their syncs; records still reach sled in
-    /// order.
+    /// puts them into the engine. Concurrent calls overlap their syncs; records still reach
+    /// the engine in order.
     pub(crate) fn sync(&self) -> Result<()> {
         let (file, upto) = {
             let seg = self.lock();
@@ -613,8 +607,8 @@ impl Wal {
         self.apply_through(upto)
     }
 
-    /// Puts the durable records up to `upto` into sled, in order. The pending view is locked
-    /// meanwhile: a writer must find each key either still pending or already in sled.
+    /// Puts the durable records up to `upto` into the engine, in order. The pending view is
+    /// locked meanwhile: a writer must find each key either still pending or already applied.
     fn apply_through(&self, upto: u64) -> Result<()> {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         if *applied >= upto {
@@ -653,16 +647,17 @@ impl Wal {
         self.write(|_| Ok(((), ops.take().unwrap_or_default())))
     }
 
-    /// Moves the log to a new segment, makes sled durable and deletes the older segments. The
+    /// Moves the log to a new segment, makes the engine durable and deletes the older segments. The
     /// old segment is synced before the switch (its waiters are then durable too).
     pub(crate) fn checkpoint(&self) -> Result<()> {
         if let Some(r) = &self.replicated {
-            // Everything applied up to `upto` is in sled before the flush; only then is the
+            // Everything applied up to `upto` is in the engine before the flush; only then is the
             // position recorded (and flushed) as where a restart resumes.
             let upto = *lock_position(r);
-            self.persist_sled()?;
-            self.db.insert(CHECKPOINTED, &upto.to_be_bytes())?;
-            self.persist_sled()?;
+            self.db.persist()?;
+            self.db.meta_insert(CHECKPOINTED, &upto.to_be_bytes())?;
+            self.db.persist()?;
+            self.db.compact()?;
             r.checkpointed.store(upto, Ordering::Release);
             return Ok(());
         }
@@ -678,9 +673,10 @@ impl Wal {
                 self.appended.load(Ordering::Acquire),
             )
         };
-        // Everything in the old segment is durable now: into sled with it, then sled to disk.
+        // Everything in the old segment is durable now: into the engine with it, then the
+        // engine to disk.
         self.apply_through(upto)?;
-        self.persist_sled()?;
+        self.db.persist()?;
         // Every older segment goes, not only the one just closed: one left behind by a failed
         // checkpoint would otherwise be replayed at start-up *without* the newer records that
         // overwrite its keys, turning them back to old values.
@@ -689,11 +685,9 @@ impl Wal {
                 fs::remove_file(path).map_err(io)?;
             }
         }
-        Ok(())
-    }
-
-    fn persist_sled(&self) -> Result<()> {
-        persist_sled(&self.db, &self.db_file)
+        // The engine merges the files of earlier checkpoints (nothing to do on sled); the
+        // log is free to go on meanwhile.
+        self.db.compact()
     }
 
     /// Bytes appended to the current segment (checkpoints start a new one); on a replica, the
@@ -804,8 +798,8 @@ mod tests {
         assert_eq!((records.len(), valid), (1, first));
     }
 
-    fn open_store_dir(dir: &Path) -> (sled::Db, Trees) {
-        let db = sled::Config::new().path(dir).open().expect("sled");
+    fn open_store_dir(dir: &Path) -> (Arc<Db>, Trees) {
+        let db = Arc::new(Db::open(dir, None, 1 << 24).expect("engine"));
         let trees = Trees::open(&db).expect("trees");
         (db, trees)
     }
@@ -813,7 +807,7 @@ mod tests {
     #[test]
     fn records_left_in_the_log_are_reapplied_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // A log segment as a crash leaves it: records appended, never applied to sled, and a
+        // A log segment as a crash leaves it: records appended, never applied to the engine, and a
         // torn record after them.
         fs::create_dir_all(dir.path().join("wal")).expect("mkdir");
         let mut buf = Vec::new();

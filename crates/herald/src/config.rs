@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use herald_delivery::DeliveryConfig;
 use herald_server::ServerConfig;
 use herald_server::auth::AuthConfig;
-use herald_store::Durability;
+use herald_store::{Durability, EngineKind};
 use serde::{Deserialize, Serialize};
 
 /// Everything Herald reads at start-up.
@@ -80,10 +80,13 @@ impl Default for SearchConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Directory of the sled database.
+    /// Directory of the store (the write-ahead log and the engine's files).
     pub data_dir: PathBuf,
-    /// sled page cache, in MiB.
+    /// The storage engine's block cache, in MiB.
     pub cache_capacity_mb: u64,
+    /// `lsm` or `sled`; unset: the engine the data directory already holds (`lsm` for a new
+    /// one). Naming the other engine than the directory holds is refused at start-up.
+    pub engine: Option<EngineKind>,
     /// `group-commit` (default), `flush-per-write`, or `off` (unsafe; benchmarks only).
     pub durability: Durability,
 }
@@ -93,6 +96,7 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("./herald-data"),
             cache_capacity_mb: 256,
+            engine: None,
             durability: Durability::GroupCommit,
         }
     }
@@ -124,6 +128,7 @@ const SHORT_ENV: &[(&str, &str)] = &[
     ("HERALD_MAX_BODY_BYTES", "server.max_body_bytes"),
     ("HERALD_DATA_DIR", "storage.data_dir"),
     ("HERALD_DURABILITY", "storage.durability"),
+    ("HERALD_STORE_ENGINE", "storage.engine"),
     ("HERALD_SEARCH_INDEX", "search.index"),
     ("HERALD_LOG", "log.filter"),
     ("HERALD_NATS_URL", "cluster.nats_url"),

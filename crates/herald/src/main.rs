@@ -113,6 +113,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         cfg.storage.data_dir.clone(),
         StoreOptions {
             cache_capacity_bytes: cfg.storage.cache_capacity_mb * 1024 * 1024,
+            engine: cfg.storage.engine,
             durability: cfg.storage.durability,
             // FHIR's id and meta: the server's knowledge, called back by the store.
             stamp: herald_server::meta::stamp(),

@@ -1,8 +1,9 @@
 //! The store as its callers see it: one trait per surface (resources and history, the event
 //! log, delivery state, the attempt log, the audit log, the store's own measures), each
 //! object-safe so that callers hold `Arc<dyn …>` and never name a backend. [`Surfaces`] bundles
-//! one backend's handles; the embedded backend (sled + Herald's write-ahead log, [`Store`]) is
-//! the one implementation today, and a clustered one implements the same traits.
+//! one backend's handles; the embedded backend (an LSM or sled engine under Herald's write-ahead
+//! log, [`Store`]) is the one implementation today, and a clustered one implements the same
+//! traits.
 //!
 //! Durability is a meaning on each surface ("this write", "this cursor", "these attempts"),
 //! not the log's mechanics: the embedded backend answers all of them with its group commit.
