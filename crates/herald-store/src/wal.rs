@@ -581,7 +581,11 @@ impl Wal {
             let mut pending = self.unsynced();
             for op in &ops {
                 let (Op::Put(t, k, _) | Op::Remove(t, k)) = op;
-                pending.latest.insert((*t, k.clone()), seq);
+                // Nothing reads search entries through the pending view (searches read durable
+                // state), and they are most of a write's keys: not worth a map entry each.
+                if *t != TreeId::Search {
+                    pending.latest.insert((*t, k.clone()), seq);
+                }
             }
             pending.queue.push_back((seq, ops));
             self.appended.store(seq, Ordering::Release);
@@ -627,6 +631,9 @@ impl Wal {
         for (_, ops) in &ready {
             for op in ops {
                 let (Op::Put(t, k, _) | Op::Remove(t, k)) = op;
+                if *t == TreeId::Search {
+                    continue;
+                }
                 let key = (*t, k.clone());
                 if pending.latest.get(&key).is_some_and(|seq| *seq <= upto) {
                     pending.latest.remove(&key);
