@@ -6,8 +6,9 @@
 //! never correctness.
 //!
 //! A key is `code \0 tag payload`; the store appends `\0 id` and prefixes tenant and type. Tags:
-//! `t` token (`code \0` then `|system` when the target has one), `r` a reference string (as
-//! written, and as `Type/id` with its base and version forms), `i` a reference's bare id,
+//! `t` token (`code \0` then `|system` when the target has one), `i` a reference's bare id
+//! (followed by `\0 Type` for a plain relative reference `Type/id`, filed under that key alone),
+//! `r` any other reference string (as written, and as `Type/id` with its base and version forms),
 //! `u` a uri, `s` a string leaf (lowercased, accents removed), `S`/`E` the start/end of a date
 //! target's range (8 bytes, ordered), `W` a date target whose range is inverted (every date
 //! query reads those). Components are cut at [`MAX_COMPONENT`] bytes on both sides, so a cut
@@ -25,7 +26,7 @@ use serde_json::Value;
 use std::borrow::Cow;
 
 /// Version of this encoding; part of [`fingerprint`], so a change re-indexes stored data.
-pub const INDEX_FORMAT: u32 = 1;
+pub const INDEX_FORMAT: u32 = 2;
 
 /// Longest component (code, system, value) kept in a key, in bytes.
 pub const MAX_COMPONENT: usize = 96;
@@ -175,8 +176,16 @@ fn reference_keys(code: &str, t: &Value, out: &mut Vec<Vec<u8>>) {
     };
     let Some(r) = refstr else { return };
     let plain = strip_canonical_version(r);
-    out.push(key(code, b'r', plain.as_bytes()));
     let p = reference::parse(plain);
+    if let (None, None, Some(t), Some(id)) = (&p.base, &p.version, &p.resource_type, &p.id)
+        && plain.len() == t.len() + 1 + id.len()
+    {
+        // A plain `Type/id` (most references): one key answers both a typed criterion
+        // (exactly this key) and a bare-id one (the key's `i id` prefix).
+        out.push(typed_id_key(code, t, id));
+        return;
+    }
+    out.push(key(code, b'r', plain.as_bytes()));
     if p.is_contained() {
         return;
     }
@@ -200,6 +209,15 @@ fn reference_keys(code: &str, t: &Value, out: &mut Vec<Vec<u8>>) {
             }
         }
     }
+}
+
+/// The key of a plain relative reference `Type/id`: `i id \0 Type`, under the bare-id key's
+/// prefix (see [`reference_keys`]).
+fn typed_id_key(code: &str, resource_type: &str, id: &str) -> Vec<u8> {
+    let mut k = key(code, b'i', id.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(cut(resource_type.as_bytes()));
+    k
 }
 
 /// The keys of every reference of parameter `code` to a resource with logical id `id`, of any
@@ -244,13 +262,17 @@ pub fn criterion_ranges(criterion: &Criterion) -> Option<Vec<KeyRange>> {
                             strip_canonical_version(b).as_bytes(),
                         )));
                     }
-                    (Some(_), Some(_), base) => {
+                    (Some(t), Some(id), base) => {
                         let rel = reference::Reference {
                             base: None,
                             ..r.clone()
                         }
                         .to_string();
                         out.push(exact(key(code, b'r', rel.as_bytes())));
+                        if r.version.is_none() {
+                            // Plain relative references are filed under this key instead.
+                            out.push(exact(typed_id_key(code, t, id)));
+                        }
                         if base.is_some() {
                             out.push(exact(key(code, b'r', r.to_string().as_bytes())));
                         }

@@ -268,7 +268,7 @@ fn resource_keys_are_sorted_unique_and_name_their_parameter() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(keys, sorted);
-    assert!(keys.iter().any(|k| k.starts_with(b"owner\0r")));
+    assert!(keys.iter().any(|k| k.starts_with(b"owner\0")));
     assert!(keys.iter().any(|k| k.starts_with(b"_lastUpdated\0S")));
     assert!(resource_keys(R4, &json!({"no": "type"})).is_empty());
 }
@@ -292,4 +292,29 @@ fn a_reference_id_range_finds_references_to_that_id_on_any_server() {
     );
     assert!(!hit("focus", "sr2"));
     assert!(!hit("owner", "sr1"));
+}
+
+#[test]
+fn a_plain_relative_reference_is_filed_under_one_key_that_answers_typed_and_bare_id_criteria() {
+    let t = json!({"resourceType": "Task", "status": "requested", "intent": "order",
+        "owner": {"reference": "Organization/org-9"}});
+    let owner: Vec<_> = resource_keys(R4, &t)
+        .into_iter()
+        .filter(|k| k.starts_with(b"owner\0"))
+        .collect();
+    assert_eq!(owner, vec![b"owner\0iorg-9\0Organization".to_vec()]);
+    assert_narrows(
+        "Task",
+        &t,
+        &[
+            ("owner", "Organization/org-9", true),
+            ("owner", "org-9", true),
+            ("owner:Organization", "org-9", true),
+            ("owner", "Practitioner/org-9", false),
+            ("owner", "Organization/org-90", false),
+            ("owner", "org-90", false),
+        ],
+        true,
+    );
+    assert!(in_ranges(&owner, &[reference_id_range("owner", "org-9")]));
 }
