@@ -408,12 +408,21 @@ fn owner_topic_url() -> String {
 /// type or server, judged here), else a scan of the tenant's Tasks.
 fn tasks_pointing_at(store: &dyn ResourceStore, tenant: &str, sr_id: &str) -> Vec<Value> {
     use herald_fhir::search::index::reference_id_range;
-    let ranges: Vec<(Vec<u8>, Vec<u8>)> = ["focus", "based-on"]
+    const CODES: [&str; 2] = ["focus", "based-on"];
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> = CODES
         .into_iter()
         .map(|code| reference_id_range(code, sr_id))
         .map(|r| (r.start, r.end))
         .collect();
-    match store.search_index(tenant, "Task", &ranges, None) {
+    let indexed = CODES
+        .iter()
+        .all(|code| store.search_index_covers(tenant, "Task", code));
+    let lookup = if indexed {
+        store.search_index(tenant, "Task", &ranges, None)
+    } else {
+        Ok(herald_store::IndexLookup::Off)
+    };
+    match lookup {
         Ok(herald_store::IndexLookup::Ids(ids)) => ids
             .iter()
             .filter_map(|task| store.current(tenant, "Task", task).ok().flatten())

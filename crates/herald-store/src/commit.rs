@@ -244,5 +244,10 @@ fn checkpointer(wal: &Wal, stop: &(Mutex<bool>, Condvar)) {
                 Err(e) => tracing::error!(error = %e, "checkpoint failed; the log is kept"),
             }
         }
+        // The engine merges the files of earlier checkpoints here, off the write path (a no-op
+        // when there is nothing to merge, and on sled).
+        if let Err(e) = wal.compact() {
+            tracing::warn!(error = %e, "engine compaction failed; it is retried");
+        }
     }
 }

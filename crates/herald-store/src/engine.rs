@@ -359,14 +359,21 @@ impl Lsm {
         Ok(())
     }
 
+    /// Runs leveled compaction on every tree until it has nothing left to merge (bounded,
+    /// so one call never runs away; the next checkpointer tick goes on).
     fn compact(&self) -> Result<()> {
         let trees = self.lock_trees().clone();
-        let watermark = self.seqno.get();
         let strategy: Arc<dyn lsm_tree::compaction::CompactionStrategy> =
             Arc::new(lsm_tree::compaction::Leveled::default());
         for tree in trees {
-            tree.compact(Arc::clone(&strategy), watermark)
-                .map_err(lsm_error)?;
+            for _ in 0..64 {
+                let before = (tree.table_count(), tree.l0_run_count());
+                tree.compact(Arc::clone(&strategy), self.seqno.get())
+                    .map_err(lsm_error)?;
+                if (tree.table_count(), tree.l0_run_count()) == before {
+                    break;
+                }
+            }
         }
         Ok(())
     }

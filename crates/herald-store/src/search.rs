@@ -26,6 +26,12 @@ pub trait Indexer: Send + Sync + std::fmt::Debug {
     /// The keys a live resource is filed under; the store adds tenant, type and id. Must be a
     /// function of its arguments alone (an update removes what the old body's keys were).
     fn keys(&self, tenant: &str, resource_type: &str, resource: &Value) -> Vec<Vec<u8>>;
+    /// Whether the keys of parameter `code` of `resource_type` are filed (a deployment may
+    /// index only some parameters); lookups for one that is not must scan instead.
+    fn covers(&self, tenant: &str, resource_type: &str, code: &str) -> bool {
+        let _ = (tenant, resource_type, code);
+        true
+    }
 }
 
 /// What a lookup in the search index found.
@@ -104,6 +110,14 @@ impl Store {
     /// Whether a search index is kept (the store was opened with an indexer).
     pub fn search_index_enabled(&self) -> bool {
         self.indexer.is_some()
+    }
+
+    /// Whether the search index files parameter `code` of `resource_type` (false without an
+    /// index): only then may a lookup of its keys stand for a scan.
+    pub fn search_index_covers(&self, tenant: &str, resource_type: &str, code: &str) -> bool {
+        self.indexer
+            .as_ref()
+            .is_some_and(|i| i.covers(tenant, resource_type, code))
     }
 
     /// Ids of the live resources of one type filed under a key in any of `ranges` (half-open
@@ -203,6 +217,8 @@ impl Store {
         self.db.persist()?;
         self.search.insert(FINGERPRINT, fingerprint.as_bytes())?;
         self.db.persist()?;
+        // A bulk load leaves many files behind: merge them before serving reads.
+        self.db.compact()?;
         tracing::info!(
             resources,
             entries,

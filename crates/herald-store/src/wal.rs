@@ -664,7 +664,6 @@ impl Wal {
             self.db.persist()?;
             self.db.meta_insert(CHECKPOINTED, &upto.to_be_bytes())?;
             self.db.persist()?;
-            self.db.compact()?;
             r.checkpointed.store(upto, Ordering::Release);
             return Ok(());
         }
@@ -692,8 +691,11 @@ impl Wal {
                 fs::remove_file(path).map_err(io)?;
             }
         }
-        // The engine merges the files of earlier checkpoints (nothing to do on sled); the
-        // log is free to go on meanwhile.
+        Ok(())
+    }
+
+    /// Lets the engine merge the files earlier checkpoints wrote (see `engine.rs`).
+    pub(crate) fn compact(&self) -> Result<()> {
         self.db.compact()
     }
 

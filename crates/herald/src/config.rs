@@ -68,11 +68,18 @@ pub struct SearchConfig {
     /// changed). Off: every search and conditional write scans the resources of its type (the
     /// benchmark's baseline).
     pub index: bool,
+    /// Index only these parameters of these resource types (`[search.parameters]`, e.g.
+    /// `Task = ["identifier", "owner"]`); a type not listed keeps every parameter. Fewer
+    /// parameters make writes cheaper; a search on one not listed scans its type.
+    pub parameters: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { index: true }
+        SearchConfig {
+            index: true,
+            parameters: std::collections::BTreeMap::new(),
+        }
     }
 }
 
@@ -174,7 +181,16 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     cfg.auth
         .check_listen(cfg.server.listen)
         .map_err(anyhow::Error::msg)?;
+    herald_server::search::indexer::check_scope(&cfg.server.tenants, &cfg.search.scope())
+        .map_err(anyhow::Error::msg)?;
     Ok(cfg)
+}
+
+impl SearchConfig {
+    /// The parameters the search index files (`[search.parameters]`).
+    pub fn scope(&self) -> herald_server::search::indexer::IndexScope {
+        herald_server::search::indexer::IndexScope::only(self.parameters.clone())
+    }
 }
 
 #[cfg(test)]

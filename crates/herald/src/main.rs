@@ -109,6 +109,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         shutdown,
     ));
     tracing::info!(listen = %local, "accepting connections; not ready until start-up replay ends");
+    let scope = cfg.search.scope();
     let (dir, options) = (
         cfg.storage.data_dir.clone(),
         StoreOptions {
@@ -118,8 +119,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
             // FHIR's id and meta: the server's knowledge, called back by the store.
             stamp: herald_server::meta::stamp(),
             indexer: cfg.search.index.then(|| {
-                Arc::new(herald_server::search::indexer::FhirIndexer::new(
+                Arc::new(herald_server::search::indexer::FhirIndexer::scoped(
                     &cfg.server.tenants,
+                    scope,
                 )) as Arc<dyn herald_store::Indexer>
             }),
         },

@@ -152,3 +152,45 @@ fn the_nats_url_and_node_id_variables_make_a_cluster_node_and_nothing_else_does(
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_search_parameter_list_naming_an_unknown_parameter_refuses_start_up_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("herald.toml");
+    std::fs::write(
+        &path,
+        "[search.parameters]\nTask = [\"identifier\", \"ownr\"]\n",
+    )
+    .expect("write config");
+    let out = herald()
+        .args(["config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run herald");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Task") && err.contains("\"ownr\""),
+        "stderr was: {err}"
+    );
+    std::fs::write(
+        &path,
+        "[search.parameters]\nTask = [\"identifier\", \"owner\"]\n",
+    )
+    .expect("write config");
+    let out = herald()
+        .args(["config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run herald");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json config");
+    assert_eq!(
+        cfg["search"]["parameters"]["Task"],
+        serde_json::json!(["identifier", "owner"])
+    );
+}

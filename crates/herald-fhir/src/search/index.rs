@@ -28,6 +28,62 @@ use std::borrow::Cow;
 /// Version of this encoding; part of [`fingerprint`], so a change re-indexes stored data.
 pub const INDEX_FORMAT: u32 = 2;
 
+/// Which registered parameters the index files: for a resource type listed, only the codes
+/// listed; for any other type, every token, reference, string, date and uri parameter. A
+/// criterion on a parameter outside the scope is left to the scan ([`criterion_ranges`] is
+/// `None` for it), so narrowing the scope never changes an answer, only which searches are
+/// fast and what each write costs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexScope {
+    only: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl IndexScope {
+    /// Every registered parameter.
+    pub fn all() -> IndexScope {
+        IndexScope::default()
+    }
+
+    /// Only `codes` for each listed type (other types: every parameter).
+    pub fn only<I, C>(types: I) -> IndexScope
+    where
+        I: IntoIterator<Item = (String, C)>,
+        C: IntoIterator<Item = String>,
+    {
+        IndexScope {
+            only: types
+                .into_iter()
+                .map(|(t, codes)| (t, codes.into_iter().collect()))
+                .collect(),
+        }
+    }
+
+    /// Whether parameter `code` of `resource_type` is filed.
+    pub fn covers(&self, resource_type: &str, code: &str) -> bool {
+        self.only
+            .get(resource_type)
+            .is_none_or(|codes| codes.contains(code))
+    }
+
+    /// The listed types and codes, in order (empty: every parameter).
+    pub fn restricted(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = &str>)> {
+        self.only
+            .iter()
+            .map(|(t, codes)| (t.as_str(), codes.iter().map(String::as_str)))
+    }
+
+    /// A stable description, part of the index's fingerprint.
+    pub fn describe(&self) -> String {
+        if self.only.is_empty() {
+            return "all".into();
+        }
+        self.restricted()
+            .map(|(t, codes)| format!("{t}: {}", codes.collect::<Vec<_>>().join(",")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// Longest component (code, system, value) kept in a key, in bytes.
 pub const MAX_COMPONENT: usize = 96;
 
@@ -107,15 +163,16 @@ fn ordered(n: i64) -> [u8; 8] {
 }
 
 /// The keys `resource` is filed under, for every token, reference, string, date and uri
-/// parameter registered for its type in `version`. Sorted and without duplicates.
-pub fn resource_keys(version: FhirVersion, resource: &Value) -> Vec<Vec<u8>> {
+/// parameter registered for its type in `version` that `scope` covers. Sorted and without
+/// duplicates.
+pub fn resource_keys(version: FhirVersion, resource: &Value, scope: &IndexScope) -> Vec<Vec<u8>> {
     let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     let ctx = Context::on(resource);
     for def in Registry::for_version(version).for_resource(rt) {
-        if !is_indexed(def.kind) {
+        if !is_indexed(def.kind) || !scope.covers(rt, &def.code) {
             continue;
         }
         let Some(path) = cached_path(def, rt) else {

@@ -3,7 +3,8 @@
 //! value (the index narrows without ever losing a match).
 
 use super::index::{
-    KeyRange, MAX_COMPONENT, criterion_ranges, fingerprint, reference_id_range, resource_keys,
+    IndexScope, KeyRange, MAX_COMPONENT, criterion_ranges, fingerprint, reference_id_range,
+    resource_keys,
 };
 use super::*;
 use crate::FhirVersion::{R4, R5};
@@ -49,7 +50,10 @@ fn check(rt: &str, res: &Value, name: &str, value: &str) -> (bool, bool) {
     let c = parse_criterion(R4, rt, name, value).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
     let ranges = criterion_ranges(&c).unwrap_or_else(|| panic!("{name}={value} not indexable"));
     let matched = matches(&c, res).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
-    (matched, in_ranges(&resource_keys(R4, res), &ranges))
+    (
+        matched,
+        in_ranges(&resource_keys(R4, res, &IndexScope::all()), &ranges),
+    )
 }
 
 /// Each case: (parameter, value, does the matcher accept, does the index leave it out when the
@@ -205,7 +209,10 @@ fn inverted_periods_are_offered_to_every_date_query() {
     for v in ["2024-03", "gt2000", "lt2030", "eb1990", "sa2050"] {
         let c = parse_criterion(R4, "Task", "period", v).unwrap_or_else(|e| panic!("{e}"));
         let ranges = criterion_ranges(&c).unwrap_or_else(|| panic!("period={v}"));
-        assert!(in_ranges(&resource_keys(R4, &t), &ranges), "period={v}");
+        assert!(
+            in_ranges(&resource_keys(R4, &t, &IndexScope::all()), &ranges),
+            "period={v}"
+        );
     }
 }
 
@@ -232,9 +239,12 @@ fn long_values_are_cut_alike_on_both_sides() {
     let c = parse_criterion(R4, "Task", "identifier", &format!("http://ids|{long}"))
         .unwrap_or_else(|e| panic!("{e}"));
     let ranges = criterion_ranges(&c).unwrap_or_else(|| panic!("identifier"));
-    assert!(in_ranges(&resource_keys(R4, &t), &ranges));
+    assert!(in_ranges(
+        &resource_keys(R4, &t, &IndexScope::all()),
+        &ranges
+    ));
     assert!(
-        resource_keys(R4, &t)
+        resource_keys(R4, &t, &IndexScope::all())
             .iter()
             .all(|k| k.len() <= 2 * MAX_COMPONENT + 32)
     );
@@ -263,14 +273,14 @@ fn criteria_the_index_cannot_answer_are_left_to_the_scan() {
 
 #[test]
 fn resource_keys_are_sorted_unique_and_name_their_parameter() {
-    let keys = resource_keys(R4, &task());
+    let keys = resource_keys(R4, &task(), &IndexScope::all());
     let mut sorted = keys.clone();
     sorted.sort();
     sorted.dedup();
     assert_eq!(keys, sorted);
     assert!(keys.iter().any(|k| k.starts_with(b"owner\0")));
     assert!(keys.iter().any(|k| k.starts_with(b"_lastUpdated\0S")));
-    assert!(resource_keys(R4, &json!({"no": "type"})).is_empty());
+    assert!(resource_keys(R4, &json!({"no": "type"}), &IndexScope::all()).is_empty());
 }
 
 #[test]
@@ -283,8 +293,12 @@ fn fingerprint_differs_between_versions_and_is_stable() {
 #[test]
 fn a_reference_id_range_finds_references_to_that_id_on_any_server() {
     let t = task();
-    let hit =
-        |code: &str, id: &str| in_ranges(&resource_keys(R4, &t), &[reference_id_range(code, id)]);
+    let hit = |code: &str, id: &str| {
+        in_ranges(
+            &resource_keys(R4, &t, &IndexScope::all()),
+            &[reference_id_range(code, id)],
+        )
+    };
     assert!(hit("focus", "sr1"));
     assert!(
         hit("owner", "org-1"),
@@ -298,7 +312,7 @@ fn a_reference_id_range_finds_references_to_that_id_on_any_server() {
 fn a_plain_relative_reference_is_filed_under_one_key_that_answers_typed_and_bare_id_criteria() {
     let t = json!({"resourceType": "Task", "status": "requested", "intent": "order",
         "owner": {"reference": "Organization/org-9"}});
-    let owner: Vec<_> = resource_keys(R4, &t)
+    let owner: Vec<_> = resource_keys(R4, &t, &IndexScope::all())
         .into_iter()
         .filter(|k| k.starts_with(b"owner\0"))
         .collect();
@@ -317,4 +331,29 @@ fn a_plain_relative_reference_is_filed_under_one_key_that_answers_typed_and_bare
         true,
     );
     assert!(in_ranges(&owner, &[reference_id_range("owner", "org-9")]));
+}
+
+#[test]
+fn a_scope_files_only_the_listed_parameters_of_a_listed_type() {
+    let scope = IndexScope::only([(
+        "Task".to_string(),
+        ["identifier".to_string(), "owner".to_string()],
+    )]);
+    assert!(scope.covers("Task", "owner"));
+    assert!(!scope.covers("Task", "status"));
+    assert!(
+        scope.covers("ServiceRequest", "status"),
+        "types not listed keep every parameter"
+    );
+    let keys = resource_keys(R4, &task(), &scope);
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with(b"identifier\0") || k.starts_with(b"owner\0")),
+        "only the listed parameters are filed"
+    );
+    assert!(keys.iter().any(|k| k.starts_with(b"owner\0")));
+    assert_ne!(scope.describe(), IndexScope::all().describe());
+    assert_eq!(IndexScope::all().describe(), "all");
+    assert_eq!(scope.describe(), "Task: identifier,owner");
 }

@@ -38,6 +38,7 @@ pub(super) fn candidates(
     }
     let indexable: Vec<Ranges> = criteria
         .iter()
+        .filter(|c| store.search_index_covers(tenant, rtype, &c.param.code))
         .filter_map(criterion_ranges)
         .map(|ranges| ranges.into_iter().map(|r| (r.start, r.end)).collect())
         .collect();

@@ -91,6 +91,10 @@ pub trait ResourceStore: Send + Sync {
     /// Whether a search index is kept (else every search reads the whole type).
     fn search_index_enabled(&self) -> bool;
 
+    /// Whether the index files parameter `code` of `resource_type` (a deployment may index
+    /// only some): a criterion on one it does not is answered by a scan.
+    fn search_index_covers(&self, tenant: &str, resource_type: &str, code: &str) -> bool;
+
     /// Ids of the live resources of one type filed under a key in any of `ranges` (half-open
     /// ranges of the indexer's keys), or [`IndexLookup::TooMany`] past `limit`.
     fn search_index(
@@ -193,6 +197,10 @@ impl ResourceStore for Store {
 
     fn search_index_enabled(&self) -> bool {
         Store::search_index_enabled(self)
+    }
+
+    fn search_index_covers(&self, tenant: &str, resource_type: &str, code: &str) -> bool {
+        Store::search_index_covers(self, tenant, resource_type, code)
     }
 
     fn search_index(
