@@ -195,7 +195,7 @@ pub async fn run(cfg: &SearchConfig) -> anyhow::Result<()> {
         large_start.as_secs_f64()
     );
     println!(
-        "disk at {} Tasks: {:.0} MiB before the index was first built, {:.0} MiB after (sled grows by pages; a rough figure)",
+        "disk at {} Tasks: {:.0} MiB before the index was first built, {:.0} MiB after (the engine's files and the log; a rough figure)",
         cfg.large,
         before as f64 / 1048576.0,
         after as f64 / 1048576.0

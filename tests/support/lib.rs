@@ -152,6 +152,14 @@ impl Herald {
         false
     }
 
+    /// Sets (or, with `None`, removes) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// Starts the process again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill9();
