@@ -26,7 +26,7 @@ use serde_json::Value;
 use std::borrow::Cow;
 
 /// Version of this encoding; part of [`fingerprint`], so a change re-indexes stored data.
-pub const INDEX_FORMAT: u32 = 2;
+pub const INDEX_FORMAT: u32 = 3;
 
 /// Which registered parameters the index files: for a resource type listed, only the codes
 /// listed; for any other type, every token, reference, string, date and uri parameter. A
@@ -172,7 +172,8 @@ pub fn resource_keys(version: FhirVersion, resource: &Value, scope: &IndexScope)
     let mut out = Vec::new();
     let ctx = Context::on(resource);
     for def in Registry::for_version(version).for_resource(rt) {
-        if !is_indexed(def.kind) || !scope.covers(rt, &def.code) {
+        // `_id` is not filed: resources are stored by id, and search reads them directly.
+        if !is_indexed(def.kind) || !scope.covers(rt, &def.code) || def.code == "_id" {
             continue;
         }
         let Some(path) = cached_path(def, rt) else {
@@ -291,10 +292,10 @@ fn exact(k: Vec<u8>) -> KeyRange {
 }
 
 /// The key ranges holding every resource that can satisfy `criterion` (`None` when the index
-/// cannot answer it: `:not`, `:missing`, `:contains`, `:text`, `:of-type`, `:identifier`,
+/// cannot answer it: `_id` (not filed: resources are stored by id), `:not`, `:missing`, `:contains`, `:text`, `:of-type`, `:identifier`,
 /// `:above`, `system|` tokens, `ne`/`ap` dates, number and quantity parameters).
 pub fn criterion_ranges(criterion: &Criterion) -> Option<Vec<KeyRange>> {
-    if !is_indexed(criterion.param.kind) {
+    if !is_indexed(criterion.param.kind) || criterion.param.code == "_id" {
         return None;
     }
     let code = criterion.param.code.as_str();

@@ -96,8 +96,6 @@ fn token_keys_answer_code_system_code_and_no_system() {
             ("identifier", "|no-system", true),
             ("identifier", "http://ids|A-2", false),
             ("identifier", "A", false),
-            ("_id", "t1", true),
-            ("_id", "t2", false),
             ("_tag", "http://tags|x", true),
         ],
         true,
@@ -262,6 +260,8 @@ fn criteria_the_index_cannot_answer_are_left_to_the_scan() {
         ("authored-on", "ne2024-03-15"),
         ("authored-on", "ap2024-03-15"),
         ("status", "requested,http://bs|"),
+        // Resources are stored by id: `_id` is read directly, never from the index.
+        ("_id", "t1"),
     ] {
         let c = parse_criterion(R4, "Task", n, v).unwrap_or_else(|e| panic!("{n}={v}: {e}"));
         assert!(criterion_ranges(&c).is_none(), "{n}={v}");
@@ -280,6 +280,10 @@ fn resource_keys_are_sorted_unique_and_name_their_parameter() {
     assert_eq!(keys, sorted);
     assert!(keys.iter().any(|k| k.starts_with(b"owner\0")));
     assert!(keys.iter().any(|k| k.starts_with(b"_lastUpdated\0S")));
+    assert!(
+        !keys.iter().any(|k| k.starts_with(b"_id\0")),
+        "resources are stored by id: no _id entries"
+    );
     assert!(resource_keys(R4, &json!({"no": "type"}), &IndexScope::all()).is_empty());
 }
 

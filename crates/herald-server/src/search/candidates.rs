@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use herald_fhir::search::Criterion;
 use herald_fhir::search::index::criterion_ranges;
+use herald_fhir::search::{Criterion, SearchValue};
 use herald_store::{IndexLookup, ResourceStore};
 
 use crate::error::ApiResult;
@@ -36,13 +36,16 @@ pub(super) fn candidates(
     if !store.search_index_enabled() {
         return Ok(Candidates::All);
     }
+    // `_id` needs no index entries: resources are stored by id, so its values are candidates.
+    let mut selective: Vec<BTreeSet<String>> = criteria.iter().filter_map(id_candidates).collect();
     let indexable: Vec<Ranges> = criteria
         .iter()
+        .filter(|c| id_candidates(c).is_none())
         .filter(|c| store.search_index_covers(tenant, rtype, &c.param.code))
         .filter_map(criterion_ranges)
         .map(|ranges| ranges.into_iter().map(|r| (r.start, r.end)).collect())
         .collect();
-    if indexable.is_empty() {
+    if indexable.is_empty() && selective.is_empty() {
         if !criteria.is_empty() {
             let names: Vec<&str> = criteria.iter().map(|c| c.param.code.as_str()).collect();
             tracing::debug!(
@@ -54,7 +57,6 @@ pub(super) fn candidates(
         }
         return Ok(Candidates::All);
     }
-    let mut selective: Vec<BTreeSet<String>> = Vec::new();
     let mut broad: Option<&Ranges> = None;
     for ranges in &indexable {
         // Once a small set is known, a criterion far larger than it cannot narrow it much:
@@ -89,4 +91,21 @@ pub(super) fn candidates(
         }
     }
     Ok(Candidates::Ids(ids))
+}
+
+/// The ids an `_id` criterion (no modifier, plain values) can match: the values themselves.
+fn id_candidates(c: &Criterion) -> Option<BTreeSet<String>> {
+    if c.param.code != "_id" || c.modifier.is_some() {
+        return None;
+    }
+    c.values
+        .iter()
+        .map(|v| match v {
+            SearchValue::Token {
+                system: None,
+                code: Some(id),
+            } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
 }
