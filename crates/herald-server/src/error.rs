@@ -127,9 +127,10 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "duplicate", msg)
             }
             StoreError::Hook(m) => ApiError::unprocessable(m),
-            StoreError::Corrupt(_) | StoreError::Engine(_) | StoreError::Io(_) => {
-                ApiError::internal("accessing the store", msg)
-            }
+            StoreError::Corrupt(_)
+            | StoreError::Engine(_)
+            | StoreError::Io(_)
+            | StoreError::Refused(_) => ApiError::internal("accessing the store", msg),
             StoreError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", msg)
             }

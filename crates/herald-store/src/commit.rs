@@ -162,7 +162,8 @@ fn flusher(
         };
         let began = Instant::now();
         // Every write holding a ticket <= target was appended before its ticket was issued, so
-        // before this point: the sync covers it (and puts it into the engine before it is published).
+        // before this point: the sync covers it (and puts it into the engine before it is
+        // published).
         match wal.sync() {
             Ok(()) => {
                 stats.observe(began.elapsed(), batch);

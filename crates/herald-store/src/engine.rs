@@ -46,19 +46,6 @@ impl EngineKind {
     }
 }
 
-impl std::str::FromStr for EngineKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<EngineKind, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "lsm" => Ok(EngineKind::Lsm),
-            "sled" => Ok(EngineKind::Sled),
-            other => Err(format!(
-                "unknown storage engine {other:?} (expected lsm or sled)"
-            )),
-        }
-    }
-}
-
 /// Reads see every applied write: the store keeps no snapshots (its readers see durable
 /// writes, which the log applies in order), so every read is at the newest sequence number.
 /// lsm-tree keeps the top bit of a sequence number for itself.
@@ -140,10 +127,6 @@ pub(crate) enum Tree {
     },
 }
 
-fn lsm_error(e: lsm_tree::Error) -> StoreError {
-    StoreError::Io(format!("LSM engine: {e}"))
-}
-
 /// Whether `dir` holds a database written by sled (its `conf` and `db` files).
 fn holds_sled(dir: &Path) -> bool {
     dir.join("conf").is_file() && dir.join("db").is_file()
@@ -161,7 +144,7 @@ impl Db {
             (false, true) => Some(EngineKind::Lsm),
             (false, false) => None,
             (true, true) => {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::Refused(format!(
                     "{} holds both a sled and an LSM database; move one of them away",
                     dir.display()
                 )));
@@ -169,7 +152,7 @@ impl Db {
         };
         let kind = match (kind, found) {
             (Some(want), Some(have)) if want != have => {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::Refused(format!(
                     "the data directory {} was written by the {} engine, but the {} engine is \
                      configured; configure {} (or start from an empty directory)",
                     dir.display(),
@@ -260,7 +243,7 @@ impl Db {
                 .meta()?
                 .get(key, READ_ALL)
                 .map(|v| v.map(Bytes::Lsm))
-                .map_err(lsm_error),
+                .map_err(StoreError::from),
         }
     }
 
@@ -288,7 +271,7 @@ impl Lsm {
             .open(dir.join("LOCK"))
             .map_err(|e| StoreError::Io(e.to_string()))?;
         lock.try_lock().map_err(|e| {
-            StoreError::Unavailable(format!(
+            StoreError::Refused(format!(
                 "the data directory {} is in use by another process ({e})",
                 dir.display()
             ))
@@ -321,8 +304,7 @@ impl Lsm {
         )
         .use_cache(Arc::clone(&self.cache))
         .use_descriptor_table(Some(Arc::clone(&self.descriptors)))
-        .open()
-        .map_err(lsm_error)?;
+        .open()?;
         // New writes must sort after everything already on disk, in every tree.
         if let Some(highest) = tree.get_highest_persisted_seqno() {
             self.seqno.fetch_max(highest + 1);
@@ -354,7 +336,7 @@ impl Lsm {
             }
             let lock = tree.get_flush_lock();
             tree.rotate_memtable();
-            tree.flush(&lock, watermark).map_err(lsm_error)?;
+            tree.flush(&lock, watermark)?;
         }
         Ok(())
     }
@@ -368,8 +350,7 @@ impl Lsm {
         for tree in trees {
             for _ in 0..64 {
                 let before = (tree.table_count(), tree.l0_run_count());
-                tree.compact(Arc::clone(&strategy), self.seqno.get())
-                    .map_err(lsm_error)?;
+                tree.compact(Arc::clone(&strategy), self.seqno.get())?;
                 if (tree.table_count(), tree.l0_run_count()) == before {
                     break;
                 }
@@ -386,7 +367,7 @@ impl Tree {
             Tree::Lsm { tree, .. } => tree
                 .get(key, READ_ALL)
                 .map(|v| v.map(Bytes::Lsm))
-                .map_err(lsm_error),
+                .map_err(StoreError::from),
         }
     }
 
@@ -443,14 +424,14 @@ impl Tree {
     pub(crate) fn len(&self) -> Result<usize> {
         match self {
             Tree::Sled(t) => Ok(t.len()),
-            Tree::Lsm { tree, .. } => tree.len(READ_ALL, None).map_err(lsm_error),
+            Tree::Lsm { tree, .. } => tree.len(READ_ALL, None).map_err(StoreError::from),
         }
     }
 
     pub(crate) fn is_empty(&self) -> Result<bool> {
         match self {
             Tree::Sled(t) => Ok(t.is_empty()),
-            Tree::Lsm { tree, .. } => tree.is_empty(READ_ALL, None).map_err(lsm_error),
+            Tree::Lsm { tree, .. } => tree.is_empty(READ_ALL, None).map_err(StoreError::from),
         }
     }
 
@@ -460,7 +441,7 @@ impl Tree {
             Tree::Sled(t) => {
                 t.clear()?;
             }
-            Tree::Lsm { tree, .. } => tree.clear().map_err(lsm_error)?,
+            Tree::Lsm { tree, .. } => tree.clear()?,
         }
         Ok(())
     }
@@ -472,7 +453,7 @@ fn sled_pair(kv: sled::Result<(sled::IVec, sled::IVec)>) -> Result<(Bytes, Bytes
 }
 
 fn lsm_pair(g: lsm_tree::IterGuardImpl) -> Result<(Bytes, Bytes)> {
-    let (k, v) = g.into_inner().map_err(lsm_error)?;
+    let (k, v) = g.into_inner()?;
     Ok((Bytes::Lsm(k), Bytes::Lsm(v)))
 }
 
@@ -644,12 +625,5 @@ mod tests {
         assert!(err.to_string().contains("in use"), "{err}");
         drop(first);
         drop(open(dir.path(), None));
-    }
-
-    #[test]
-    fn engine_names_parse_and_unknown_ones_are_refused() {
-        assert_eq!("LSM".parse::<EngineKind>(), Ok(EngineKind::Lsm));
-        assert_eq!("sled".parse::<EngineKind>(), Ok(EngineKind::Sled));
-        assert!("rocks".parse::<EngineKind>().is_err());
     }
 }

@@ -60,9 +60,13 @@ pub enum StoreError {
     /// The on-disk data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    /// The storage engine failed.
+    /// The storage engine (LSM trees or sled) failed.
     #[error("storage engine error: {0}")]
-    Engine(#[from] sled::Error),
+    Engine(String),
+    /// The store cannot be opened as configured (another engine's data directory, or one in
+    /// use by another process); nothing was changed.
+    #[error("the store cannot be opened: {0}")]
+    Refused(String),
     /// Reading or writing the write-ahead log failed.
     #[error("write-ahead log I/O error: {0}")]
     Io(String),
@@ -70,6 +74,18 @@ pub enum StoreError {
     /// server is stopping); nothing of it was written, and retrying later is safe.
     #[error("the write could not be applied: {0}")]
     Unavailable(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        StoreError::Engine(format!("sled: {e}"))
+    }
+}
+
+impl From<lsm_tree::Error> for StoreError {
+    fn from(e: lsm_tree::Error) -> StoreError {
+        StoreError::Engine(format!("LSM: {e}"))
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -194,3 +194,30 @@ fn a_search_parameter_list_naming_an_unknown_parameter_refuses_start_up_naming_i
         serde_json::json!(["identifier", "owner"])
     );
 }
+
+#[test]
+fn an_unknown_storage_engine_is_refused_naming_the_known_ones() {
+    let out = herald()
+        .args(["config"])
+        .env("HERALD_STORE_ENGINE", "rocks")
+        .output()
+        .expect("run herald");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rocks") && err.contains("lsm") && err.contains("sled"),
+        "stderr was: {err}"
+    );
+    let out = herald()
+        .args(["config"])
+        .env("HERALD_STORE_ENGINE", "sled")
+        .output()
+        .expect("run herald");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json config");
+    assert_eq!(cfg["storage"]["engine"], "sled");
+}

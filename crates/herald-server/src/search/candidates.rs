@@ -36,15 +36,18 @@ pub(super) fn candidates(
     if !store.search_index_enabled() {
         return Ok(Candidates::All);
     }
-    // `_id` needs no index entries: resources are stored by id, so its values are candidates.
-    let mut selective: Vec<BTreeSet<String>> = criteria.iter().filter_map(id_candidates).collect();
-    let indexable: Vec<Ranges> = criteria
-        .iter()
-        .filter(|c| id_candidates(c).is_none())
-        .filter(|c| store.search_index_covers(tenant, rtype, &c.param.code))
-        .filter_map(criterion_ranges)
-        .map(|ranges| ranges.into_iter().map(|r| (r.start, r.end)).collect())
-        .collect();
+    let mut selective: Vec<BTreeSet<String>> = Vec::new();
+    let mut indexable: Vec<Ranges> = Vec::new();
+    for c in criteria {
+        if let Some(ids) = id_candidates(c) {
+            // `_id` needs no index entries: resources are stored by id.
+            selective.push(ids);
+        } else if store.search_index_covers(tenant, rtype, &c.param.code)
+            && let Some(ranges) = criterion_ranges(c)
+        {
+            indexable.push(ranges.into_iter().map(|r| (r.start, r.end)).collect());
+        }
+    }
     if indexable.is_empty() && selective.is_empty() {
         if !criteria.is_empty() {
             let names: Vec<&str> = criteria.iter().map(|c| c.param.code.as_str()).collect();
